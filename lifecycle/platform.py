@@ -1,0 +1,52 @@
+"""Where this instance runs, and how long the platform gives it to stop.
+
+Pure Python on purpose: gunicorn's config imports it in the master, before Django is set up.
+"""
+
+import dataclasses
+import enum
+import os
+from collections.abc import Mapping
+
+CLOUD_RUN_BUDGET_SECONDS = 10.0
+DEFAULT_GKE_BUDGET_SECONDS = 30.0
+LOCAL_BUDGET_SECONDS = 30.0
+
+
+class Platform(enum.StrEnum):
+    CLOUD_RUN = "cloud_run"
+    GKE = "gke"
+    LOCAL = "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlatformInfo:
+    platform: Platform
+    # Seconds between SIGTERM and the platform's SIGKILL.
+    shutdown_budget: float
+
+    @property
+    def shutdown_deadline(self) -> float:
+        """Seconds our own shutdown may take: the budget less a safety margin."""
+        return self.shutdown_budget - shutdown_margin(self.shutdown_budget)
+
+
+def shutdown_margin(budget: float) -> float:
+    # Keep a tenth of the budget, at least one second, for the exit itself and clock skew.
+    return max(1.0, budget * 0.1)
+
+
+def detect_platform(environ: Mapping[str, str] | None = None) -> PlatformInfo:
+    environ = os.environ if environ is None else environ
+    if environ.get("K_SERVICE"):
+        return PlatformInfo(Platform.CLOUD_RUN, CLOUD_RUN_BUDGET_SECONDS)
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        raw = environ.get("TERMINATION_GRACE_PERIOD", "")
+        try:
+            budget = float(raw) if raw else DEFAULT_GKE_BUDGET_SECONDS
+        except ValueError:
+            raise ValueError(f"TERMINATION_GRACE_PERIOD must be a number of seconds, got {raw!r}") from None
+        if budget <= 0:
+            raise ValueError(f"TERMINATION_GRACE_PERIOD must be positive, got {raw!r}")
+        return PlatformInfo(Platform.GKE, budget)
+    return PlatformInfo(Platform.LOCAL, LOCAL_BUDGET_SECONDS)

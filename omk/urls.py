@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import path
+
+from lifecycle import views as lifecycle_views
+from omk import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("health", lifecycle_views.health, name="health"),
+    path("ready", lifecycle_views.ready, name="ready"),
+    path("admin/", admin.site.urls),
+]
+
+handler500 = "lifecycle.views.server_error"

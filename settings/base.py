@@ -1,0 +1,165 @@
+"""Settings shared by every environment. Addresses and secrets come from the environment."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from settings.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", "insecure-local-only-key-never-used-in-production")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "lifecycle",
+    "governance",
+    "hive",
+]
+
+MIDDLEWARE = [
+    # First: probes are answered before host validation, sessions or auth (kubelet sends the
+    # pod IP as Host, and a probe must not depend on the session store).
+    "lifecycle.middleware.ProbeMiddleware",
+    "lifecycle.middleware.DependencyUnavailableMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "lifecycle.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "omk.urls"
+WSGI_APPLICATION = "omk.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# PostgreSQL through psycopg 3 and Django's pool. The pool is created lazily on the first query,
+# so it opens inside each gunicorn worker after fork, never in the master (no preload_app).
+DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/omk")
+DATABASES = {
+    "default": {
+        **dj_database_url.parse(DATABASE_URL, conn_max_age=0),
+        # With a pool, Django turns this into the pool's check: each connection is tested when it
+        # leaves the pool, so one broken by a PostgreSQL restart is replaced, not handed out.
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {
+            "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),
+            # Names the process that opened the connection (settings load in each worker).
+            "application_name": f"omk-{os.getpid()}",
+            "pool": {
+                "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+                "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+                # Wait this long for a free connection, then fail fast (503) instead of hanging.
+                "timeout": env_float("DB_POOL_TIMEOUT", 2.0),
+                # Recycle connections so a failover or a server restart is absorbed over time.
+                "max_lifetime": env_float("DB_POOL_MAX_LIFETIME", 1800.0),
+                "max_idle": env_float("DB_POOL_MAX_IDLE", 300.0),
+            },
+        },
+    }
+}
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "CONNECTION_POOL_KWARGS": {
+                "max_connections": env_int("REDIS_MAX_CONNECTIONS", 50),
+                "socket_keepalive": True,
+                # PING an idle connection before reuse: catches connections a Redis restart cut.
+                "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 15),
+                "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+                "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+            },
+        },
+    }
+}
+
+SESSION_ENGINE = "lifecycle.sessions.backend"
+SESSION_CACHE_ALIAS = "default"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 3600)
+# Sliding expiry: every request that uses the session pushes its expiry an hour ahead.
+SESSION_SAVE_EVERY_REQUEST = True
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Lifecycle (see lifecycle/conf.py for every LIFECYCLE_* setting and its default).
+LIFECYCLE_RETRY_AFTER_SECONDS = env_int("RETRY_AFTER_SECONDS", 5)
+LIFECYCLE_RUN_DIR = env_str("OMK_RUN_DIR", "/tmp/omk")
+
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # Cloud Logging reads `severity` and `message` from one JSON object per line.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"levelname": "severity", "asctime": "time"},
+        },
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+        },
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # A probe or a dependency outage must not print a traceback per request.
+        "health_check": {"level": "ERROR"},
+    },
+}

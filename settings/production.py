@@ -1,0 +1,34 @@
+"""Cloud Run and GKE: every secret and address from the environment, nothing defaulted."""
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+from settings.base import *  # noqa: F403
+from settings.env import env_bool, env_int, env_list
+
+if not os.environ.get("SECRET_KEY"):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. Production refuses to start without it: set it from a secret "
+        "(Kubernetes Secret or Secret Manager), at least 50 random characters."
+    )
+SECRET_KEY = os.environ["SECRET_KEY"]
+DEBUG = False
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS is not set: list the service's host names, comma-separated.")
+
+LOG_FORMAT = "json"
+LOGGING["handlers"]["stdout"]["formatter"] = "json"  # noqa: F405
+
+# TLS ends at the Google front end / load balancer, which sets X-Forwarded-Proto.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+# Probes come over plain HTTP from the kubelet: never redirect them.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,0 +1,17 @@
+"""Test run: the real PostgreSQL and a dedicated Redis database, flushed between tests."""
+
+import os
+
+from settings.base import *  # noqa: F403
+from settings.base import CACHES, DATABASES, REDIS_URL
+from settings.env import env_int, env_str
+
+DEBUG = False
+# Several checkouts may test at once on one machine: each picks its own database and Redis db.
+DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "test_omk")}
+REDIS_TEST_DB = env_int("REDIS_TEST_DB", 15)
+if "REDIS_URL" not in os.environ:
+    CACHES["default"]["LOCATION"] = REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ALLOWED_HOSTS = ["*"]

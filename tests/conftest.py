@@ -1,0 +1,48 @@
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from lifecycle.redis import redis_client
+from tests.support.instances import GunicornInstance
+
+
+@pytest.fixture(autouse=True)
+def _flush_redis() -> None:
+    """Each test starts with an empty Redis database of its own (settings.test picks the db)."""
+    redis_client().flushdb()
+
+
+@pytest.fixture
+def service_env(django_db_setup, django_db_blocker, tmp_path: Path) -> dict[str, str]:
+    """Environment for a real service process that uses this test run's database and Redis db."""
+    with django_db_blocker.unblock():
+        db = connection.settings_dict
+    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return {
+        "DJANGO_SETTINGS_MODULE": "settings.test",
+        "DATABASE_URL": url,
+        "REDIS_URL": settings.CACHES["default"]["LOCATION"],
+        "OMK_RUN_DIR": str(tmp_path / "run"),
+        "WEB_CONCURRENCY": "2",
+        "GUNICORN_THREADS": "4",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture
+def start_instance(service_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., GunicornInstance]]:
+    """Start real gunicorn instances; each is SIGKILLed at the end of the test if still running."""
+    started: list[GunicornInstance] = []
+
+    def start(wait_for: str = "/health", **env: str) -> GunicornInstance:
+        log = tmp_path / f"gunicorn-{len(started)}.log"
+        instance = GunicornInstance({**service_env, **env}, log_path=log)
+        started.append(instance)
+        return instance.start(wait_for=wait_for)
+
+    yield start
+    for instance in started:
+        instance.kill()

@@ -1,0 +1,68 @@
+import pytest
+from django.core.checks import run_checks
+
+from lifecycle.platform import Platform, detect_platform
+
+
+def test_detect_platform__cloud_run_has_ten_seconds():
+    info = detect_platform({"K_SERVICE": "omk-web", "KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert info.platform is Platform.CLOUD_RUN
+    assert info.shutdown_budget == 10
+    assert info.shutdown_deadline == 9
+
+
+def test_detect_platform__gke_reads_termination_grace_period():
+    info = detect_platform({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "45"})
+    assert info.platform is Platform.GKE
+    assert info.shutdown_budget == 45
+    assert info.shutdown_deadline == pytest.approx(40.5)
+
+
+def test_detect_platform__gke_defaults_to_thirty_seconds():
+    info = detect_platform({"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert (info.platform, info.shutdown_budget) == (Platform.GKE, 30)
+
+
+def test_detect_platform__local_has_thirty_seconds():
+    info = detect_platform({})
+    assert (info.platform, info.shutdown_budget) == (Platform.LOCAL, 30)
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"])
+def test_detect_platform__bad_grace_period_is_refused(value):
+    with pytest.raises(ValueError, match="TERMINATION_GRACE_PERIOD"):
+        detect_platform({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": value})
+
+
+def test_system_check__bad_grace_period_is_lifecycle_e001(monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("TERMINATION_GRACE_PERIOD", "soon")
+    ids = [message.id for message in run_checks()]
+    assert "lifecycle.E001" in ids
+
+
+def test_system_check__sessions_outside_redis_is_lifecycle_e003(settings):
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    ids = [message.id for message in run_checks()]
+    assert "lifecycle.E003" in ids
+
+
+def test_gunicorn_config__graceful_timeout_leaves_a_margin(monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("K_SERVICE", "omk-web")
+    config = runpy.run_path("omk/gunicorn.conf.py")
+    assert config["graceful_timeout"] < 10
+    assert config["worker_class"] == "gthread"
+    assert config["preload_app"] is False
+    assert config["accesslog"] == "-"
+
+
+def test_gunicorn_config__binds_port_and_reads_web_concurrency(monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("PORT", "9123")
+    monkeypatch.setenv("WEB_CONCURRENCY", "5")
+    config = runpy.run_path("omk/gunicorn.conf.py")
+    assert config["bind"] == ["0.0.0.0:9123"]
+    assert config["workers"] == 5

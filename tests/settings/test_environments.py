@@ -1,0 +1,58 @@
+"""Each settings module as a real process would load it, configured only from the environment."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION_SECRET = "k3J9vQ2xL8mN4pR7tW1yZ6bC5dF0gH3jK8lM2nP5qS9uV4wX7zA1cE6fG0hI3jL"
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_production__check_deploy_reports_no_issue():
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DJANGO_SETTINGS_MODULE="settings.production",
+        SECRET_KEY=PRODUCTION_SECRET,
+        ALLOWED_HOSTS="hive.omk.example",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_production__refuses_to_start_without_secret_key():
+    result = manage("check", DJANGO_SETTINGS_MODULE="settings.production", ALLOWED_HOSTS="hive.omk.example")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_production__refuses_to_start_without_allowed_hosts():
+    result = manage("check", DJANGO_SETTINGS_MODULE="settings.production", SECRET_KEY=PRODUCTION_SECRET)
+    assert result.returncode != 0
+    assert "ALLOWED_HOSTS is not set" in result.stderr
+
+
+def test_local__bad_number_in_environment_is_named():
+    result = manage("check", DJANGO_SETTINGS_MODULE="settings.local", DB_POOL_MAX_SIZE="many")
+    assert result.returncode != 0
+    assert "DB_POOL_MAX_SIZE must be a whole number" in result.stderr
+
+
+def test_migrations__none_missing():
+    result = manage("makemigrations", "--check", "--dry-run", DJANGO_SETTINGS_MODULE="settings.test")
+    assert result.returncode == 0, result.stdout + result.stderr
