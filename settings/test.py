@@ -15,3 +15,6 @@ if "REDIS_URL" not in os.environ:
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
+
+# Lifecycle (issue 7): the slow view the shutdown tests keep in flight (never in production).
+LIFECYCLE_TEST_VIEWS = True
