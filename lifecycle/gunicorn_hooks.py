@@ -32,7 +32,7 @@ from lifecycle.drain import (
 )
 from lifecycle.platform import default_drain_delay, detect_platform
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
-from lifecycle.steps import Report, Step, StepContext, StepTimedOut, load_steps, run_step
+from lifecycle.steps import Report, Step, StepContext, StepTimedOut, load_steps, run_step, run_steps
 
 logger = logging.getLogger("lifecycle.gunicorn")
 
@@ -225,8 +225,12 @@ def handle_term(arbiter) -> None:
     if delay_left > 0:
         step(DrainDelay(context, seconds=delay_left), deadline - after_requests)
     step(FinishRequests(context, arbiter=arbiter), deadline - after_requests)
-    for configured_step in configured:
-        step(configured_step, deadline)
+
+    def on_result(result) -> None:
+        report.duration = time.monotonic() - began_mono
+        writer()
+
+    run_steps(configured, report=report, deadline=deadline, reserve=reserve, on_result=on_result)
     if state.heartbeat is not None:
         state.heartbeat.stop(clear=True)
     report.duration = time.monotonic() - began_mono

@@ -57,6 +57,8 @@ class ExportOutbox(Step):
 
 
 class CloseConnections(Step):
+    """Close Redis and PostgreSQL connections (the pools close after the report is stored)."""
+
     name = "close_connections"
     label = "Closing connections"
 
@@ -68,9 +70,6 @@ class CloseConnections(Step):
         closed = 0
         for conn in connections.all(initialized_only=True):
             conn.close()
-            close_pool = getattr(conn, "close_pool", None)
-            if close_pool is not None:
-                close_pool()
             closed += 1
         redis_client().connection_pool.disconnect()
         return closed + 1
