@@ -32,7 +32,7 @@ from lifecycle.drain import (
 )
 from lifecycle.platform import default_drain_delay, detect_platform
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
-from lifecycle.steps import Report, Step, StepContext, StepTimedOut, load_steps, run_step, run_steps
+from lifecycle.steps import Report, Step, StepContext, StepTimedOut, load_steps, run_step, run_steps, time_after
 
 logger = logging.getLogger("lifecycle.gunicorn")
 
@@ -213,11 +213,11 @@ def handle_term(arbiter) -> None:
     context = StepContext(instance_id=state.instance_id, kind="web")
     configured = load_steps(lifecycle_settings.SHUTDOWN_STEPS, context)
     # Keep some of the budget for the steps after the requests (hand-back, outbox, close).
-    after_requests = min(2.0, info.shutdown_deadline * 0.2) if configured else 0.0
+    after_requests = time_after(len(configured), reserve, info.shutdown_deadline)
     logger.info("SIGTERM: draining for %.1f s, then stopping within %.1f s", delay_left, info.shutdown_deadline)
 
     def step(s: Step, step_deadline: float) -> None:
-        report.steps.append(run_step(s, deadline=step_deadline, reserve=reserve))
+        report.steps.append(run_step(s, deadline=step_deadline))
         report.duration = time.monotonic() - began_mono
         writer()
 

@@ -188,7 +188,12 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
 
 # Seconds kept for each step still to come, so that a hung step cannot starve the ones after it
 # (closing connections, storing the report).
-STEP_FLOOR = 0.5
+STEP_FLOOR = 0.25
+
+
+def time_after(steps: int, reserve: float, deadline_seconds: float) -> float:
+    """Seconds to keep, after the requests or jobs are finished, for `steps` steps and the report."""
+    return max(reserve + STEP_FLOOR * steps, min(2.0, 0.2 * deadline_seconds))
 
 
 def run_steps(
@@ -200,9 +205,12 @@ def run_steps(
     on_result: Callable[[StepResult], None] | None = None,
 ) -> Report:
     steps = list(steps)
+    limit = deadline - reserve
     for index, step in enumerate(steps):
         after = len(steps) - index - 1
-        result = run_step(step, deadline=deadline - STEP_FLOOR * after, reserve=reserve)
+        # Leave a floor for each later step, but give this one its floor too while time remains.
+        step_deadline = max(limit - STEP_FLOOR * after, min(time.monotonic() + STEP_FLOOR, limit))
+        result = run_step(step, deadline=step_deadline)
         report.steps.append(result)
         if on_result is not None:
             on_result(result)

@@ -21,7 +21,7 @@ from lifecycle.conf import lifecycle_settings
 from lifecycle.platform import detect_platform
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
 from lifecycle.shutdown import ReportWriter, report_file
-from lifecycle.steps import Report, StepContext, StepResult, StepStatus, load_steps, run_steps
+from lifecycle.steps import Report, StepContext, StepResult, StepStatus, load_steps, run_steps, time_after
 
 logger = logging.getLogger("lifecycle.worker")
 
@@ -100,8 +100,8 @@ async def _serve(app, options: dict, *, instance_id: str, heartbeat: Heartbeat, 
             writer = ReportWriter(report, report_file("worker", os.getpid()), instance_id=instance_id, pid=os.getpid())
             context = StepContext(instance_id=instance_id, kind="worker", job_worker_id=worker.worker_id)
             configured = load_steps(lifecycle_settings.SHUTDOWN_STEPS, context)
-            after_jobs = min(2.0, info.shutdown_deadline * 0.2)
             reserve = lifecycle_settings.REPORT_RESERVE
+            after_jobs = time_after(len(configured), reserve, info.shutdown_deadline)
 
             current["state"] = "draining"
             t = time.monotonic()
@@ -111,7 +111,7 @@ async def _serve(app, options: dict, *, instance_id: str, heartbeat: Heartbeat, 
 
             t = time.monotonic()
             running = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
-            await asyncio.wait({run_task}, timeout=max(0.0, deadline - after_jobs - reserve - time.monotonic()))
+            await asyncio.wait({run_task}, timeout=max(0.0, deadline - after_jobs - time.monotonic()))
             still = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
             label = f"Finishing running jobs ({len(running)})"
             if still:

@@ -13,7 +13,9 @@ def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator[Callab
 
     def start(**env: str) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
-        worker = WorkerProcess({**service_env, "PROCRASTINATE_IMPORT_PATHS": "tests.support.tasks", **env}, log)
+        worker = WorkerProcess(
+            {**service_env, "PROCRASTINATE_IMPORT_PATHS": "tests.support.tasks", "PYTHONUNBUFFERED": "1", **env}, log
+        )
         started.append(worker)
         return worker.start()
 
