@@ -184,7 +184,10 @@ class FinishRequests(Step):
             arbiter.reap_workers()
             time.sleep(0.05)
         if arbiter.WORKERS:
+            from lifecycle.metrics import PENDING_LOST
+
             left = inflight.count()
+            PENDING_LOST.labels(kind="request").inc(max(left, 0))
             arbiter.kill_workers(signal.SIGKILL)
             time.sleep(0.05)
             arbiter.reap_workers()

@@ -41,5 +41,8 @@ def test_metrics__aggregated_over_workers(start_instance):
     body = requests.get(instance.url + "/metrics", timeout=5).text
     assert 'instance_startup_total{kind="web"} 1.0' in body
     assert "instance_recovery_success_total 1.0" in body
-    # Labelled counters appear once counted; the histogram is there from the start.
+    # Labelled counters appear once counted; the others are there from the start.
+    assert "instance_shutdown_duration_seconds_count 0.0" in body
+    assert "sessions_recovered_total" in body
+    assert "sessions_active" in body
     assert "instance_shutdown_duration_seconds" in body
