@@ -35,8 +35,6 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # are set in its environment here, before anything forks; the hooks below do the rest.
 _run_dir = Path(os.environ.get("OMK_RUN_DIR", "/tmp/omk"))
 configure_master_environment(_run_dir)
-# gunicorn 27's control socket defaults to one path per user: one per master, beside its flags.
-control_socket = str(_run_dir / f"gunicorn-{os.getpid()}.ctl")
 
 on_starting = gunicorn_hooks.on_starting
 when_ready = gunicorn_hooks.when_ready
