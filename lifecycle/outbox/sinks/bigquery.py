@@ -11,10 +11,12 @@ which only record events, never need to pay.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -125,27 +127,38 @@ class BigQuerySink(OutboxSink):
             have = {field.name for field in table.schema}
             missing = [field for field in wanted if field.name not in have]
             if missing:
-                # Adding NULLABLE columns is the one schema change BigQuery allows in place.
-                table.schema = [*table.schema, *missing]
-                changed.append("schema")
+                # Adding NULLABLE columns is the one schema change BigQuery allows in place. DDL
+                # first: the emulator's update_table changes only its catalog, not the data.
+                for field in missing:
+                    self.client.query(
+                        f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS {field.name} {field.field_type}"
+                    ).result()
+                table = self.client.get_table(table_id)
+                have = {field.name for field in table.schema}
+                if any(field.name not in have for field in missing):
+                    table.schema = [*table.schema, *(field for field in missing if field.name not in have)]
+                    changed.append("schema")
+                else:
+                    done.append(f"table {table_id}: added {', '.join(field.name for field in missing)}")
             if table.time_partitioning is not None and table.time_partitioning.expiration_ms != expiration_ms:
                 table.time_partitioning.expiration_ms = expiration_ms
                 changed.append("time_partitioning")
             if changed:
                 self.client.update_table(table, changed)
                 done.append(f"table {table_id}: updated ({', '.join(changed)})")
-            else:
+            elif not missing:
                 done.append(f"table {table_id}: up to date")
         return done
 
     # --- export ------------------------------------------------------------------------------
 
-    def send(self, events: Sequence[Event]) -> None:
+    def send(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
         by_table: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_table[event.table].append(event)
+        deadline = time.monotonic() + (timeout or outbox_settings.BIGQUERY_TIMEOUT_SECONDS)
         for table, table_events in by_table.items():
-            self._send_table(table, table_events)
+            self._send_table(table, table_events, deadline=deadline)
 
     def _row(self, table: str, event: Event, exported_at: str) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -160,9 +173,21 @@ class BigQuerySink(OutboxSink):
                 row[name] = event.payload[name]
         return row
 
-    def _send_table(self, table: str, events: Sequence[Event]) -> None:
+    def _send_table(self, table: str, events: Sequence[Event], *, deadline: float) -> None:
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
+        from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
+
+        # The client's own retries would go on for 10 minutes: bound every call by what is
+        # left of this send's time (the exporter retries the batch later, with backoff).
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SinkError("BigQuery did not answer within the send's time limit")
+            return remaining
+
+        def retry():
+            return DEFAULT_RETRY.with_timeout(left())
 
         schema = self.schema(table)
         staging_id = f"{self.dataset_id}.{STAGING_PREFIX}{table}_{uuid.uuid4().hex}"
@@ -173,7 +198,7 @@ class BigQuerySink(OutboxSink):
         try:
             staging = bigquery.Table(staging_id, schema=schema)
             staging.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
-            self.client.create_table(staging)
+            self.client.create_table(staging, retry=retry(), timeout=left())
             try:
                 job_config = bigquery.LoadJobConfig(
                     source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
@@ -182,9 +207,11 @@ class BigQuerySink(OutboxSink):
                 )
                 # size=None makes the client use a resumable upload (the emulator handles it;
                 # load_table_from_json's multipart upload it does not).
-                job = self.client.load_table_from_file(io.BytesIO(body), staging_id, job_config=job_config)
+                job = self.client.load_table_from_file(
+                    io.BytesIO(body), staging_id, job_config=job_config, num_retries=2, timeout=left()
+                )
                 try:
-                    job.result()
+                    job.result(retry=retry(), timeout=left())
                 except gexc.BadRequest as exc:
                     # The staging table's schema is ours, so a failed load is about the rows.
                     raise RowsRejected(_error_text(exc, job)) from exc
@@ -194,9 +221,14 @@ class BigQuerySink(OutboxSink):
                     f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
                     f"VALUES ({', '.join('S.' + name for name in names)})"
                 )
-                self.client.query(merge).result()
+                job_retry = DEFAULT_JOB_RETRY.with_timeout(left())
+                self.client.query(merge, retry=retry(), timeout=left(), job_retry=job_retry).result(
+                    retry=retry(), timeout=left(), job_retry=job_retry
+                )
             finally:
-                self.client.delete_table(staging_id, not_found_ok=True)
+                # Best effort: a staging table left behind expires on its own (STAGING_TTL).
+                with contextlib.suppress(Exception):
+                    self.client.delete_table(staging_id, not_found_ok=True, retry=None, timeout=5)
         except RowsRejected:
             raise
         except gexc.NotFound as exc:
