@@ -18,7 +18,6 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -153,14 +152,30 @@ class BigQuerySink(OutboxSink):
     # --- export ------------------------------------------------------------------------------
 
     def send(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
-        by_table: dict[str, list[Event]] = defaultdict(list)
-        for event in events:
-            by_table[event.table].append(event)
-        deadline = time.monotonic() + (timeout or outbox_settings.BIGQUERY_TIMEOUT_SECONDS)
-        for table, table_events in by_table.items():
-            self._send_table(table, table_events, deadline=deadline)
+        """Load the batch into one staging table, then MERGE it into each kind's table.
 
-    def _row(self, table: str, event: Event, exported_at: str) -> dict[str, Any]:
+        One load and one multi-statement query per batch whatever its kinds: BigQuery's cost
+        is per job far more than per row, so this keeps a batch at a few round trips.
+        """
+        from google.api_core import exceptions as gexc
+
+        deadline = time.monotonic() + (timeout or outbox_settings.BIGQUERY_TIMEOUT_SECONDS)
+        tables = sorted({event.table for event in events})
+        try:
+            self._send(events, tables, deadline=deadline)
+        except (RowsRejected, SinkError):
+            raise
+        except gexc.NotFound as exc:
+            raise SinkError(f"{exc.message} (run `python manage.py bigquery_setup`)") from exc
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise SinkError(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            # requests' and google-auth's transport errors share no base class with the above.
+            if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "google"):
+                raise SinkError(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    def _row(self, event: Event, exported_at: str) -> dict[str, Any]:
         row: dict[str, Any] = {
             "event_id": str(event.event_id),
             "kind": event.kind,
@@ -168,12 +183,19 @@ class BigQuerySink(OutboxSink):
             "exported_at": exported_at,
             "payload": event.payload,
         }
-        for name, _type in self.columns.get(table, []):
+        for name, _type in self.columns.get(event.table, []):
             if name in event.payload:
                 row[name] = event.payload[name]
         return row
 
-    def _send_table(self, table: str, events: Sequence[Event], *, deadline: float) -> None:
+    def _staging_schema(self, tables: Sequence[str]) -> list:
+        fields: dict[str, Any] = {}
+        for table in tables:
+            for field in self.schema(table):
+                fields.setdefault(field.name, field)
+        return list(fields.values())
+
+    def _send(self, events: Sequence[Event], tables: Sequence[str], *, deadline: float) -> None:
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
         from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
@@ -189,57 +211,49 @@ class BigQuerySink(OutboxSink):
         def retry():
             return DEFAULT_RETRY.with_timeout(left())
 
-        schema = self.schema(table)
-        staging_id = f"{self.dataset_id}.{STAGING_PREFIX}{table}_{uuid.uuid4().hex}"
+        schema = self._staging_schema(tables)
+        staging_id = f"{self.dataset_id}.{STAGING_PREFIX}{uuid.uuid4().hex}"
         exported_at = dt.datetime.now(dt.UTC).isoformat()
-        body = "\n".join(
-            json.dumps(self._row(table, event, exported_at), cls=DjangoJSONEncoder) for event in events
-        ).encode()
+        body = "\n".join(json.dumps(self._row(event, exported_at), cls=DjangoJSONEncoder) for event in events)
+        staging = bigquery.Table(staging_id, schema=schema)
+        staging.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
+        self.client.create_table(staging, retry=retry(), timeout=left())
         try:
-            staging = bigquery.Table(staging_id, schema=schema)
-            staging.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
-            self.client.create_table(staging, retry=retry(), timeout=left())
+            job_config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+                schema=schema,
+                write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            )
+            # size=None makes the client use a resumable upload (the emulator handles it;
+            # load_table_from_json's multipart upload it does not).
+            job = self.client.load_table_from_file(
+                io.BytesIO(body.encode()), staging_id, job_config=job_config, num_retries=2, timeout=left()
+            )
             try:
-                job_config = bigquery.LoadJobConfig(
-                    source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-                    schema=schema,
-                    write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
-                )
-                # size=None makes the client use a resumable upload (the emulator handles it;
-                # load_table_from_json's multipart upload it does not).
-                job = self.client.load_table_from_file(
-                    io.BytesIO(body), staging_id, job_config=job_config, num_retries=2, timeout=left()
-                )
-                try:
-                    job.result(retry=retry(), timeout=left())
-                except gexc.BadRequest as exc:
-                    # The staging table's schema is ours, so a failed load is about the rows.
-                    raise RowsRejected(_error_text(exc, job)) from exc
-                names = [field.name for field in schema]
-                merge = (
-                    f"MERGE `{self.dataset_id}.{table}` T USING `{staging_id}` S ON T.event_id = S.event_id "
+                job.result(retry=retry(), timeout=left())
+            except gexc.BadRequest as exc:
+                # The staging table's schema is ours, so a failed load is about the rows.
+                raise RowsRejected(_error_text(exc, job)) from exc
+            statements = []
+            kinds = {table: kind for kind, table in KIND_TABLES.items()}
+            for table in tables:
+                names = [field.name for field in self.schema(table)]
+                statements.append(
+                    f"MERGE `{self.dataset_id}.{table}` T "
+                    f"USING (SELECT * FROM `{staging_id}` WHERE kind = '{kinds[table]}') S "
+                    "ON T.event_id = S.event_id "
                     f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
                     f"VALUES ({', '.join('S.' + name for name in names)})"
                 )
-                job_retry = DEFAULT_JOB_RETRY.with_timeout(left())
-                self.client.query(merge, retry=retry(), timeout=left(), job_retry=job_retry).result(
-                    retry=retry(), timeout=left(), job_retry=job_retry
-                )
-            finally:
-                # Best effort: a staging table left behind expires on its own (STAGING_TTL).
-                with contextlib.suppress(Exception):
-                    self.client.delete_table(staging_id, not_found_ok=True, retry=None, timeout=5)
-        except RowsRejected:
-            raise
-        except gexc.NotFound as exc:
-            raise SinkError(f"{exc.message} (run `python manage.py bigquery_setup`)") from exc
-        except (gexc.GoogleAPIError, OSError) as exc:
-            raise SinkError(f"{type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
-            # requests' and google-auth's transport errors do not share a base class with the above.
-            if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "google"):
-                raise SinkError(f"{type(exc).__name__}: {exc}") from exc
-            raise
+            job_retry = DEFAULT_JOB_RETRY.with_timeout(left())
+            # jobs.query answers in one round trip when the job is quick (no polling).
+            self.client.query(
+                ";\n".join(statements), api_method="QUERY", retry=retry(), timeout=left(), job_retry=job_retry
+            ).result(retry=retry(), timeout=left(), job_retry=job_retry)
+        finally:
+            # Best effort: a staging table left behind expires on its own (STAGING_TTL).
+            with contextlib.suppress(Exception):
+                self.client.delete_table(staging_id, not_found_ok=True, retry=None, timeout=5)
 
     def staging_tables(self) -> list[str]:
         return [
