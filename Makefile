@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services database lint pytest clean
+.PHONY: run test install install-dev services database lint pytest clean bigquery-local
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,19 @@ database: install services
 	$(BIN)/python scripts/ensure_database.py
 	$(BIN)/python manage.py migrate --no-input
 
-run: database
+# Outbox (issue 6): the outbox exporter loop runs beside gunicorn (and stops with it).
+run: database bigquery-local
 	@echo "Serving on http://127.0.0.1:$(PORT)"
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py outbox_export --loop & \
+		trap 'kill $$! 2>/dev/null' EXIT; \
 	PORT=$(PORT) DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} \
 		$(BIN)/gunicorn -c omk/gunicorn.conf.py
+
+# --- Outbox (issue 6): a local BigQuery (bqemulator, a dev package) on 127.0.0.1:9050 and the
+# event tables in it, so a local run exports analytics events for real.
+bigquery-local: install-dev database
+	scripts/bqemulator.sh
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py bigquery_setup
 
 lint: install-dev
 	$(BIN)/ruff check .
