@@ -91,7 +91,15 @@ return moved
 """
 
 
-class InvalidQueueName(ValueError):
+class QueueInputError(ValueError):
+    """Bad input to a queue operation; `field` names the argument (for a 4xx naming it)."""
+
+    def __init__(self, message: str, *, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidQueueName(QueueInputError):
     pass
 
 
@@ -115,12 +123,13 @@ class AckResult:
 
 def queue_validate_name(name: str, *, field: str = "name") -> str:
     if not isinstance(name, str) or not name:
-        raise InvalidQueueName(f"{field} is required.")
+        raise InvalidQueueName(f"{field} is required.", field=field)
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidQueueName(f"{field} is longer than {MAX_NAME_LENGTH} characters.")
+        raise InvalidQueueName(f"{field} is longer than {MAX_NAME_LENGTH} characters.", field=field)
     if not NAME_PATTERN.match(name):
         raise InvalidQueueName(
-            f"{field} may contain only letters, digits, '_', '-' and '.', and must start with a letter or digit."
+            f"{field} may contain only letters, digits, '_', '-' and '.', and must start with a letter or digit.",
+            field=field,
         )
     return name
 
@@ -183,9 +192,11 @@ def queue_claim(*, name: str, consumer: str, count: int = 1, block_ms: int = 0) 
     timeout, then new ones (waiting up to `block_ms` for one if there are none)."""
     queue_validate_name(consumer, field="consumer")
     if not 1 <= count <= lifecycle_settings.QUEUE_MAX_CLAIM_COUNT:
-        raise ValueError(f"count must be between 1 and {lifecycle_settings.QUEUE_MAX_CLAIM_COUNT}.")
+        raise QueueInputError(f"count must be between 1 and {lifecycle_settings.QUEUE_MAX_CLAIM_COUNT}.", field="count")
     if not 0 <= block_ms <= lifecycle_settings.QUEUE_MAX_BLOCK_MS:
-        raise ValueError(f"block_ms must be between 0 and {lifecycle_settings.QUEUE_MAX_BLOCK_MS}.")
+        raise QueueInputError(
+            f"block_ms must be between 0 and {lifecycle_settings.QUEUE_MAX_BLOCK_MS}.", field="block_ms"
+        )
     key = _key(name)
     client = redis_client()
     client.xtrim(key, minid=_min_id(), approximate=False)
@@ -216,12 +227,12 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
     """Ack messages; each id is acked at most once (a repeated or stale ack is in `not_pending`)."""
     ids = list(dict.fromkeys(ids))
     if not ids:
-        raise ValueError("ids must not be empty.")
+        raise QueueInputError("ids must not be empty.", field="ids")
     if len(ids) > MAX_ACK_IDS:
-        raise ValueError(f"At most {MAX_ACK_IDS} ids per ack.")
+        raise QueueInputError(f"ids: at most {MAX_ACK_IDS} per ack.", field="ids")
     for message_id in ids:
         if not isinstance(message_id, str) or not ID_PATTERN.match(message_id):
-            raise ValueError(f"ids: {message_id!r} is not a message id.")
+            raise QueueInputError(f"ids: {message_id!r} is not a message id.", field="ids")
     if consumer is not None:
         queue_validate_name(consumer, field="consumer")
     key = _key(name)
