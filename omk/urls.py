@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from lifecycle import views as lifecycle_views
 from omk import views
@@ -9,6 +9,8 @@ urlpatterns = [
     path("health", lifecycle_views.health, name="health"),
     path("ready", lifecycle_views.ready, name="ready"),
     path("admin/", admin.site.urls),
+    # --- hive (issue 5) ---
+    path("hive/", include("hive.urls")),
 ]
 
 handler500 = "lifecycle.views.server_error"
