@@ -4,8 +4,6 @@ Mounted on the project's NinjaAPI (omk/api.py), so auth (bearer token or session
 error format, the 64 KiB body limit and Idempotency-Key handling are the governance API's.
 """
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from functools import wraps
@@ -13,11 +11,11 @@ from typing import Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
-from lifecycle.idempotency import idempotent
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 
 from hive import selectors, services
 from hive.conf import hive_settings
+from lifecycle.idempotency import idempotent
 from lifecycle.queues import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
 
 router = Router(tags=["hive"])
@@ -73,7 +71,7 @@ class ConversationOut(Schema):
 @idempotent
 def conversation_create_view(request: HttpRequest, payload: ConversationIn | None = None):
     conversation = services.conversation_create(owner=request.auth, title=payload.title if payload else "")
-    return 201, {"id": conversation.id}
+    return Status(201, {"id": conversation.id})
 
 
 @router.post("/conversations/{conversation_id}/turns/", response={201: TurnCreated}, summary="Append a turn")
@@ -82,7 +80,7 @@ def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: 
     turn = services.turn_append(
         conversation_id=conversation_id, user=request.auth, role=payload.role, content=payload.content
     )
-    return 201, {"seq": turn.seq}
+    return Status(201, {"seq": turn.seq})
 
 
 @router.get("/conversations/{conversation_id}/", response=ConversationOut, summary="A conversation and its turns")
@@ -126,7 +124,7 @@ class BoardPageQuery(Schema):
 @idempotent
 def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
     post = services.board_post_create(author=request.auth.get_username(), body=payload.body)
-    return 201, {"id": post.id}
+    return Status(201, {"id": post.id})
 
 
 @router.get("/board/", response=BoardPageOut, summary="The hive board, newest first")
@@ -183,7 +181,7 @@ def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn)
     queue_validate_name(name)
     if len(payload.body) > hive_settings.MAX_MESSAGE_CHARS:
         raise ValidationError({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
-    return 201, {"id": queue_publish(name=name, body=payload.body)}
+    return Status(201, {"id": queue_publish(name=name, body=payload.body)})
 
 
 @router.post("/queues/{name}/claim", response=QueueClaimOut, summary="Claim messages for a consumer")
@@ -218,4 +216,4 @@ def bee_decision_view(request: HttpRequest, bee: str, payload: DecisionIn):
     event_id = services.bee_decision_record(
         bee=bee, decision=payload.decision, context=payload.context, user=request.auth
     )
-    return 202, {"event_id": event_id}
+    return Status(202, {"event_id": event_id})
