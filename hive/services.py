@@ -7,19 +7,19 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
-from lifecycle.outbox import record_event
 
 from hive import history
 from hive.conf import hive_settings
 from hive.models import Conversation, Turn
+from lifecycle.outbox import record_event
 from lifecycle.queues import InvalidQueueName, queue_validate_name
 from lifecycle.redis import redis_client
 
@@ -40,6 +40,16 @@ def _require_text(errors: dict[str, str], field: str, value: Any, max_chars: int
         errors[field] = f"{field} is longer than {max_chars} characters."
 
 
+def _after_commit(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
+    # A named function, not functools.partial: Django's robust on_commit logs a failure with
+    # func.__qualname__, which a partial lacks (the AttributeError would escape as a 503).
+    def hook() -> None:
+        func(*args)
+
+    hook.__qualname__ = f"after_commit:{func.__qualname__}"
+    return hook
+
+
 def conversation_create(*, owner: Any, title: str = "") -> Conversation:
     if len(title) > 200:
         raise ValidationError({"title": "title is longer than 200 characters."})
@@ -47,7 +57,7 @@ def conversation_create(*, owner: Any, title: str = "") -> Conversation:
         conversation = Conversation.objects.create(owner=owner, title=title)
         # The hot history starts with the conversation; if Redis misses this, the first read
         # rebuilds it (robust: the conversation is committed whatever Redis does).
-        transaction.on_commit(partial(history.history_start, conversation.id), robust=True)
+        transaction.on_commit(_after_commit(history.history_start, conversation.id), robust=True)
     return conversation
 
 
@@ -89,7 +99,7 @@ def turn_append(*, conversation_id: Any, user: Any, role: str, content: str) -> 
         # Only a committed turn goes to Redis. robust: a Redis failure here must not turn an
         # acknowledged, durable write into an error (the client would retry and duplicate it);
         # the next read sees the gap and rebuilds from PostgreSQL.
-        transaction.on_commit(partial(history.history_append, pk, history.turn_dict(turn)), robust=True)
+        transaction.on_commit(_after_commit(history.history_append, pk, history.turn_dict(turn)), robust=True)
     return turn
 
 
