@@ -5,11 +5,11 @@ import uuid
 
 import pytest
 from django.db import connection, transaction
-from lifecycle.outbox.models import OutboxEvent
 
 from hive import history
 from hive.models import Conversation, Turn
 from hive.services import turn_append
+from lifecycle.outbox.models import OutboxEvent
 from lifecycle.redis import redis_client
 
 # Turns reach the hot history on commit: these tests commit for real.
@@ -199,3 +199,16 @@ def test_turn_append__concurrent_threads_get_gap_free_seqs(user):
     assert sorted(Turn.objects.values_list("seq", flat=True)) == list(range(1, 41))
     conversation.refresh_from_db()
     assert conversation.last_seq == 40
+
+
+def test_conversation_api__retried_turn_with_idempotency_key_is_appended_once(api_client):
+    conversation_id = _create(api_client)
+    url = f"/api/conversations/{conversation_id}/turns/"
+    payload = {"role": "user", "content": "once"}
+    first = api_client.post(url, payload, content_type="application/json", headers={"Idempotency-Key": "turn-1"})
+    again = api_client.post(url, payload, content_type="application/json", headers={"Idempotency-Key": "turn-1"})
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() == {"seq": 1}
+    assert Turn.objects.count() == 1
+    assert OutboxEvent.objects.filter(kind="llm_conversation").count() == 1
+    assert len(api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]) == 1

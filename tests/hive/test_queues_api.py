@@ -3,8 +3,8 @@
 import time
 
 import pytest
-from lifecycle.outbox.models import OutboxEvent
 
+from lifecycle.outbox.models import OutboxEvent
 from lifecycle.redis import redis_client
 
 pytestmark = pytest.mark.django_db
@@ -116,3 +116,13 @@ def test_bee_decision_api__nan_in_context_is_422(api_client):
     )
     assert response.status_code == 422, response.content
     assert OutboxEvent.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queue_api__retried_publish_with_idempotency_key_publishes_once(api_client):
+    headers = {"Idempotency-Key": "publish-1"}
+    first = api_client.post("/api/queues/q/", {"body": "x"}, content_type="application/json", headers=headers)
+    again = api_client.post("/api/queues/q/", {"body": "x"}, content_type="application/json", headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert redis_client().xlen("omk:queue:q") == 1
