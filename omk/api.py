@@ -124,3 +124,4 @@ api = NinjaAPI(
 
 install_error_handlers(api)
 api.add_router("/auth/", "accounts.api.router")
+api.add_router("/", "governance.api.router")
