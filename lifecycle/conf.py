@@ -9,6 +9,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER_SECONDS": 5,
     # Directory for pidfiles and drain flags of the instances on this host.
     "RUN_DIR": "/tmp/omk",
+    # Idempotency (governance issue). Tests only: seconds a creating POST sleeps after COMMIT,
+    # before its response is sent (the window where an instance's death must lose nothing).
+    "IDEMPOTENCY_PAUSE_AFTER_COMMIT": 0.0,
     # --- sessions and queues (issue 5, hive helper) ---
     # Seconds a session_manager session lives after its last use (sliding).
     "SESSION_TTL_SECONDS": 3600,
