@@ -91,6 +91,12 @@ return moved
 """
 
 
+# (queue, consumer) pairs whose consumer runs in this process (see queue_claim(in_process=True)).
+# Memory only, on purpose: it says what to hand back at shutdown; if the process is killed
+# instead, the visibility timeout and queue_reclaim_stale return the messages anyway.
+_in_process_consumers: set[tuple[str, str]] = set()
+
+
 class QueueInputError(ValueError):
     """Bad input to a queue operation; `field` names the argument (for a 4xx naming it)."""
 
@@ -187,9 +193,15 @@ def queue_trim(*, name: str) -> int:
     return redis_client().xtrim(_key(name), minid=_min_id(), approximate=False)
 
 
-def queue_claim(*, name: str, consumer: str, count: int = 1, block_ms: int = 0) -> list[QueueMessage]:
+def queue_claim(
+    *, name: str, consumer: str, count: int = 1, block_ms: int = 0, in_process: bool = False
+) -> list[QueueMessage]:
     """Messages now owned by `consumer`: first those other consumers held past the visibility
-    timeout, then new ones (waiting up to `block_ms` for one if there are none)."""
+    timeout, then new ones (waiting up to `block_ms` for one if there are none).
+
+    `in_process=True` says the consumer runs inside this process (not a remote bee claiming over
+    the API): its messages are then handed back by `queue_release_claimed` when the process stops.
+    """
     queue_validate_name(consumer, field="consumer")
     if not 1 <= count <= lifecycle_settings.QUEUE_MAX_CLAIM_COUNT:
         raise QueueInputError(f"count must be between 1 and {lifecycle_settings.QUEUE_MAX_CLAIM_COUNT}.", field="count")
@@ -213,6 +225,9 @@ def queue_claim(*, name: str, consumer: str, count: int = 1, block_ms: int = 0) 
         cursor = cursor_raw.decode()
         if cursor == "0-0" or len(messages) >= count:
             break
+
+    if in_process:
+        _in_process_consumers.add((name, consumer))
 
     if len(messages) < count:
         # Redis reads BLOCK 0 as "forever": only block when asked to, and when nothing was taken over.
@@ -296,3 +311,15 @@ def queue_release(*, name: str, consumer: str, deadline: float | None = None) ->
     in the queue at once instead of waiting out the visibility timeout."""
     queue_validate_name(consumer, field="consumer")
     return _requeue(_key(name), min_idle_ms=0, consumer=consumer, deadline=deadline)
+
+
+def queue_release_claimed(*, deadline: float | None = None) -> int:
+    """Shutdown: hand back what this process's own consumers hold and have not acked. Messages
+    claimed over the API belong to remote bees that are still working on them, so they stay."""
+    released = 0
+    for name, consumer in sorted(_in_process_consumers):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        released += queue_release(name=name, consumer=consumer, deadline=deadline)
+        _in_process_consumers.discard((name, consumer))
+    return released

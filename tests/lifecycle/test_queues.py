@@ -15,6 +15,7 @@ from lifecycle.queues import (
     queue_publish,
     queue_reclaim_stale,
     queue_release,
+    queue_release_claimed,
 )
 from lifecycle.redis import redis_client
 
@@ -172,3 +173,13 @@ def test_queue__claim_blocks_until_timeout_when_empty():
     started = time.monotonic()
     assert queue_claim(name="idle", consumer="c", block_ms=300) == []
     assert time.monotonic() - started >= 0.25
+
+
+def test_queue_release_claimed__hands_back_only_in_process_consumers():
+    queue_publish(name="comb", body="local")
+    queue_publish(name="comb", body="remote")
+    queue_claim(name="comb", consumer="worker-in-this-process", in_process=True)
+    queue_claim(name="comb", consumer="remote-bee")
+    assert queue_release_claimed(deadline=time.monotonic() + 5) == 1
+    assert [m.body for m in queue_claim(name="comb", consumer="next", count=5)] == ["local"]
+    assert queue_release_claimed() == 0

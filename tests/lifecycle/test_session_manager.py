@@ -126,3 +126,10 @@ def test_session_manager__count_sessions_counts_both_kinds(client):
     client.get("/")  # a Django user session
     assert session_manager.count_sessions(include_user_sessions=False) == 2
     assert session_manager.count_sessions() == 3
+
+
+@pytest.mark.django_db
+def test_session_manager__count_reachable_for_recovery(client):
+    session_manager.create_session()
+    client.get("/")
+    assert session_manager.count_reachable(deadline=time.monotonic() + 5) == 2
