@@ -29,11 +29,11 @@ def test_queue_api__publish_claim_ack(api_client):
 
 
 def test_queue_api__unacked_message_goes_to_another_consumer_after_visibility_timeout(api_client, settings):
-    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 0.4
+    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 1.0
     message_id = _json(api_client, "/api/queues/scouts/", {"body": "x"}).json()["id"]
     _json(api_client, "/api/queues/scouts/claim", {"consumer": "gone"})
     assert _json(api_client, "/api/queues/scouts/claim", {"consumer": "other"}).json()["messages"] == []
-    time.sleep(0.5)
+    time.sleep(1.1)
     messages = _json(api_client, "/api/queues/scouts/claim", {"consumer": "other"}).json()["messages"]
     assert [(m["id"], m["redelivered"]) for m in messages] == [(message_id, True)]
 
