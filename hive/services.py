@@ -150,7 +150,9 @@ def board_post_create(*, author: str, body: str) -> BoardPost:
     ttl_ms = int(float(hive_settings.BOARD_TTL_SECONDS) * 1000)
     now = datetime.now(tz=UTC)
     post = BoardPost(
-        id=uuid.uuid4().hex,
+        # Starts with the creation microsecond (fixed width): posts of one millisecond (one index
+        # score) are ordered by member, so newest first holds within the millisecond too.
+        id=f"{int(now.timestamp() * 1_000_000):014x}{secrets.token_hex(8)}",
         body=body,
         author=author,
         created_at=now,
