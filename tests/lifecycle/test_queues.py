@@ -117,10 +117,10 @@ def test_queue_reclaim_stale__puts_held_messages_back(settings):
     held = queue_publish(name="comb", body="held")
     fresh_hold = queue_publish(name="comb", body="fresh")
     queue_claim(name="comb", consumer="dead", count=1)
-    time.sleep(0.6)
+    time.sleep(1.2)
     queue_claim(name="comb", consumer="alive", count=1)  # claimed just now: must be left alone
 
-    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 0.5
+    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 1.0
     assert queue_reclaim_stale(deadline=time.monotonic() + 5) == 1
     again = queue_claim(name="comb", consumer="next", count=10)
     assert [(m.body, m.requeued_from, m.redelivered) for m in again] == [("held", held, False)]
