@@ -1,16 +1,25 @@
 from django.contrib import admin
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
 
 from lifecycle import metrics as lifecycle_metrics
 from lifecycle import views as lifecycle_views
 from lifecycle.conf import lifecycle_settings
 from omk import views
+from omk.api import api
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("health", lifecycle_views.health, name="health"),
     path("ready", lifecycle_views.ready, name="ready"),
     path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    # Web pages (governance issue).
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("governance.urls")),
+    # --- hive (issue 5) ---
+    path("hive/", include("hive.urls")),
 ]
 
 # Lifecycle (issue 7): Prometheus metrics, and a slow view for the shutdown tests only.

@@ -30,6 +30,10 @@ INSTALLED_APPS = [
     "lifecycle",
     "governance",
     "hive",
+    # API (governance issue): tokens and login, idempotency keys.
+    "ninja",
+    "accounts",
+    "lifecycle.idempotency",
 ]
 
 MIDDLEWARE = [
@@ -39,6 +43,8 @@ MIDDLEWARE = [
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
     "lifecycle.middleware.DependencyUnavailableMiddleware",
+    # Before sessions: a 64 KiB+ body under /api/ is refused before any work (omk/conf.py).
+    "omk.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "lifecycle.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -161,6 +167,10 @@ PROCRASTINATE_WORKER_DEFAULTS = {
     "abort_job_polling_interval": 1.0,
 }
 PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
+# Web pages (governance issue): Django's login view; logged-in users land on the proposals.
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/proposals/"
+LOGOUT_REDIRECT_URL = "/login/"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
