@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from lifecycle.models import Instance, InstanceEvent, InstanceState, LifecycleReport
+from lifecycle.outbox.models import OutboxEvent
 from lifecycle.recovery import recovery_run
 from lifecycle.redis import redis_client
 from lifecycle.registry import heartbeat_key
@@ -42,6 +43,9 @@ def test_instances_mark_lost__only_expired_heartbeats_without_clean_stop():
     assert Instance.objects.get(id="alive").state == InstanceState.STARTING
     assert Instance.objects.get(id="stopped").state == InstanceState.STOPPED
     assert InstanceEvent.objects.filter(instance_id="dead", state=InstanceState.LOST).count() == 1
+    # Each state change is also an analytics event, written in the same transaction.
+    lost_events = OutboxEvent.objects.filter(kind="lifecycle_event", payload__instance_id="dead", payload__state="lost")
+    assert lost_events.count() == 1
     # A second pass finds nothing more: each loss is recorded once.
     assert instances_mark_lost() == []
 
@@ -69,6 +73,9 @@ def test_recovery_run__report_with_each_step_is_stored():
     assert steps["mark_lost_instances"]["status"] == "ok"
     assert steps["retry_stalled_jobs"]["status"] == "ok"
     assert set(steps) == {"mark_lost_instances", "retry_stalled_jobs", "redeliver_messages", "count_sessions"}
+    # The queues and sessions pieces (issue 5) are wired in, not skipped.
+    assert steps["redeliver_messages"]["status"] == "ok"
+    assert steps["count_sessions"]["status"] == "ok"
     assert stored.ok == report.ok
 
 

@@ -163,3 +163,30 @@ def test_drain_command__readiness_503_before_sigterm(start_instance, service_env
     assert requests.get(instance.url + "/ready", timeout=5).status_code == 503
     assert requests.get(instance.url + "/health", timeout=5).status_code == 200
     assert Instance.objects.get(pid=instance.pid).state == "draining"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm__outbox_is_exported_by_the_shutdown(start_instance):
+    from lifecycle.outbox import record_event
+    from lifecycle.outbox.models import OutboxEvent
+    from lifecycle.redis import redis_client
+    from tests.support.sinks import SINK_KEY
+
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    ids = {str(record_event(kind="bee_decision", payload={"n": n})) for n in range(3)}
+    # The instance's own state changes so far (registered, ready) are events too.
+    pending = set(OutboxEvent.objects.filter(exported_at__isnull=True).values_list("id", flat=True))
+    assert len(pending) == 5
+
+    instance.signal(signal.SIGTERM)
+    assert instance.process.wait(timeout=15) == 0
+
+    exported = {member.decode() for member in redis_client().smembers(SINK_KEY)}
+    assert exported == {str(i) for i in pending}
+    assert ids <= exported
+    assert not OutboxEvent.objects.filter(id__in=pending, exported_at__isnull=True).exists()
+    steps = {s["name"]: s for s in LifecycleReport.objects.get(kind="shutdown").steps}
+    assert steps["export_outbox"]["status"] == "ok"
+    assert steps["export_outbox"]["count"] == 5
+    assert steps["hand_back_messages"]["status"] == "ok"

@@ -17,11 +17,11 @@ class HangingStep(Step):
 
 
 class SlowRecoveryStep(Step):
-    """A recovery step that takes two seconds: readiness must stay 503 meanwhile."""
+    """A recovery step that takes four seconds: readiness must stay 503 meanwhile."""
 
     name = "slow_recovery"
     label = "Slow recovery ({count})"
 
     def run(self, *, deadline: float) -> int:
-        time.sleep(2)
+        time.sleep(4)
         return 1
