@@ -242,7 +242,17 @@ class FinishRequests(Step):
 
 
 def handle_term(arbiter) -> None:
-    """Replaces Arbiter.handle_term: our shutdown sequence, then gunicorn's halt."""
+    """Replaces Arbiter.handle_term: our shutdown sequence, then gunicorn's halt.
+
+    Should the sequence itself break, gunicorn's own graceful stop still runs (StopIteration)."""
+    try:
+        _shutdown_sequence(arbiter)
+    except Exception:
+        logger.exception("The shutdown sequence failed; falling back to gunicorn's graceful stop")
+    raise StopIteration
+
+
+def _shutdown_sequence(arbiter) -> None:
     from lifecycle.conf import lifecycle_settings
     from lifecycle.shutdown import ReportWriter, report_file, shutdown_finish
 
@@ -289,4 +299,3 @@ def handle_term(arbiter) -> None:
     report.duration = time.monotonic() - began_mono
     writer(done=True)
     state.shutdown_done = True
-    raise StopIteration

@@ -144,7 +144,9 @@ def shutdown_finish(*, instance_id: str, kind: str, report: Report, drain_starte
         extra={"report": report.as_dict(), "instance_id": instance_id},
     )
     try:
-        if drain_started_at is not None:
+        last = InstanceEvent.objects.filter(instance_id=instance_id).last()
+        # `manage.py drain` (preStop) may have recorded the drain already.
+        if drain_started_at is not None and (last is None or last.state != InstanceState.DRAINING):
             # The master could not write while it still forked workers: record the drain now,
             # at the time it began.
             InstanceEvent.objects.create(
