@@ -36,7 +36,7 @@ from ninja import Header
 from ninja.decorators import decorate_view
 from ninja.utils import contribute_operation_args
 
-from lifecycle.conf import lifecycle_settings
+from lifecycle.idempotency.conf import idempotency_settings
 from omk.errors import InvalidInput, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -119,7 +119,7 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
             if 200 <= response.status_code < 300:
                 from lifecycle.idempotency.models import IdempotencyRecord
 
-                pause = lifecycle_settings.IDEMPOTENCY_PAUSE_AFTER_COMMIT
+                pause = idempotency_settings.PAUSE_AFTER_COMMIT
                 if pause:
                     # Tests only: hold the response after COMMIT so a test can kill the instance
                     # in exactly the window this module exists for.
