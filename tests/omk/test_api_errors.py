@@ -9,7 +9,9 @@ def test_schema__served_with_docs():
     schema = client.get("/api/openapi.json")
     assert schema.status_code == 200
     assert "/api/auth/login" in schema.json()["paths"]
-    assert client.get("/api/docs").status_code == 200
+    docs = client.get("/api/docs")
+    assert docs.status_code == 200
+    assert b"swagger-ui" in docs.content
 
 
 def test_body_limit__over_64_kib_is_413_before_auth():
