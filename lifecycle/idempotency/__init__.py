@@ -21,6 +21,7 @@ re-evaluates (a sold-out sale may have room again), and nothing is half-written.
 """
 
 import hashlib
+import inspect
 import json
 import re
 import time
@@ -141,6 +142,9 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
 def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     """Make a django-ninja creating POST honour the Idempotency-Key header (see module doc)."""
+    if inspect.iscoroutinefunction(view):
+        # The key, the effect and the stored response share one synchronous DB transaction.
+        raise TypeError(f"@idempotent supports sync views only; {view.__qualname__} is async.")
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Any:
