@@ -130,6 +130,14 @@ def test_outbox_export__sink_down_keeps_rows_pending_with_backoff_then_they_flow
     assert bigquery.event_ids("lifecycle_events") == [str(event_id)]
 
 
+def test_outbox_export__no_budget_left_exports_nothing(bigquery):
+    record_event(kind="lifecycle_event", payload={"state": "stopping"})
+
+    assert outbox_export(max_seconds=0) == 0
+
+    assert OutboxEvent.objects.get().state == "pending"
+
+
 def test_outbox_export__metrics_follow_the_queue(bigquery):
     for n in range(3):
         record_event(kind="bee_decision", payload={"n": n})
