@@ -16,6 +16,8 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("governance.urls")),
+    # --- hive (issue 5) ---
+    path("hive/", include("hive.urls")),
 ]
 
 handler500 = "lifecycle.views.server_error"
