@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services system-packages database lint pytest clean bigquery-local
+.PHONY: run test install install-dev services system-packages database lint pytest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,7 @@ run: database bigquery-local
 
 # --- Outbox (issue 6): a local BigQuery (bqemulator, a dev package) on 127.0.0.1:9050 and the
 # event tables in it, so a local run exports analytics events for real.
+.PHONY: bigquery-local
 bigquery-local: install-dev database
 	scripts/bqemulator.sh
 	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py bigquery_setup

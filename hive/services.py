@@ -38,6 +38,9 @@ def _require_text(errors: dict[str, str], field: str, value: Any, max_chars: int
         errors[field] = f"{field} must not be empty."
     elif len(value) > max_chars:
         errors[field] = f"{field} is longer than {max_chars} characters."
+    elif "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refused here for the web forms too, not only the API.
+        errors[field] = f"{field} must not contain NUL characters."
 
 
 def _after_commit(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
@@ -53,6 +56,8 @@ def _after_commit(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
 def conversation_create(*, owner: Any, title: str = "") -> Conversation:
     if len(title) > 200:
         raise ValidationError({"title": "title is longer than 200 characters."})
+    if "\x00" in title:
+        raise ValidationError({"title": "title must not contain NUL characters."})
     with transaction.atomic():
         conversation = Conversation.objects.create(owner=owner, title=title)
         # The hot history starts with the conversation; if Redis misses this, the first read
@@ -180,6 +185,9 @@ def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], use
     _require_text(errors, "decision", decision, hive_settings.MAX_DECISION_CHARS)
     if not isinstance(context, dict):
         errors["context"] = "context must be an object."
+    elif "\\u0000" in json.dumps(context):
+        # PostgreSQL's jsonb (the outbox) cannot hold NUL characters.
+        errors["context"] = "context must not contain NUL characters."
     if errors:
         raise ValidationError(errors)
     try:

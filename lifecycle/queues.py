@@ -140,6 +140,13 @@ def queue_validate_name(name: str, *, field: str = "name") -> str:
     return name
 
 
+def _valid_message_id(message_id: object) -> bool:
+    # Both parts are unsigned 64-bit integers in Redis: a larger one is a Redis error, not a miss.
+    if not isinstance(message_id, str) or not ID_PATTERN.match(message_id):
+        return False
+    return all(int(part) < 2**64 for part in message_id.split("-"))
+
+
 def _key(name: str) -> str:
     return f"{lifecycle_settings.QUEUE_KEY_PREFIX}{queue_validate_name(name)}"
 
@@ -246,7 +253,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
     if len(ids) > MAX_ACK_IDS:
         raise QueueInputError(f"ids: at most {MAX_ACK_IDS} per ack.", field="ids")
     for message_id in ids:
-        if not isinstance(message_id, str) or not ID_PATTERN.match(message_id):
+        if not _valid_message_id(message_id):
             raise QueueInputError(f"ids: {message_id!r} is not a message id.", field="ids")
     if consumer is not None:
         queue_validate_name(consumer, field="consumer")

@@ -19,4 +19,4 @@ ALLOWED_HOSTS = ["*"]
 # Lifecycle (issue 7): the slow view the shutdown tests keep in flight (never in production).
 LIFECYCLE_TEST_VIEWS = True
 # Idempotency (governance issue): lets a test kill an instance after COMMIT, before the response.
-LIFECYCLE_IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)
+IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)

@@ -177,6 +177,9 @@ def outbox_export(*, max_seconds: float, batch_size: int = 500) -> int:
     failing: those rows wait for their backoff). A batch started before the deadline is
     finished; an exporter killed mid-batch loses nothing (see the module docstring).
     """
+    if max_seconds <= 0:
+        # The shutdown step may be called with nothing left of its budget: touch nothing.
+        return 0
     deadline = time.monotonic() + max_seconds
     sink = get_sink()
     total = 0

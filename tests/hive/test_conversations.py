@@ -212,3 +212,19 @@ def test_conversation_api__retried_turn_with_idempotency_key_is_appended_once(ap
     assert Turn.objects.count() == 1
     assert OutboxEvent.objects.filter(kind="llm_conversation").count() == 1
     assert len(api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]) == 1
+
+
+@pytest.mark.parametrize("body", ["[]", "null", '"text"', '{"title": "\\u0000"}'])
+def test_conversation_api__create_needs_a_json_object(api_client, body):
+    response = api_client.post("/api/conversations/", body, content_type="application/json")
+    assert response.status_code == 422, response.content
+    assert set(response.json()["fields"]) <= {"body", "title"}
+    assert Conversation.objects.count() == 0
+
+
+def test_conversation_api__nul_in_content_is_422(api_client):
+    conversation_id = _create(api_client)
+    response = _turn(api_client, conversation_id, content="a\x00b")
+    assert response.status_code == 422
+    assert "content" in response.json()["fields"]
+    assert Turn.objects.count() == 0

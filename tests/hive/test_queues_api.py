@@ -126,3 +126,16 @@ def test_queue_api__retried_publish_with_idempotency_key_publishes_once(api_clie
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json()
     assert redis_client().xlen("omk:queue:q") == 1
+
+
+def test_queue_api__ack_of_ids_beyond_redis_range_is_422(api_client):
+    response = _json(api_client, "/api/queues/q/ack", {"ids": ["99999999999999999999-0"]})
+    assert response.status_code == 422
+    assert "ids" in response.json()["fields"]
+
+
+def test_bee_decision_api__nul_in_context_is_422(api_client):
+    response = _json(api_client, "/api/bees/scout/decisions/", {"decision": "x", "context": {"v": "a\x00"}})
+    assert response.status_code == 422
+    assert "context" in response.json()["fields"]
+    assert OutboxEvent.objects.count() == 0
