@@ -28,6 +28,10 @@ INSTALLED_APPS = [
     "lifecycle",
     "governance",
     "hive",
+    # API (governance issue): tokens and login, idempotency keys.
+    "ninja",
+    "accounts",
+    "lifecycle.idempotency",
 ]
 
 MIDDLEWARE = [
@@ -35,6 +39,8 @@ MIDDLEWARE = [
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
     "lifecycle.middleware.DependencyUnavailableMiddleware",
+    # Before sessions: a 64 KiB+ body under /api/ is refused before any work (omk/conf.py).
+    "omk.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "lifecycle.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
