@@ -78,6 +78,8 @@ class _Config:
 
 
 _config: _Config | None = None
+# Lock names this process recently had to wait for (insertion-ordered dict used as a set).
+_recently_contended: dict[str, None] = {}
 _shared_client: Redis | None = None
 
 
@@ -169,8 +171,24 @@ class _Plan:
         self.started = time.monotonic()
         self.deadline = self.started + self.timeout
 
-    def acquire_argv(self) -> list[Any]:
-        return [self.token, self.ttl_ms, self.alive_ms, 1 if self.timeout > 0 else 0]
+    def acquire_argv(self, *, push: bool = False) -> list[Any]:
+        return [self.token, self.ttl_ms, self.alive_ms, 1 if self.timeout > 0 else 0, 1 if push else 0]
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether to send ACQUIRE and a BLPOP in one round trip: worth it when this process last
+        found the lock held (it will most likely wait again), not on the uncontended fast path."""
+        return self.timeout > 0 and self.name in _recently_contended
+
+    def after_pipeline(self, result: list[Any], popped: Any) -> tuple[int, int, int]:
+        granted, _fence, pttl = result
+        if popped is not None:
+            if not granted:
+                self.contended = True
+                pttl = self.ttl_ms  # handed over during the BLPOP
+            return 1, int(popped[1]), pttl
+        self.contended = True
+        return 0, 0, 0
 
     def block_for(self, pttl_ms: int) -> float | None:
         """Seconds to BLPOP before re-checking (the holder's expiry is the fallback), or None: time is up."""
@@ -183,6 +201,12 @@ class _Plan:
         return round(max(block, 0.001), 3)
 
     def granted(self) -> None:
+        if self.contended:
+            if len(_recently_contended) > 10_000:
+                _recently_contended.clear()
+            _recently_contended[self.name] = None
+        else:
+            _recently_contended.pop(self.name, None)
         waited = time.monotonic() - self.started
         inc(LOCKS_ACQUIRED, self.label)
         observe(LOCK_WAIT, self.label, waited)
@@ -192,6 +216,7 @@ class _Plan:
     contended = False
 
     def timed_out(self) -> LockTimeout:
+        _recently_contended[self.name] = None
         inc(LOCKS_TIMEOUT, self.label)
         return LockTimeout(f"lock {self.name!r} still held by another after {self.timeout:g}s")
 
@@ -364,10 +389,28 @@ class AsyncLease(_BaseLease):
             self._renewing = False
 
 
+def _sync_first_attempt(client: Redis, plan: _Plan) -> tuple[int, int, int]:
+    if plan.pipelined:
+        block = plan.block_for(0)
+        assert block is not None
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
+        pipe.blpop([plan.keys.grant], timeout=block)
+        try:
+            result, popped = pipe.execute()
+        except NoScriptError:
+            pass  # Redis lost its scripts (restart): the plain call below reloads ours
+        else:
+            granted, fence, pttl = plan.after_pipeline(result, popped)
+            if granted:
+                return granted, fence, pttl
+    return _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
+
+
 def _sync_acquire(client: Redis, plan: _Plan) -> Lease:
     try:
         sent = time.monotonic()
-        granted, fence, pttl = _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
+        granted, fence, pttl = _sync_first_attempt(client, plan)
         while not granted:
             plan.contended = True
             block = plan.block_for(pttl)
@@ -406,10 +449,28 @@ def _sync_abandon(client: Redis, plan: _Plan) -> None:
         logger.warning("lock %r: could not leave the wait queue", plan.name, exc_info=True)
 
 
+async def _async_first_attempt(client: AsyncRedis, plan: _Plan) -> tuple[int, int, int]:
+    if plan.pipelined:
+        block = plan.block_for(0)
+        assert block is not None
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
+        pipe.blpop([plan.keys.grant], timeout=block)
+        try:
+            result, popped = await pipe.execute()
+        except NoScriptError:
+            pass
+        else:
+            granted, fence, pttl = plan.after_pipeline(result, popped)
+            if granted:
+                return granted, fence, pttl
+    return await _ACQUIRE.run_async(client, plan.keys.all, plan.acquire_argv())
+
+
 async def _async_acquire(client: AsyncRedis, plan: _Plan) -> AsyncLease:
     try:
         sent = time.monotonic()
-        granted, fence, pttl = await _ACQUIRE.run_async(client, plan.keys.all, plan.acquire_argv())
+        granted, fence, pttl = await _async_first_attempt(client, plan)
         while not granted:
             plan.contended = True
             block = plan.block_for(pttl)

@@ -57,25 +57,36 @@ local function handoff(lock, fence, queue, waiters, me, now)
 end
 """
 
-# ARGV: token, ttl_ms, alive_ms, wait ("1": join the queue if the lock is held)
+# ARGV: token, ttl_ms, alive_ms, wait ("1": join the queue if the lock is held), push ("1": the
+# caller pipelines a BLPOP on its grant list right behind this call, so a grant made here is also
+# pushed there for that BLPOP to return at once).
 # Returns {granted (0/1), fence, pttl_ms}.
 ACQUIRE = (
     """
 -- Fast path, most calls: nobody waits and the lock is free.
 if redis.call('EXISTS', KEYS[3]) == 0 and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2]), tonumber(ARGV[2])}
+  local f = redis.call('INCR', KEYS[2])
+  if ARGV[5] == '1' then
+    redis.call('RPUSH', KEYS[5], f)
+    redis.call('PEXPIRE', KEYS[5], ARGV[2])
+  end
+  return {1, f, tonumber(ARGV[2])}
 end
 """
     + _HANDOFF
     + """
 local lock, fence, queue, waiters, mygrant = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local token, ttl, alive, wait = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local token, ttl, alive, wait, push = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5] == '1'
 local holder = redis.call('GET', lock)
 if holder == token then
-  -- Handed to us while we were between two BLPOPs.
+  -- Handed to us while we were between two BLPOPs: the fence waits on our grant list.
   local f = redis.call('LPOP', mygrant)
   redis.call('DEL', mygrant)
   if not f then f = redis.call('GET', fence) end
+  if push then
+    redis.call('RPUSH', mygrant, f)
+    redis.call('PEXPIRE', mygrant, ttl)
+  end
   return {1, tonumber(f), redis.call('PTTL', lock)}
 end
 local now = now_ms()
@@ -87,7 +98,12 @@ if not holder then
     end
     redis.call('HDEL', waiters, token)
     redis.call('SET', lock, token, 'PX', ttl)
-    return {1, redis.call('INCR', fence), ttl}
+    local f = redis.call('INCR', fence)
+    if push then
+      redis.call('RPUSH', mygrant, f)
+      redis.call('PEXPIRE', mygrant, ttl)
+    end
+    return {1, f, ttl}
   end
 end
 if wait then
