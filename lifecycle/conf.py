@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     # (a blocked read longer than that is a socket timeout); waiters re-announce themselves
     # after each one, which is how a dead waiter is told from a live one.
     "LOCK_MAX_BLOCK": 1.0,
+    # Seconds a queued waiter may lose the lock to newcomers (a release only wakes it to compete)
+    # before releases hand the lock straight to it. 0 (default): every release hands over, strict
+    # FIFO. A few ms can spare a process switch per grant under heavy contention on idle cores,
+    # but measured worse on our loaded 2-core machine (bench/locks.py), hence off.
+    "LOCK_FAIR_AFTER": 0.0,
 }
 
 

@@ -75,6 +75,7 @@ class _Config:
         self.timeout = float(lifecycle_settings.LOCK_TIMEOUT)
         self.prefix = str(lifecycle_settings.LOCK_KEY_PREFIX)
         self.max_block = float(lifecycle_settings.LOCK_MAX_BLOCK)
+        self.fair_after_ms = int(float(lifecycle_settings.LOCK_FAIR_AFTER) * 1000)
 
 
 _config: _Config | None = None
@@ -141,6 +142,11 @@ class _Keys:
         return [self.lock, self.fence, self.queue, self.waiters, self.grant]
 
 
+def _is_grant(popped: Any) -> bool:
+    """A BLPOP result carrying a fence (a hand-over), not a timeout (None) nor a wake-up (0)."""
+    return popped is not None and popped[1] not in (b"0", "0")
+
+
 def _max_block(client: Redis | AsyncRedis) -> float:
     """Longest BLPOP: below the client's socket timeout, else the blocked read itself times out."""
     limit = _conf().max_block
@@ -166,13 +172,25 @@ class _Plan:
         self.keys = _Keys(name, self.token)
         self.ttl_ms = max(1, int(self.ttl * 1000))
         self.max_block = _max_block(client)
+        self.fair_after_ms = _conf().fair_after_ms
         # A waiter re-announces itself after every BLPOP; miss two and it counts as dead.
         self.alive_ms = int((2 * self.max_block + 1.0) * 1000)
         self.started = time.monotonic()
         self.deadline = self.started + self.timeout
 
     def acquire_argv(self, *, push: bool = False) -> list[Any]:
-        return [self.token, self.ttl_ms, self.alive_ms, 1 if self.timeout > 0 else 0, 1 if push else 0]
+        return [
+            self.token,
+            self.ttl_ms,
+            self.alive_ms,
+            1 if self.timeout > 0 else 0,
+            1 if push else 0,
+            self.fair_after_ms,
+        ]
+
+    @property
+    def token_argv(self) -> list[Any]:
+        return [self.token, self.fair_after_ms]
 
     @property
     def pipelined(self) -> bool:
@@ -181,14 +199,15 @@ class _Plan:
         return self.timeout > 0 and self.name in _recently_contended
 
     def after_pipeline(self, result: list[Any], popped: Any) -> tuple[int, int, int]:
-        granted, _fence, pttl = result
-        if popped is not None:
-            if not granted:
-                self.contended = True
-                pttl = self.ttl_ms  # handed over during the BLPOP
-            return 1, int(popped[1]), pttl
+        """Outcome of ACQUIRE(push) + BLPOP sent together: granted by the script, handed over
+        during the BLPOP, or still waiting (woken or timed out)."""
+        granted, fence, pttl = result
+        if granted:
+            return 1, fence, pttl  # the BLPOP popped the fence the script pushed
         self.contended = True
-        return 0, 0, 0
+        if _is_grant(popped):
+            return 1, int(popped[1]), self.ttl_ms
+        return 0, 0, pttl
 
     def block_for(self, pttl_ms: int) -> float | None:
         """Seconds to BLPOP before re-checking (the holder's expiry is the fallback), or None: time is up."""
@@ -307,7 +326,7 @@ class Lease(_BaseLease):
             return
         self._stop_renewal()
         try:
-            held = _RELEASE(self._client, self._release_keys(), [self.token])
+            held = _RELEASE(self._client, self._release_keys(), [self.token, self._plan.fair_after_ms])
         except _UNREACHABLE as exc:
             self._released = True  # the lease runs out on its own; nothing left to retry
             raise self._plan.unavailable(exc) from exc
@@ -360,7 +379,7 @@ class AsyncLease(_BaseLease):
             return
         await self._stop_renewal()
         try:
-            held = await _RELEASE.run_async(self._client, self._release_keys(), [self.token])
+            held = await _RELEASE.run_async(self._client, self._release_keys(), [self.token, self._plan.fair_after_ms])
         except _UNREACHABLE as exc:
             self._released = True
             raise self._plan.unavailable(exc) from exc
@@ -389,45 +408,35 @@ class AsyncLease(_BaseLease):
             self._renewing = False
 
 
-def _sync_first_attempt(client: Redis, plan: _Plan) -> tuple[int, int, int]:
-    if plan.pipelined:
-        block = plan.block_for(0)
-        assert block is not None
+def _sync_try(client: Redis, plan: _Plan, block: float | None) -> tuple[int, int, int]:
+    """One ACQUIRE; with `block`, pipelined with a BLPOP of that long: one round trip to queue
+    (or stay queued) and wait."""
+    if block is not None:
         pipe = client.pipeline(transaction=False)
         pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
         pipe.blpop([plan.keys.grant], timeout=block)
         try:
-            result, popped = pipe.execute()
+            return plan.after_pipeline(*pipe.execute())
         except NoScriptError:
             pass  # Redis lost its scripts (restart): the plain call below reloads ours
-        else:
-            granted, fence, pttl = plan.after_pipeline(result, popped)
-            if granted:
-                return granted, fence, pttl
     return _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
 
 
 def _sync_acquire(client: Redis, plan: _Plan) -> Lease:
     try:
         sent = time.monotonic()
-        granted, fence, pttl = _sync_first_attempt(client, plan)
+        granted, fence, pttl = _sync_try(client, plan, plan.block_for(0) if plan.pipelined else None)
         while not granted:
             plan.contended = True
             block = plan.block_for(pttl)
             if block is None:
                 sent = time.monotonic()
-                granted, fence, pttl = _CANCEL(client, plan.keys.all, [plan.token])
+                granted, fence, pttl = _CANCEL(client, plan.keys.all, plan.token_argv)
                 if granted:  # handed to us at the last moment: take it rather than waste it
                     break
                 raise plan.timed_out()
             sent = time.monotonic()
-            popped = client.blpop([plan.keys.grant], timeout=block)
-            if popped is not None:
-                # The releaser's script already made us the holder: no further round trip.
-                granted, fence, pttl = 1, int(popped[1]), plan.ttl_ms
-                break
-            sent = time.monotonic()
-            granted, fence, pttl = _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
+            granted, fence, pttl = _sync_try(client, plan, block)
     except _UNREACHABLE as exc:
         raise plan.unavailable(exc) from exc
     except LockError:
@@ -443,50 +452,39 @@ def _sync_acquire(client: Redis, plan: _Plan) -> Lease:
 
 def _sync_abandon(client: Redis, plan: _Plan) -> None:
     try:
-        if _CANCEL(client, plan.keys.all, [plan.token])[0]:
-            _RELEASE(client, plan.keys.all[:4], [plan.token])
+        if _CANCEL(client, plan.keys.all, plan.token_argv)[0]:
+            _RELEASE(client, plan.keys.all[:4], plan.token_argv)
     except Exception:  # best effort: the entry dies with its liveness window, a grant with its TTL
         logger.warning("lock %r: could not leave the wait queue", plan.name, exc_info=True)
 
 
-async def _async_first_attempt(client: AsyncRedis, plan: _Plan) -> tuple[int, int, int]:
-    if plan.pipelined:
-        block = plan.block_for(0)
-        assert block is not None
+async def _async_try(client: AsyncRedis, plan: _Plan, block: float | None) -> tuple[int, int, int]:
+    if block is not None:
         pipe = client.pipeline(transaction=False)
         pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
         pipe.blpop([plan.keys.grant], timeout=block)
         try:
-            result, popped = await pipe.execute()
+            return plan.after_pipeline(*(await pipe.execute()))
         except NoScriptError:
             pass
-        else:
-            granted, fence, pttl = plan.after_pipeline(result, popped)
-            if granted:
-                return granted, fence, pttl
     return await _ACQUIRE.run_async(client, plan.keys.all, plan.acquire_argv())
 
 
 async def _async_acquire(client: AsyncRedis, plan: _Plan) -> AsyncLease:
     try:
         sent = time.monotonic()
-        granted, fence, pttl = await _async_first_attempt(client, plan)
+        granted, fence, pttl = await _async_try(client, plan, plan.block_for(0) if plan.pipelined else None)
         while not granted:
             plan.contended = True
             block = plan.block_for(pttl)
             if block is None:
                 sent = time.monotonic()
-                granted, fence, pttl = await _CANCEL.run_async(client, plan.keys.all, [plan.token])
+                granted, fence, pttl = await _CANCEL.run_async(client, plan.keys.all, plan.token_argv)
                 if granted:
                     break
                 raise plan.timed_out()
             sent = time.monotonic()
-            popped = await client.blpop([plan.keys.grant], timeout=block)
-            if popped is not None:
-                granted, fence, pttl = 1, int(popped[1]), plan.ttl_ms
-                break
-            sent = time.monotonic()
-            granted, fence, pttl = await _ACQUIRE.run_async(client, plan.keys.all, plan.acquire_argv())
+            granted, fence, pttl = await _async_try(client, plan, block)
     except _UNREACHABLE as exc:
         raise plan.unavailable(exc) from exc
     except LockError:
@@ -503,8 +501,8 @@ async def _async_acquire(client: AsyncRedis, plan: _Plan) -> AsyncLease:
 
 async def _async_abandon(client: AsyncRedis, plan: _Plan) -> None:
     try:
-        if (await _CANCEL.run_async(client, plan.keys.all, [plan.token]))[0]:
-            await _RELEASE.run_async(client, plan.keys.all[:4], [plan.token])
+        if (await _CANCEL.run_async(client, plan.keys.all, plan.token_argv))[0]:
+            await _RELEASE.run_async(client, plan.keys.all[:4], plan.token_argv)
     except Exception:
         logger.warning("lock %r: could not leave the wait queue", plan.name, exc_info=True)
 

@@ -141,7 +141,8 @@ def wait_for_queue(name: str, length: int) -> None:
         time.sleep(0.005)
 
 
-def test_release__newcomer_cannot_barge_ahead_of_a_waiter():
+def test_release__strict_fifo_newcomer_cannot_barge_ahead_of_a_waiter(settings):
+    settings.LIFECYCLE_LOCK_FAIR_AFTER = 0
     got: list[str] = []
     thread = None
     with distributed_lock.acquire("fair"):
@@ -175,6 +176,28 @@ def test_release__waiters_are_served_in_arrival_order():
     for thread in threads:
         thread.join()
     assert order == [0, 1, 2, 3]
+
+
+def test_release__young_waiter_is_woken_and_may_lose_a_round_old_waiter_gets_the_hand_over(settings):
+    settings.LIFECYCLE_LOCK_FAIR_AFTER = 0.3
+    client = redis_client()
+    waiter = _Keys("bounded", "w")
+    with distributed_lock.acquire("bounded"):
+        # A waiter (driven by hand here, so the test decides who is first) queues behind us.
+        granted, _, _ = _ACQUIRE(client, waiter.all, ["w", 30000, 10_000, 1, 0, 300])
+        assert not granted
+    # It had waited less than LOCK_FAIR_AFTER: the release only woke it, a newcomer may barge...
+    assert holder("bounded") is None
+    assert client.lrange(waiter.grant, 0, -1) == [b"0"]
+    with distributed_lock.acquire("bounded", timeout=0) as barger:
+        assert holder("bounded") == barger.token
+        time.sleep(0.35)
+    # ...but once it has waited LOCK_FAIR_AFTER, the next release hands the lock straight to it.
+    assert holder("bounded") == "w"
+    assert client.lpop(waiter.grant) == b"0"  # the wake-up it has not consumed, then its fence
+    assert int(client.lpop(waiter.grant)) > barger.fence
+    with pytest.raises(LockTimeout), distributed_lock.acquire("bounded", timeout=0):
+        pass
 
 
 def test_release__skips_a_dead_waiter():
@@ -268,7 +291,7 @@ def test_metrics__acquired_counted():
 
 def test_scripts__hash_tag_keeps_grant_keys_in_the_slot():
     # The scripts derive other waiters' grant keys from KEYS[1]; they must match _Keys.grant.
-    assert "lock .. ':grant:' .. who" in lua._HANDOFF
+    assert "lock .. ':grant:' .. who" in lua._COMMON
     assert _Keys("n", "t").grant == _Keys("n", "t").lock + ":grant:t"
 
 
