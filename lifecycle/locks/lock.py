@@ -266,10 +266,9 @@ class _BaseLease:
 
     @property
     def lost(self) -> bool:
-        """True once the lease is known lost (failed renewal, or release/extend found another holder)."""
-        return self._lost or (not self._released and time.monotonic() >= self.expires_at and not self._renewing)
-
-    _renewing = False
+        """True once the lease may be gone: renewal or extend failed, release found another holder,
+        or its expiry has passed (renewal keeps pushing that back)."""
+        return self._lost or (not self._released and time.monotonic() >= self.expires_at)
 
     def remaining(self) -> float:
         return max(0.0, self.expires_at - time.monotonic())
@@ -333,7 +332,6 @@ class Lease(_BaseLease):
         self._after_release(held)
 
     def _start_renewal(self) -> None:
-        self._renewing = True
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name=f"lock-renew:{self.name}", daemon=True)
         self._renewer.start()
@@ -344,7 +342,6 @@ class Lease(_BaseLease):
             try:
                 self.extend()
             except LockError as exc:
-                self._renewing = False
                 self._mark_lost(f"renewal failed: {exc}")
                 return
 
@@ -353,7 +350,6 @@ class Lease(_BaseLease):
             self._stop.set()
             self._renewer.join()
             self._renewer = None
-            self._renewing = False
 
 
 class AsyncLease(_BaseLease):
@@ -386,7 +382,6 @@ class AsyncLease(_BaseLease):
         self._after_release(held)
 
     def _start_renewal(self) -> None:
-        self._renewing = True
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
     async def _renew_loop(self) -> None:
@@ -395,7 +390,6 @@ class AsyncLease(_BaseLease):
             try:
                 await self.extend()
             except LockError as exc:
-                self._renewing = False
                 self._mark_lost(f"renewal failed: {exc}")
                 return
 
@@ -405,7 +399,6 @@ class AsyncLease(_BaseLease):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
-            self._renewing = False
 
 
 def _sync_try(client: Redis, plan: _Plan, block: float | None) -> tuple[int, int, int]:
