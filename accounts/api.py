@@ -5,14 +5,15 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from accounts.auth import api_auth
-from omk.errors import NotAuthenticated
+from omk.errors import NO_NUL, NotAuthenticated
+from omk.schemas import ERRORS
 
 router = Router(tags=["auth"])
 
 
 class LoginIn(Schema):
-    username: str = Field(min_length=1, max_length=150)
-    password: str = Field(min_length=1, max_length=4096)
+    username: str = Field(min_length=1, max_length=150, pattern=NO_NUL)
+    password: str = Field(min_length=1, max_length=4096, pattern=NO_NUL)
 
 
 class SessionOut(Schema):
@@ -23,13 +24,7 @@ class SessionOut(Schema):
     csrf_token: str
 
 
-class ErrorOut(Schema):
-    error: str
-    detail: str
-    fields: dict
-
-
-@router.post("/login", auth=None, response={200: SessionOut, 401: ErrorOut, 422: ErrorOut})
+@router.post("/login", auth=None, response={200: SessionOut, **ERRORS})
 def auth_login(request: HttpRequest, payload: LoginIn):
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
@@ -38,13 +33,13 @@ def auth_login(request: HttpRequest, payload: LoginIn):
     return {"username": user.get_username(), "is_staff": user.is_staff, "csrf_token": get_token(request)}
 
 
-@router.post("/logout", auth=api_auth, response={204: None, 401: ErrorOut, 403: ErrorOut})
+@router.post("/logout", auth=api_auth, response={204: None, **ERRORS})
 def auth_logout(request: HttpRequest):
     logout(request)
     return Status(204, None)
 
 
-@router.get("/me", auth=api_auth, response={200: SessionOut, 401: ErrorOut})
+@router.get("/me", auth=api_auth, response={200: SessionOut, **ERRORS})
 def auth_me(request: HttpRequest):
     user = request.auth
     return {"username": user.get_username(), "is_staff": user.is_staff, "csrf_token": get_token(request)}

@@ -46,6 +46,11 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+# JSON-schema pattern for every free-text input: PostgreSQL text cannot hold NUL, so the schema
+# says so (clients and schemathesis see it) and pydantic answers 422 naming the field.
+NO_NUL = r"^[^\x00]*$"
+
+
 STATUS_CODES: dict[int, str] = {
     400: "bad_request",
     401: "not_authenticated",

@@ -142,6 +142,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LIFECYCLE_RETRY_AFTER_SECONDS = env_int("RETRY_AFTER_SECONDS", 5)
 LIFECYCLE_RUN_DIR = env_str("OMK_RUN_DIR", "/tmp/omk")
 
+# Web pages (governance issue): Django's login view; logged-in users land on the proposals.
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/proposals/"
+LOGOUT_REDIRECT_URL = "/login/"
+
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
 LOGGING = {

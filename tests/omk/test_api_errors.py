@@ -40,3 +40,15 @@ def test_wrong_method__is_json_405():
     response = Client().delete("/api/auth/login")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+def test_nul_character__is_422_naming_the_field(user):
+    body = '{"username": "al\\u0000ice", "password": "x"}'
+    response = Client().post("/api/auth/login", body, content_type="application/json")
+    assert response.status_code == 422
+    assert list(response.json()["fields"]) == ["username"]
+
+
+def test_escaped_backslash_u0000_is_not_a_nul(user):
+    body = '{"username": "al\\\\u0000ice", "password": "x"}'  # the text \\u0000, no NUL
+    assert Client().post("/api/auth/login", body, content_type="application/json").status_code == 401
