@@ -9,6 +9,9 @@ import time
 import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from lifecycle.errors import unavailable_dependency
 from lifecycle.locks import (
@@ -275,7 +278,7 @@ def test_critical_section__serialises_threads():
 
 
 def test_unavailable__closed_port_fails_closed():
-    down = DistributedLock(client=lambda: Redis(port=free_port(), socket_connect_timeout=0.5))
+    down = DistributedLock(client=lambda: Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
     with pytest.raises(LockUnavailable) as caught, down.acquire("anything", timeout=1):
         pytest.fail("granted without Redis")
     # Chained to the Redis error: the middleware answers 503 with Retry-After.
@@ -370,10 +373,26 @@ def test_async__cancelled_waiter_leaves_the_queue():
 
 
 def test_async__unavailable():
-    down = DistributedLock(async_client=lambda: AsyncRedis(port=free_port(), socket_connect_timeout=0.5))
+    down = DistributedLock(async_client=lambda: AsyncRedis(port=free_port(), retry=AsyncRetry(NoBackoff(), 0)))
 
     async def main() -> None:
         async with down.acquire("anything", timeout=1):
+            pytest.fail("granted without Redis")
+
+    with pytest.raises(LockUnavailable) as caught:
+        asyncio.run(main())
+    assert unavailable_dependency(caught.value) == "redis"
+
+
+def test_unavailable__service_clients_from_settings_fail_closed(settings):
+    # The default lock uses the service's own clients, built from CACHES: point them at a closed port.
+    cache = settings.CACHES["default"]
+    settings.CACHES = {"default": {**cache, "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    with pytest.raises(LockUnavailable), distributed_lock.acquire("down", timeout=1):
+        pytest.fail("granted without Redis")
+
+    async def main() -> None:
+        async with distributed_lock.acquire("down", timeout=1):
             pytest.fail("granted without Redis")
 
     with pytest.raises(LockUnavailable) as caught:
