@@ -101,6 +101,8 @@ def contended(kind: str, processes: int, seconds: float) -> dict[str, Any]:
     return {
         "cycles_per_s": grants / seconds,
         "grants_per_process": [len(ws) for ws in per_process],
+        # Fairness: 1.0 when every process got as many grants as the others.
+        "grants_min_over_max": min(len(ws) for ws in per_process) / max(1, max(len(ws) for ws in per_process)),
         "wait_max_ms": waits[-1] * 1000 if waits else None,
         "wait_p99_ms": waits[int(0.99 * (grants - 1))] * 1000 if waits else None,
         "wait_p50_ms": waits[grants // 2] * 1000 if waits else None,
@@ -140,6 +142,7 @@ def main() -> None:
             "wait_max_ms_median": statistics.median(r["wait_max_ms"] for r in runs),
             "wait_p99_ms_median": statistics.median(r["wait_p99_ms"] for r in runs),
             "wait_p50_ms_median": statistics.median(r["wait_p50_ms"] for r in runs),
+            "grants_min_over_max_median": statistics.median(r["grants_min_over_max"] for r in runs),
             "mutual_exclusion_all_runs": all(r["mutual_exclusion"] for r in runs),
             "runs": runs,
         }
