@@ -68,6 +68,9 @@ def contender(kind: str, seconds: float, start: Any, results: Any) -> None:
         override_settings(LIFECYCLE_LOCK_FAIR_AFTER=0.005).enable()
     client = redis_client()  # a fresh pool in this process (redis-py resets it after fork)
     waits: list[float] = []
+    # Open this process's connection before the start line: a TCP connect and handshake in the
+    # first timed acquire would dominate the worst wait of both locks.
+    client.ping()
     start.wait()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
