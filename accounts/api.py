@@ -5,8 +5,8 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from accounts.auth import api_auth
-from omk.errors import NO_NUL, NotAuthenticated
-from omk.schemas import ERRORS
+from omk.errors import NO_NUL, NotAuthenticated, UnsupportedMediaType
+from omk.schemas import ERRORS, ErrorOut
 
 router = Router(tags=["auth"])
 
@@ -24,8 +24,12 @@ class SessionOut(Schema):
     csrf_token: str
 
 
-@router.post("/login", auth=None, response={200: SessionOut, **ERRORS})
+@router.post("/login", auth=None, response={200: SessionOut, 415: ErrorOut, **ERRORS})
 def auth_login(request: HttpRequest, payload: LoginIn):
+    # No CSRF token exists before login; requiring a JSON content type instead stops a cross-site
+    # form from logging a victim into another account (browsers cannot send it without CORS).
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the credentials as JSON (Content-Type: application/json).")
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
         raise NotAuthenticated("Wrong username or password.", code="invalid_credentials")

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from ninja import Field, Path, Query, Router, Schema, Status
 
 from governance import selectors, services
+from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency import idempotent
 from omk.errors import NO_NUL, NotFound
@@ -239,7 +240,7 @@ def purchases_create(request: HttpRequest, payload: PurchaseIn):
 
 class StakeIn(Schema):
     amount: PositiveAmount
-    lock_days: int = Field(ge=1, le=services.MAX_LOCK_DAYS)
+    lock_days: int = Field(ge=1, le=governance_settings.MAX_LOCK_DAYS)
 
 
 class StakeOut(Schema):

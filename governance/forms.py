@@ -1,7 +1,7 @@
 from django import forms
 
+from governance.conf import governance_settings
 from governance.models import Vote
-from governance.services import MAX_LOCK_DAYS
 
 AMOUNT = {"max_digits": 28, "decimal_places": 8, "min_value": 0.00000001}
 
@@ -18,4 +18,6 @@ class PurchaseForm(forms.Form):
 
 class StakeForm(forms.Form):
     amount = forms.DecimalField(**AMOUNT)
-    lock_days = forms.IntegerField(min_value=1, max_value=MAX_LOCK_DAYS, initial=30, label="Lock period (days)")
+    lock_days = forms.IntegerField(
+        min_value=1, max_value=governance_settings.MAX_LOCK_DAYS, initial=30, label="Lock period (days)"
+    )

@@ -24,6 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from governance import selectors
+from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from governance.wallets import InvalidWallet, normalize_wallet
 from lifecycle.locks import LockLost, LockTimeout, critical_section, distributed_lock
@@ -32,7 +33,6 @@ from omk.errors import Conflict, Forbidden, InvalidInput, NotFound
 logger = logging.getLogger(__name__)
 
 TOKEN_QUANTUM = Decimal("0.00000001")
-MAX_LOCK_DAYS = 3650
 
 
 def _invalid(field: str, message: str) -> InvalidInput:
@@ -366,8 +366,9 @@ def purchase_create(*, buyer, sale_id: int, wallet: str, amount: Decimal) -> Pur
 
 def stake_create(*, owner, amount: Decimal, lock_days: int) -> StakingPosition:
     _positive("amount", amount)
-    if not 1 <= lock_days <= MAX_LOCK_DAYS:
-        raise _invalid("lock_days", f"Must be between 1 and {MAX_LOCK_DAYS}.")
+    max_days = governance_settings.MAX_LOCK_DAYS
+    if not 1 <= lock_days <= max_days:
+        raise _invalid("lock_days", f"Must be between 1 and {max_days}.")
     now = timezone.now()
     with transaction.atomic():
         return StakingPosition.objects.create(

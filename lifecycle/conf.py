@@ -9,9 +9,6 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER_SECONDS": 5,
     # Directory for pidfiles and drain flags of the instances on this host.
     "RUN_DIR": "/tmp/omk",
-    # Idempotency (governance issue). Tests only: seconds a creating POST sleeps after COMMIT,
-    # before its response is sent (the window where an instance's death must lose nothing).
-    "IDEMPOTENCY_PAUSE_AFTER_COMMIT": 0.0,
     # --- distributed lock (lifecycle.locks, issue 4) ---
     # Lease length in seconds when the caller gives none: a holder that dies frees the lock after it.
     "LOCK_TTL": 30.0,

@@ -103,6 +103,13 @@ def _data_error(api: NinjaAPI, request: HttpRequest, exc: DataError) -> HttpResp
     return _respond(api, request, 422, f"Invalid input: {detail}", fields={"body": [detail]})
 
 
+def _unexpected(api: NinjaAPI, request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Not ninja's default (a traceback as text/plain under DEBUG): let Django handle it, so a
+    # PostgreSQL or Redis outage becomes the middleware's 503 with Retry-After, and a bug is
+    # logged and answered by handler500 as JSON.
+    raise exc
+
+
 def install_error_handlers(target: NinjaAPI) -> None:
     """Make `target` answer every error in the uniform shape (also used by test-only APIs)."""
     for exc_class, handler in (
@@ -115,6 +122,7 @@ def install_error_handlers(target: NinjaAPI) -> None:
         (Http404, _not_found),
         (ObjectDoesNotExist, _does_not_exist),
         (DataError, _data_error),
+        (Exception, _unexpected),
     ):
         target.add_exception_handler(exc_class, partial(handler, target))
 

@@ -41,6 +41,11 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Conflict(ServiceError):
     status = 409
     code = "conflict"

@@ -28,8 +28,8 @@ INSTALLED_APPS = [
     "lifecycle",
     "governance",
     "hive",
-    # API (governance issue): tokens and login, idempotency keys.
-    "ninja",
+    # API (governance issue): tokens and login, idempotency keys. ("ninja" is not listed on
+    # purpose: its docs page then loads Swagger UI from the CDN, as nothing serves static files.)
     "accounts",
     "lifecycle.idempotency",
 ]
