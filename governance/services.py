@@ -187,6 +187,12 @@ def proposal_execute(*, actor, proposal_id: int, fence: int | None = None) -> Pr
         return selectors.proposal_get(proposal_id=proposal_id)
 
 
+@critical_section("governance_voting")
+def _under_voting_lock(run: Callable[[], None]) -> None:
+    """Tallies run one at a time across every instance."""
+    run()
+
+
 def _exclusive(proposal_id: int, write: Callable[[int], Proposal], *, voting: bool = False) -> Proposal:
     """Run `write(fence)` under the `proposal:<pk>` lock (and `governance_voting` first, if
     `voting`). Lock order is always governance_voting -> proposal:<pk>, so no deadlock."""
@@ -198,7 +204,10 @@ def _exclusive(proposal_id: int, write: Callable[[int], Proposal], *, voting: bo
             result = write(lease.fence)
 
     try:
-        critical_section("governance_voting")(fenced)() if voting else fenced()
+        if voting:
+            _under_voting_lock(fenced)
+        else:
+            fenced()
     except LockTimeout as exc:
         raise Conflict(
             f"Proposal {proposal_id} is being closed or executed elsewhere; retry shortly.", code="proposal_busy"
