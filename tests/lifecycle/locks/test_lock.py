@@ -292,6 +292,37 @@ def test_metrics__acquired_counted():
     assert metric(LOCKS_ACQUIRED, "counted") == before + 1
 
 
+def test_metrics__wait_held_contention_timeout_and_lost_are_observed():
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"lock": "observed"}) or 0.0
+
+    names = [
+        "lock_wait_seconds_count",
+        "lock_held_seconds_count",
+        "lock_contention_seconds_count",
+        "locks_timeout_total",
+        "locks_lost_total",
+    ]
+    before = {name: sample(name) for name in names}
+    with distributed_lock.acquire("observed:1", ttl=0.3):
+        thread = threading.Thread(target=lambda: distributed_lock.acquire("observed:1", timeout=5).__enter__())
+        thread.start()
+        time.sleep(0.05)
+    thread.join()
+    with pytest.raises(LockTimeout), distributed_lock.acquire("observed:1", timeout=0):
+        pass
+    with pytest.raises(LockLost), distributed_lock.acquire("observed:2", ttl=0.05):
+        time.sleep(0.1)
+    after = {name: sample(name) for name in names}
+    assert after["lock_wait_seconds_count"] - before["lock_wait_seconds_count"] == 3
+    assert after["lock_held_seconds_count"] - before["lock_held_seconds_count"] == 2
+    assert after["lock_contention_seconds_count"] - before["lock_contention_seconds_count"] == 1
+    assert after["locks_timeout_total"] - before["locks_timeout_total"] == 1
+    assert after["locks_lost_total"] - before["locks_lost_total"] == 1
+
+
 def test_scripts__hash_tag_keeps_grant_keys_in_the_slot():
     # The scripts derive other waiters' grant keys from KEYS[1]; they must match _Keys.grant.
     assert "lock .. ':grant:' .. who" in lua._COMMON
