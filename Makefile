@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services database lint pytest clean
+.PHONY: run test install install-dev services system-packages database lint pytest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ install-dev: $(VENV)/.installed-dev
 services:
 	scripts/ensure-services.sh
 
+# Debian packages the tests need (promtool, ...): installed only when missing.
+system-packages:
+	scripts/install-system-packages.sh
+
 database: install services
 	$(BIN)/python scripts/ensure_database.py
 	$(BIN)/python manage.py migrate --no-input
@@ -38,7 +42,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-pytest: install-dev services
+pytest: install-dev services system-packages
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint pytest

@@ -26,7 +26,12 @@ from tests.deploy.support import (
 )
 
 GKE_ENV = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-CLOUD_RUN_ENV = {"K_SERVICE": "omk-web", "K_REVISION": "omk-web-00001-abc", "K_CONFIGURATION": "omk-web", "PORT": "8080"}
+CLOUD_RUN_ENV = {
+    "K_SERVICE": "omk-web",
+    "K_REVISION": "omk-web-00001-abc",
+    "K_CONFIGURATION": "omk-web",
+    "PORT": "8080",
+}
 
 # The lifecycle issue (7) adds the drain and worker commands, /metrics and the drain delay. Until it
 # is in this tree, the checks of those names are expected to fail (strict: they must fail); once it
@@ -198,7 +203,9 @@ def test_web_container__runs_the_image_cmd():
     """The web Deployment and Cloud Run web service start the image's CMD (gunicorn as PID 1)."""
     assert Dockerfile().cmd[0] == "gunicorn"
     web = pod_spec(find("Deployment", "omk-web"))["containers"][0]
-    assert "command" not in web and "args" not in web
+    assert "command" not in web
+    assert "args" not in web
     for service in cloud_run_services().values():
         ingress = next(c for c in service["spec"]["template"]["spec"]["containers"] if c.get("ports"))
-        assert "command" not in ingress and "args" not in ingress
+        assert "command" not in ingress
+        assert "args" not in ingress

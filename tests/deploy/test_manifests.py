@@ -3,6 +3,7 @@
 
 import copy
 import json
+import re
 
 import jsonschema
 import kubernetes_validate
@@ -10,11 +11,14 @@ import pytest
 
 from tests.deploy.support import (
     CLOUD_RUN,
+    CLOUD_RUN_VARS,
     K8S_BASE,
     KUBERNETES_VERSION,
+    ROOT,
     SCHEMAS,
     base_documents,
     cloud_run_services,
+    find,
     kustomization,
     render_cloud_run,
 )
@@ -126,8 +130,7 @@ def test_hpa__as_the_issue_says():
     ]
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
     # The HPA owns the replica count: a `replicas` in the Deployment would fight it on every apply.
-    web = next(doc for _, doc in base_documents() if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "omk-web")
-    assert "replicas" not in web["spec"]
+    assert "replicas" not in find("Deployment", "omk-web")["spec"]
 
 
 def test_cloud_run__as_the_issue_says():
@@ -150,10 +153,6 @@ def test_cloud_run__as_the_issue_says():
 
 def test_cloud_run__every_variable_is_documented():
     """Each ${VAR} the Cloud Run files use is one the README's envsubst step sets."""
-    import re
-
-    from tests.deploy.support import CLOUD_RUN_VARS, ROOT
-
     used = {m for path in CLOUD_RUN.glob("*.yaml") for m in re.findall(r"\$\{(\w+)\}", path.read_text())}
     assert used == set(CLOUD_RUN_VARS)
     readme = (ROOT / "README.md").read_text()
@@ -184,7 +183,7 @@ def test_validation__rejects_a_wrong_type():
 
 def test_validation__fails_on_a_kind_without_schema():
     with pytest.raises(kubernetes_validate.SchemaNotFoundError):
-        validate_document({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "x"}})
+        validate_document({"apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "x"}})
 
 
 def test_validation__fails_on_a_removed_api_version():
@@ -224,3 +223,9 @@ def test_validation__rejects_a_bad_knative_annotation():
 def test_cloud_run__unfilled_variable_is_an_error():
     with pytest.raises(KeyError):
         render_cloud_run(CLOUD_RUN / "web.yaml", {"PROJECT_ID": "p"})
+
+
+def test_migrate_job__valid():
+    job = render_cloud_run(ROOT / "k8s" / "jobs" / "migrate.yaml")
+    validate_document(job)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][1:3] == ["manage.py", "migrate"]
