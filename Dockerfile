@@ -20,20 +20,19 @@ FROM base
 RUN groupadd --system --gid 10001 omk \
  && useradd --system --uid 10001 --gid omk --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin omk
 COPY --from=deps /opt/venv /opt/venv
-# Every process (gunicorn, the worker, manage.py) writes its Prometheus samples there, so the
-# directory must exist before the first one starts; Kubernetes mounts emptyDirs at both paths.
-RUN mkdir -p /tmp/omk /tmp/prometheus && chown omk:omk /tmp/omk /tmp/prometheus
+# Pidfiles, drain flags and gunicorn's metrics directory go under OMK_RUN_DIR (an emptyDir on
+# GKE, where the root filesystem is read-only; in memory on Cloud Run).
+RUN mkdir -p /tmp/omk && chown omk:omk /tmp/omk
 WORKDIR /app
 # The code stays owned by root: the service user can run it, not change it.
 COPY . /app
-# Cloud Run sets PORT itself (8080 by default); Kubernetes uses this default.
-# OMK_RUN_DIR and PROMETHEUS_MULTIPROC_DIR are under /tmp: the only writable place (an emptyDir on
-# GKE, where the root filesystem is read-only; in-memory on Cloud Run).
+# Cloud Run sets PORT itself (8080 by default); Kubernetes uses this default. No
+# PROMETHEUS_MULTIPROC_DIR here: gunicorn's config gives each master its own under OMK_RUN_DIR,
+# and a process outside gunicorn (manage.py) keeps its metrics in memory.
 ENV PATH=/opt/venv/bin:$PATH \
     DJANGO_SETTINGS_MODULE=settings.production \
     PORT=8080 \
-    OMK_RUN_DIR=/tmp/omk \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+    OMK_RUN_DIR=/tmp/omk
 USER 10001:10001
 EXPOSE 8080
 # Exec form: gunicorn is PID 1 and gets the platform's SIGTERM itself (a shell form would put
