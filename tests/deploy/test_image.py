@@ -57,6 +57,9 @@ def test_dockerignore__keeps_what_the_cmd_needs():
 
 
 @pytest.mark.slow
+# transaction=True: the instance must see the test database (service_env without a db mark points
+# at the development database), and its own writes are cleaned up after the test.
+@pytest.mark.django_db(transaction=True)
 def test_image_cmd__serves_health_and_stops_on_sigterm(service_env, tmp_path):
     dockerfile = Dockerfile()
     web = next(c for c in cloud_run_services()["web.yaml"]["spec"]["template"]["spec"]["containers"] if c.get("ports"))
@@ -80,6 +83,7 @@ def test_image_cmd__serves_health_and_stops_on_sigterm(service_env, tmp_path):
         "GUNICORN_THREADS": "2",
     }
     assert env["DJANGO_SETTINGS_MODULE"] == "settings.production"
+    assert env["DATABASE_URL"].rsplit("/", 1)[1].startswith("test")
     log = (tmp_path / "image.log").open("wb")
     # cwd: the image's WORKDIR holds the repository's files (COPY . /app).
     assert dockerfile.workdir == "/app"
