@@ -179,7 +179,10 @@ def test_image_cmd__serves_on_cloud_run_and_stops_on_sigterm(run_container):
     health = web.wait_for("/health", 200)
     assert health.json() == {"status": "ok"}
     # The process started is gunicorn itself (no shell in between): it is what gets SIGTERM.
-    assert Path(f"/proc/{web.process.pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"gunicorn")
+    # (gunicorn is a Python entry-point script: the kernel shows its interpreter, then the script.)
+    argv = Path(f"/proc/{web.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert not argv[0].endswith((b"/sh", b"/bash", b"/dash"))
+    assert any(arg.endswith(b"/gunicorn") for arg in argv[:2]), argv
     # The startup probe's path: 200 once startup recovery is done.
     web.wait_for("/ready", 200)
     # Cloud Run's budget: SIGKILL 10 s after SIGTERM.
