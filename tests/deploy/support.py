@@ -163,8 +163,8 @@ def shutdown_settings(env: Mapping[str, str], scratch: Path) -> dict[str, Any]:
 def relocate_tmp(env: Mapping[str, str], scratch: Path) -> dict[str, str]:
     moved = {}
     for key, value in env.items():
-        if value.startswith("/tmp/"):
-            value = str(scratch / value.removeprefix("/tmp/"))
+        if value == "/tmp" or value.startswith("/tmp/"):
+            value = str(scratch / value.removeprefix("/tmp").lstrip("/"))
             Path(value).mkdir(parents=True, exist_ok=True)
         moved[key] = value
     return moved
