@@ -29,13 +29,10 @@ COPY . /app
 # Cloud Run sets PORT itself (8080 by default); Kubernetes uses this default. No
 # PROMETHEUS_MULTIPROC_DIR here: gunicorn's config gives each master its own under OMK_RUN_DIR,
 # and a process outside gunicorn (manage.py) keeps its metrics in memory.
-# HOME under /tmp: the service user has none, and gunicorn puts its control socket there
-# (~/.gunicorn/gunicorn.ctl, for `gunicornc` in a shell in the container).
 ENV PATH=/opt/venv/bin:$PATH \
     DJANGO_SETTINGS_MODULE=settings.production \
     PORT=8080 \
-    OMK_RUN_DIR=/tmp/omk \
-    HOME=/tmp
+    OMK_RUN_DIR=/tmp/omk
 USER 10001:10001
 EXPOSE 8080
 # Exec form: gunicorn is PID 1 and gets the platform's SIGTERM itself (a shell form would put
