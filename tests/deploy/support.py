@@ -24,7 +24,6 @@ KUBERNETES_VERSION = "1.30.0"
 # What the README's envsubst step fills in the Cloud Run files.
 CLOUD_RUN_VARS = {
     "PROJECT_ID": "omk-prod",
-    "REGION": "europe-west1",
     "IMAGE": "europe-west1-docker.pkg.dev/omk-prod/omk/omk-hive:1.0.0",
     "ALLOWED_HOSTS": "hive.example.com",
     "CSRF_TRUSTED_ORIGINS": "https://hive.example.com",
