@@ -162,6 +162,21 @@ def test_cloud_run__every_variable_is_documented():
     readme = (ROOT / "README.md").read_text()
     for name in used:
         assert f"export {name}=" in readme, f"README does not set {name} before envsubst"
+    (listed,) = re.findall(r"CLOUD_RUN_VARS='([^']*)'", readme)
+    assert set(re.findall(r"\$\{(\w+)\}", listed)) == used
+
+
+def test_cloud_run__json_annotations_parse_and_name_real_containers():
+    for service in cloud_run_services().values():
+        template = service["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert isinstance(json.loads(annotations["run.googleapis.com/network-interfaces"]), list)
+        names = {c["name"] for c in template["spec"]["containers"]}
+        if "run.googleapis.com/container-dependencies" in annotations:
+            dependencies = json.loads(annotations["run.googleapis.com/container-dependencies"])
+            assert set(dependencies) | {d for deps in dependencies.values() for d in deps} <= names
+        mounted = {m["name"] for c in template["spec"]["containers"] for m in c.get("volumeMounts", [])}
+        assert mounted <= {v["name"] for v in template["spec"].get("volumes", [])}
 
 
 # --- The validation itself can fail (each case is a mistake the validators must catch) -----------
