@@ -1,7 +1,6 @@
 """The PrometheusRule's groups pass `promtool check rules`, and its alerts fire as intended
 (`promtool test rules`, with the data-loss alert among them)."""
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.support import ROOT, find
+from tests.deploy.support import ROOT, find, needs
 
 HERE = Path(__file__).resolve().parent
 PROMTOOL = shutil.which("promtool")
@@ -120,29 +119,11 @@ def code_defines_metric(name: str) -> bool:
     return False
 
 
-def _owned(dotted: str) -> bool:
-    try:
-        return importlib.util.find_spec(dotted) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def test_alert_metrics__are_the_assumed_names():
     assert alert_metrics() == set(METRIC_OWNERS)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=[]
-            if _owned(owner)
-            else [pytest.mark.xfail(reason=f"{owner} (another issue) not merged yet", strict=True)],
-        )
-        for name, owner in sorted(METRIC_OWNERS.items())
-    ],
-)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=needs(o)) for n, o in sorted(METRIC_OWNERS.items())])
 def test_alert_metric__is_defined_by_the_code(name):
     assert code_defines_metric(name), f"the alerts read {name}, which no code defines"
 

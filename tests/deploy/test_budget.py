@@ -4,7 +4,6 @@ The numbers come from the code, not from the manifests' comments: gunicorn's con
 lifecycle.platform are evaluated in a fresh process with the environment each container gets.
 """
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,8 @@ from django.urls import Resolver404, resolve
 from lifecycle.platform import CLOUD_RUN_BUDGET_SECONDS
 from tests.deploy.support import (
     BASE_IMAGE_ENV,
+    CLOUD_RUN_ENV,
+    GKE_ENV,
     Dockerfile,
     base_documents,
     cloud_run_services,
@@ -21,39 +22,13 @@ from tests.deploy.support import (
     container_env,
     find,
     manage_py_commands,
+    needs,
+    needs_lifecycle,
     pod_spec,
+    prestop_seconds,
     runtime_env,
     shutdown_settings,
 )
-
-GKE_ENV = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-CLOUD_RUN_ENV = {
-    "K_SERVICE": "omk-web",
-    "K_REVISION": "omk-web-00001-abc",
-    "K_CONFIGURATION": "omk-web",
-    "PORT": "8080",
-}
-
-# The lifecycle issue (7) adds the drain and worker commands, /metrics and the drain delay. Until it
-# is in this tree, the checks of those names are expected to fail (strict: they must fail); once it
-# is, they must pass, so a merge that renamed any of them fails here.
-LIFECYCLE_IN_TREE = importlib.util.find_spec("lifecycle.steps") is not None
-needs_lifecycle = pytest.mark.xfail(
-    not LIFECYCLE_IN_TREE, reason="lifecycle (issue 7) not merged into this tree yet", strict=True
-)
-
-
-def prestop_seconds(container: dict) -> float:
-    """The longest the preStop hook can take, from the manifest itself."""
-    hook = container.get("lifecycle", {}).get("preStop")
-    if hook is None:
-        return 0.0
-    if "sleep" in hook:
-        return float(hook["sleep"]["seconds"])
-    command = hook["exec"]["command"]
-    # The kubelet does not bound an exec hook by itself: the manifest must (coreutils timeout).
-    assert command[0] == "timeout", f"preStop {command} has no bound: wrap it in `timeout SECONDS`"
-    return float(command[1])
 
 
 def gke_budget(deployment: dict, scratch: Path) -> dict:
@@ -242,22 +217,13 @@ def code_reads(name: str) -> bool:
     return False
 
 
-def _env_param(name: str):
-    owner = OWNED_BY.get(name)
-    marks = []
-    if owner and not _module_exists(owner):
-        marks.append(pytest.mark.xfail(reason=f"{owner} (another issue) not merged yet", strict=True))
-    return pytest.param(name, marks=marks)
-
-
-def _module_exists(dotted: str) -> bool:
-    try:
-        return importlib.util.find_spec(dotted) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-@pytest.mark.parametrize("name", [_env_param(n) for n in sorted(manifest_env_names() - LIBRARY_ENV)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=needs(OWNED_BY[n]) if n in OWNED_BY else [])
+        for n in sorted(manifest_env_names() - LIBRARY_ENV)
+    ],
+)
 def test_manifest_env__is_read_by_the_code(name):
     assert code_reads(name), f"{name} is set by the manifests but no code reads it (a typo, or a renamed setting)"
 

@@ -16,16 +16,19 @@ import pytest
 import requests
 
 from tests.deploy.support import (
+    CLOUD_RUN_ENV,
+    GKE_ENV,
     ROOT,
     Dockerfile,
     cloud_run_services,
     configmaps,
     container_env,
     find,
+    needs_lifecycle,
     pod_spec,
+    prestop_seconds,
     relocate_tmp,
 )
-from tests.deploy.test_budget import CLOUD_RUN_ENV, GKE_ENV, needs_lifecycle, prestop_seconds
 from tests.support.instances import free_port
 
 
