@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # governance (issue 3): the end-to-end browser test (tests/governance/test_e2e_browser.py).
   chromium
+  # deploy (issue 8): promtool checks and unit-tests the alert rules (tests/deploy/).
+  prometheus
 )
 
 missing=()
