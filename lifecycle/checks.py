@@ -108,6 +108,8 @@ def check_lifecycle_steps(app_configs, **kwargs):
                     )
                 )
     return errors
+
+
 # --- distributed lock (lifecycle.locks, issue 4): ids lifecycle.E010-E019 ---
 @register(Tags.compatibility)
 def check_lock_settings(app_configs, **kwargs):
