@@ -9,6 +9,24 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER_SECONDS": 5,
     # Directory for pidfiles and drain flags of the instances on this host.
     "RUN_DIR": "/tmp/omk",
+    # --- sessions and queues (issue 5, hive helper) ---
+    # Seconds a session_manager session lives after its last use (sliding).
+    "SESSION_TTL_SECONDS": 3600,
+    # Prefix of the Redis keys of session_manager sessions.
+    "SESSION_KEY_PREFIX": "omk:session:",
+    # Seconds a claimed, unacknowledged queue message stays with its consumer before any other
+    # consumer may take it over (XAUTOCLAIM).
+    "QUEUE_VISIBILITY_TIMEOUT_SECONDS": 60,
+    # Seconds a queue message is kept in its stream before it is trimmed, acked or not.
+    "QUEUE_RETENTION_SECONDS": 24 * 3600,
+    # Longest a claim may block waiting for messages; kept below REDIS_SOCKET_TIMEOUT (hive.E001).
+    "QUEUE_MAX_BLOCK_MS": 1000,
+    # Largest count a single claim may take.
+    "QUEUE_MAX_CLAIM_COUNT": 100,
+    # Consumer group every queue is read through.
+    "QUEUE_GROUP": "bees",
+    # Prefix of the Redis stream keys of the queues.
+    "QUEUE_KEY_PREFIX": "omk:queue:",
 }
 
 

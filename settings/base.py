@@ -28,6 +28,10 @@ INSTALLED_APPS = [
     "lifecycle",
     "governance",
     "hive",
+    # API (governance issue): tokens and login, idempotency keys.
+    "ninja",
+    "accounts",
+    "lifecycle.idempotency",
 ]
 
 MIDDLEWARE = [
@@ -35,6 +39,8 @@ MIDDLEWARE = [
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
     "lifecycle.middleware.DependencyUnavailableMiddleware",
+    # Before sessions: a 64 KiB+ body under /api/ is refused before any work (omk/conf.py).
+    "omk.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "lifecycle.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -163,3 +169,14 @@ LOGGING = {
         "health_check": {"level": "ERROR"},
     },
 }
+
+# --- Outbox (issue 6): see lifecycle/outbox/conf.py for every OUTBOX_* setting and its default.
+INSTALLED_APPS += ["lifecycle.outbox"]
+OUTBOX_SINK = env_str("OUTBOX_SINK", "lifecycle.outbox.sinks.bigquery.BigQuerySink")
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 500)
+OUTBOX_RETENTION_DAYS = env_int("OUTBOX_RETENTION_DAYS", 7)
+OUTBOX_BIGQUERY_PROJECT = env_str("BIGQUERY_PROJECT", "omk-local")
+OUTBOX_BIGQUERY_DATASET = env_str("BIGQUERY_DATASET", "omk")
+OUTBOX_BIGQUERY_LOCATION = env_str("BIGQUERY_LOCATION", "US")
+# Only locally and in tests (the bqemulator that `make run` and the test fixture start).
+OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")

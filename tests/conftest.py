@@ -46,3 +46,44 @@ def start_instance(service_env: dict[str, str], tmp_path: Path) -> Iterator[Call
     yield start
     for instance in started:
         instance.kill()
+
+
+# --- API (governance issue): users, tokens and API clients -------------------------------------
+
+
+@pytest.fixture
+def user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username="alice", password="alice-password-1")
+
+
+@pytest.fixture
+def staff_user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username="staff", password="staff-password-1", is_staff=True)
+
+
+@pytest.fixture
+def api_token(user) -> str:
+    from accounts.services import api_token_issue
+
+    return api_token_issue(user=user, name="tests")[1]
+
+
+@pytest.fixture
+def api_client(api_token):
+    """A Django test client that sends the bearer token of `user` on every request."""
+    from django.test import Client
+
+    return Client(headers={"Authorization": f"Bearer {api_token}"})
+
+
+@pytest.fixture
+def staff_client(staff_user):
+    from django.test import Client
+
+    from accounts.services import api_token_issue
+
+    return Client(headers={"Authorization": f"Bearer {api_token_issue(user=staff_user)[1]}"})

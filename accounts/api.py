@@ -1,0 +1,50 @@
+from django.contrib.auth import authenticate, login, logout
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
+from ninja import Router, Schema, Status
+from pydantic import Field
+
+from accounts.auth import api_auth
+from omk.errors import NotAuthenticated
+
+router = Router(tags=["auth"])
+
+
+class LoginIn(Schema):
+    username: str = Field(min_length=1, max_length=150)
+    password: str = Field(min_length=1, max_length=4096)
+
+
+class SessionOut(Schema):
+    username: str
+    is_staff: bool
+    # Browsers read it from the csrftoken cookie; API clients using the session send it back
+    # in X-CSRFToken on unsafe requests.
+    csrf_token: str
+
+
+class ErrorOut(Schema):
+    error: str
+    detail: str
+    fields: dict
+
+
+@router.post("/login", auth=None, response={200: SessionOut, 401: ErrorOut, 422: ErrorOut})
+def auth_login(request: HttpRequest, payload: LoginIn):
+    user = authenticate(request, username=payload.username, password=payload.password)
+    if user is None:
+        raise NotAuthenticated("Wrong username or password.", code="invalid_credentials")
+    login(request, user)
+    return {"username": user.get_username(), "is_staff": user.is_staff, "csrf_token": get_token(request)}
+
+
+@router.post("/logout", auth=api_auth, response={204: None, 401: ErrorOut, 403: ErrorOut})
+def auth_logout(request: HttpRequest):
+    logout(request)
+    return Status(204, None)
+
+
+@router.get("/me", auth=api_auth, response={200: SessionOut, 401: ErrorOut})
+def auth_me(request: HttpRequest):
+    user = request.auth
+    return {"username": user.get_username(), "is_staff": user.is_staff, "csrf_token": get_token(request)}

@@ -1,0 +1,29 @@
+from django.conf import settings
+from django.db import models
+
+
+class ApiToken(models.Model):
+    """A machine client's bearer token. Only its SHA-256 is stored: the token is shown once.
+
+    A plain (unsalted) SHA-256 is enough here, unlike for passwords: tokens are 256 random bits,
+    so there is nothing to brute-force, and the lookup stays one indexed equality per request.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    # The first characters of the token, to recognise it in the admin without storing it.
+    prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        state = "revoked" if self.revoked_at else "active"
+        return f"{self.prefix}… ({self.user}, {state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

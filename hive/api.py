@@ -1,0 +1,219 @@
+"""The hive's JSON API: conversations, the board, bee message queues and bee decisions.
+
+Mounted on the project's NinjaAPI (omk/api.py), so auth (bearer token or session + CSRF), the
+error format, the 64 KiB body limit and Idempotency-Key handling are the governance API's.
+"""
+
+import uuid
+from datetime import datetime
+from functools import wraps
+from typing import Any, Literal
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema, Status
+
+from hive import selectors, services
+from hive.conf import hive_settings
+from lifecycle.idempotency import idempotent
+from lifecycle.queues import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
+
+router = Router(tags=["hive"])
+
+
+def _queue_errors(view: Any) -> Any:
+    """Queue argument errors (name, consumer, ids, count...) become 422 naming the field."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return view(*args, **kwargs)
+        except QueueInputError as exc:
+            raise ValidationError({exc.field: str(exc)}) from exc
+
+    return wrapper
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+
+class ConversationIn(Schema):
+    title: str = Field("", max_length=200)
+
+
+class Created(Schema):
+    id: uuid.UUID
+
+
+class TurnIn(Schema):
+    role: Literal["user", "assistant"]
+    content: str = Field(..., min_length=1)
+
+
+class TurnCreated(Schema):
+    seq: int
+
+
+class TurnOut(Schema):
+    seq: int
+    role: str
+    content: str
+    created_at: datetime
+
+
+class ConversationOut(Schema):
+    id: uuid.UUID
+    title: str
+    turns: list[TurnOut]
+
+
+@router.post("/conversations/", response={201: Created}, summary="Start a conversation with the Queen AI")
+@idempotent
+def conversation_create_view(request: HttpRequest, payload: ConversationIn | None = None):
+    conversation = services.conversation_create(owner=request.auth, title=payload.title if payload else "")
+    return Status(201, {"id": conversation.id})
+
+
+@router.post("/conversations/{conversation_id}/turns/", response={201: TurnCreated}, summary="Append a turn")
+@idempotent
+def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: TurnIn):
+    turn = services.turn_append(
+        conversation_id=conversation_id, user=request.auth, role=payload.role, content=payload.content
+    )
+    return Status(201, {"seq": turn.seq})
+
+
+@router.get("/conversations/{conversation_id}/", response=ConversationOut, summary="A conversation and its turns")
+def conversation_detail_view(request: HttpRequest, conversation_id: uuid.UUID):
+    conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.auth)
+    turns = selectors.conversation_turns(conversation=conversation)
+    return {"id": conversation.id, "title": conversation.title, "turns": turns}
+
+
+# --- board -----------------------------------------------------------------------------------
+
+
+class BoardPostIn(Schema):
+    body: str = Field(..., min_length=1)
+
+
+class BoardPostCreated(Schema):
+    id: str
+
+
+class BoardPostOut(Schema):
+    id: str
+    body: str
+    author: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class BoardPageOut(Schema):
+    items: list[BoardPostOut]
+    count: int
+    next_offset: int | None
+
+
+class BoardPageQuery(Schema):
+    limit: int = Field(20, ge=1, le=100)
+    offset: int = Field(0, ge=0)
+
+
+@router.post("/board/", response={201: BoardPostCreated}, summary="Post on the hive board (expires after 7 days)")
+@idempotent
+def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
+    post = services.board_post_create(author=request.auth.get_username(), body=payload.body)
+    return Status(201, {"id": post.id})
+
+
+@router.get("/board/", response=BoardPageOut, summary="The hive board, newest first")
+def board_post_list_view(request: HttpRequest, page: Query[BoardPageQuery]):
+    limit = min(page.limit, hive_settings.BOARD_MAX_PAGE_SIZE)
+    result = selectors.board_post_list(limit=limit, offset=page.offset)
+    return {"items": result.items, "count": result.count, "next_offset": result.next_offset}
+
+
+# --- bee message queues ----------------------------------------------------------------------
+
+
+class QueueMessageIn(Schema):
+    body: str = Field(..., min_length=1)
+
+
+class QueueMessageCreated(Schema):
+    id: str
+
+
+class QueueClaimIn(Schema):
+    consumer: str = Field(..., min_length=1, max_length=64)
+    count: int = Field(1, ge=1)
+    block_ms: int = Field(0, ge=0)
+
+
+class QueueMessageOut(Schema):
+    id: str
+    body: str
+    published_at: datetime
+    redelivered: bool
+    requeued_from: str | None
+
+
+class QueueClaimOut(Schema):
+    messages: list[QueueMessageOut]
+
+
+class QueueAckIn(Schema):
+    ids: list[str] = Field(..., min_length=1)
+    # When given, only messages this consumer still owns are acked (not ones taken over).
+    consumer: str | None = None
+
+
+class QueueAckOut(Schema):
+    acked: list[str]
+    not_pending: list[str]
+
+
+@router.post("/queues/{name}/", response={201: QueueMessageCreated}, summary="Publish a message to a bee queue")
+@idempotent
+@_queue_errors
+def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn):
+    queue_validate_name(name)
+    if len(payload.body) > hive_settings.MAX_MESSAGE_CHARS:
+        raise ValidationError({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
+    return Status(201, {"id": queue_publish(name=name, body=payload.body)})
+
+
+@router.post("/queues/{name}/claim", response=QueueClaimOut, summary="Claim messages for a consumer")
+@_queue_errors
+def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
+    messages = queue_claim(name=name, consumer=payload.consumer, count=payload.count, block_ms=payload.block_ms)
+    return {"messages": messages}
+
+
+@router.post("/queues/{name}/ack", response=QueueAckOut, summary="Acknowledge claimed messages (each at most once)")
+@_queue_errors
+def queue_ack_view(request: HttpRequest, name: str, payload: QueueAckIn):
+    result = queue_ack(name=name, ids=payload.ids, consumer=payload.consumer)
+    return {"acked": result.acked, "not_pending": result.not_pending}
+
+
+# --- bee decisions ---------------------------------------------------------------------------
+
+
+class DecisionIn(Schema):
+    decision: str = Field(..., min_length=1)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class DecisionAccepted(Schema):
+    event_id: uuid.UUID
+
+
+@router.post("/bees/{bee}/decisions/", response={202: DecisionAccepted}, summary="Record a bee decision (analytics)")
+@idempotent
+def bee_decision_view(request: HttpRequest, bee: str, payload: DecisionIn):
+    event_id = services.bee_decision_record(
+        bee=bee, decision=payload.decision, context=payload.context, user=request.auth
+    )
+    return Status(202, {"event_id": event_id})

@@ -1,0 +1,51 @@
+"""Conversations with the Queen AI: the durable record of every turn (PostgreSQL)."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    # The seq of the newest turn. Appending increments it with UPDATE ... RETURNING, which locks
+    # the row until commit: concurrent appends (any instance) queue up and get consecutive seqs,
+    # and a rolled-back append rolls the counter back too, so seqs have no gaps.
+    last_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="hive_conv_owner_updated")]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class Turn(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    seq = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "seq"]
+        constraints = [
+            # The last line of defence for "one turn per seq": even a bug in the counter cannot
+            # write two turns with one seq.
+            models.UniqueConstraint(fields=["conversation", "seq"], name="hive_turn_unique_seq"),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="hive_turn_seq_positive"),
+            models.CheckConstraint(condition=models.Q(role__in=["user", "assistant"]), name="hive_turn_role_valid"),
+            models.CheckConstraint(condition=~models.Q(content=""), name="hive_turn_content_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}#{self.seq} {self.role}"

@@ -1,0 +1,98 @@
+"""Reads of the hive: conversations with their turns (hot history first), the board."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hive import history
+from hive.conf import hive_settings
+from hive.metrics import sessions_recovered
+from hive.models import Conversation
+from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key
+from lifecycle.errors import unavailable_dependency
+from lifecycle.redis import redis_client
+
+logger = logging.getLogger(__name__)
+
+
+def conversation_get(*, conversation_id: Any, user: Any) -> Conversation:
+    """The user's conversation; Conversation.DoesNotExist for another user's (no leak of existence)."""
+    pk = _parse_uuid(conversation_id)
+    if pk is None:
+        raise Conversation.DoesNotExist
+    return Conversation.objects.get(pk=pk, owner=user)
+
+
+def conversation_list(*, user: Any, limit: int = 50) -> list[Conversation]:
+    return list(Conversation.objects.filter(owner=user).order_by("-updated_at")[:limit])
+
+
+def _turns_from_db(conversation: Conversation) -> list[dict[str, Any]]:
+    return [history.turn_dict(turn) for turn in conversation.turns.order_by("seq")]
+
+
+def conversation_turns(*, conversation: Conversation) -> list[dict[str, Any]]:
+    """The turns in seq order, from the hot history when it is whole, else rebuilt from PostgreSQL.
+
+    `conversation.last_seq` (read from PostgreSQL with the conversation) says how many turns there
+    must be: a history that lost some (or all) of them is rebuilt, and the rebuild is counted.
+    """
+    expected = range(1, conversation.last_seq + 1)
+    try:
+        hot = history.history_read(conversation.id)
+    except Exception as exc:
+        if unavailable_dependency(exc) != "redis":
+            raise
+        # Redis is down: PostgreSQL has every turn, serve from there.
+        logger.warning("hot history unavailable for %s, reading PostgreSQL", conversation.id)
+        return _turns_from_db(conversation)
+    if hot is not None and all(seq in hot for seq in expected):
+        # Turns appended after `last_seq` was read are left for the next read: the answer is a
+        # gap-free prefix even while another instance is appending.
+        return [hot[seq] for seq in expected]
+    turns = _turns_from_db(conversation)
+    try:
+        history.history_rebuild(conversation.id, turns)
+    except Exception as exc:
+        if unavailable_dependency(exc) != "redis":
+            raise
+        logger.warning("could not rebuild hot history for %s", conversation.id)
+    sessions_recovered.labels(reason="missing" if hot is None else "incomplete").inc()
+    return turns
+
+
+@dataclass(frozen=True)
+class BoardPage:
+    items: list[BoardPost]
+    count: int
+    next_offset: int | None
+
+
+def board_post_list(*, limit: int | None = None, offset: int = 0) -> BoardPage:
+    """Live posts, newest first. Index entries of expired posts are removed on the way."""
+    limit = hive_settings.BOARD_PAGE_SIZE if limit is None else limit
+    client = redis_client()
+    index = board_index_key()
+    ttl_ms = int(float(hive_settings.BOARD_TTL_SECONDS) * 1000)
+    now_ms = int(time.time() * 1000)
+    client.zremrangebyscore(index, "-inf", f"({now_ms - ttl_ms}")
+    items: list[BoardPost] = []
+    # A post may expire before its index entry's time (a shorter TTL when it was written):
+    # drop such entries and read further so the page is still full.
+    for _ in range(5):
+        ids = [i.decode() for i in client.zrevrange(index, offset, offset + limit - 1)]
+        if not ids:
+            break
+        raw = client.mget([board_post_key(i) for i in ids])
+        gone = [i for i, value in zip(ids, raw, strict=True) if value is None]
+        if gone:
+            client.zrem(index, *gone)
+        items = [BoardPost.from_json(value) for value in raw if value is not None]
+        if not gone or len(ids) < limit:
+            break
+    count = client.zcard(index)
+    next_offset = offset + len(items) if offset + len(items) < count else None
+    return BoardPage(items=items, count=count, next_offset=next_offset)

@@ -1,0 +1,189 @@
+"""Writes of the hive: conversations and turns (PostgreSQL + outbox, then the hot history in
+Redis), board posts (Redis with expiry), bee decisions (outbox)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+from lifecycle.outbox import record_event
+
+from hive import history
+from hive.conf import hive_settings
+from hive.models import Conversation, Turn
+from lifecycle.queues import InvalidQueueName, queue_validate_name
+from lifecycle.redis import redis_client
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def _require_text(errors: dict[str, str], field: str, value: Any, max_chars: int) -> None:
+    if not isinstance(value, str) or not value.strip():
+        errors[field] = f"{field} must not be empty."
+    elif len(value) > max_chars:
+        errors[field] = f"{field} is longer than {max_chars} characters."
+
+
+def conversation_create(*, owner: Any, title: str = "") -> Conversation:
+    if len(title) > 200:
+        raise ValidationError({"title": "title is longer than 200 characters."})
+    with transaction.atomic():
+        conversation = Conversation.objects.create(owner=owner, title=title)
+        # The hot history starts with the conversation; if Redis misses this, the first read
+        # rebuilds it (robust: the conversation is committed whatever Redis does).
+        transaction.on_commit(partial(history.history_start, conversation.id), robust=True)
+    return conversation
+
+
+def turn_append(*, conversation_id: Any, user: Any, role: str, content: str) -> Turn:
+    """Append a turn with the next seq. Raises Conversation.DoesNotExist unless `user` owns it."""
+    errors: dict[str, str] = {}
+    if role not in Turn.Role.values:
+        errors["role"] = f"role must be one of {', '.join(Turn.Role.values)}."
+    _require_text(errors, "content", content, hive_settings.MAX_TURN_CHARS)
+    if errors:
+        raise ValidationError(errors)
+    pk = _parse_uuid(conversation_id)
+    if pk is None:
+        raise Conversation.DoesNotExist
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # The row lock taken by this UPDATE is held until commit: a concurrent append on any
+            # instance waits here and then reads the incremented counter, so seqs are consecutive.
+            cursor.execute(
+                f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, updated_at = %s "
+                "WHERE id = %s AND owner_id = %s RETURNING last_seq",
+                [timezone.now(), pk, user.pk],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise Conversation.DoesNotExist
+        turn = Turn.objects.create(conversation_id=pk, seq=row[0], role=role, content=content)
+        record_event(
+            kind="llm_conversation",
+            payload={
+                "conversation_id": str(pk),
+                "seq": turn.seq,
+                "role": turn.role,
+                "content": turn.content,
+                "user_id": user.pk,
+                "created_at": turn.created_at.isoformat(),
+            },
+        )
+        # Only a committed turn goes to Redis. robust: a Redis failure here must not turn an
+        # acknowledged, durable write into an error (the client would retry and duplicate it);
+        # the next read sees the gap and rebuilds from PostgreSQL.
+        transaction.on_commit(partial(history.history_append, pk, history.turn_dict(turn)), robust=True)
+    return turn
+
+
+@dataclass(frozen=True)
+class BoardPost:
+    id: str
+    body: str
+    author: str
+    created_at: datetime
+    expires_at: datetime
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "body": self.body,
+                "author": self.author,
+                "created_at": self.created_at.isoformat(),
+                "expires_at": self.expires_at.isoformat(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> BoardPost:
+        data = json.loads(raw)
+        return cls(
+            id=data["id"],
+            body=data["body"],
+            author=data["author"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+        )
+
+
+def board_index_key() -> str:
+    return f"{hive_settings.BOARD_KEY_PREFIX}index"
+
+
+def board_post_key(post_id: str) -> str:
+    return f"{hive_settings.BOARD_KEY_PREFIX}post:{post_id}"
+
+
+def board_post_create(*, author: str, body: str) -> BoardPost:
+    errors: dict[str, str] = {}
+    _require_text(errors, "body", body, hive_settings.BOARD_MAX_POST_CHARS)
+    if errors:
+        raise ValidationError(errors)
+    ttl_ms = int(float(hive_settings.BOARD_TTL_SECONDS) * 1000)
+    now = datetime.now(tz=UTC)
+    post = BoardPost(
+        id=uuid.uuid4().hex,
+        body=body,
+        author=author,
+        created_at=now,
+        expires_at=now + timedelta(milliseconds=ttl_ms),
+    )
+    created_ms = int(now.timestamp() * 1000)
+    client = redis_client()
+    # One MULTI: a post is never in the index without its key, nor the other way round. The post
+    # expires by itself; the index entry (scored by creation time) is dropped by the listing.
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(board_post_key(post.id), post.as_json(), px=ttl_ms)
+        pipe.zadd(board_index_key(), {post.id: created_ms})
+        pipe.pexpire(board_index_key(), ttl_ms)
+        pipe.execute()
+    return post
+
+
+def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], user: Any) -> uuid.UUID:
+    """Record a bee's decision as an analytics event (outbox, then BigQuery)."""
+    errors: dict[str, str] = {}
+    try:
+        queue_validate_name(bee, field="bee")
+    except InvalidQueueName as exc:
+        errors["bee"] = str(exc)
+    _require_text(errors, "decision", decision, hive_settings.MAX_DECISION_CHARS)
+    if not isinstance(context, dict):
+        errors["context"] = "context must be an object."
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with transaction.atomic():
+            return record_event(
+                kind="bee_decision",
+                payload={
+                    "bee": bee,
+                    "decision": decision,
+                    "context": context,
+                    "user_id": user.pk,
+                    "decided_at": timezone.now().isoformat(),
+                    # Lets BigQuery tell two identical decisions apart.
+                    "decision_id": secrets.token_hex(16),
+                },
+            )
+    except ValueError as exc:
+        # record_event refuses what BigQuery could not store (NaN, Infinity) before any SQL.
+        raise ValidationError({"context": f"context is not storable: {exc}"}) from exc

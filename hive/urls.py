@@ -1,0 +1,11 @@
+from django.urls import path
+
+from hive import views
+
+app_name = "hive"
+
+urlpatterns = [
+    path("conversations/", views.conversation_list_page, name="conversations"),
+    path("conversations/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
+    path("board/", views.board_page, name="board"),
+]

@@ -1,0 +1,83 @@
+"""Web pages of the hive: the user's conversations, one conversation, the board. Thin: the
+services and selectors do the work, exactly as for the API."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from hive import selectors, services
+from hive.models import Conversation, Turn
+
+
+def _errors(exc: ValidationError) -> list[str]:
+    if hasattr(exc, "error_dict"):
+        return [f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()]
+    return list(exc.messages)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def conversation_list_page(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        try:
+            conversation = services.conversation_create(owner=request.user, title=request.POST.get("title", ""))
+        except ValidationError as exc:
+            for error in _errors(exc):
+                messages.error(request, error)
+            return redirect("hive:conversations")
+        return redirect("hive:conversation", conversation_id=conversation.id)
+    conversations = selectors.conversation_list(user=request.user)
+    return render(request, "hive/conversation_list.html", {"conversations": conversations})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    try:
+        conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.user)
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None
+    status = 200
+    form = {"role": "user", "content": ""}
+    if request.method == "POST":
+        form = {"role": request.POST.get("role", ""), "content": request.POST.get("content", "")}
+        try:
+            services.turn_append(
+                conversation_id=conversation.id, user=request.user, role=form["role"], content=form["content"]
+            )
+        except ValidationError as exc:
+            for error in _errors(exc):
+                messages.error(request, error)
+            status = 422
+        else:
+            # Post/redirect/get: reloading the page does not append the turn twice.
+            return redirect("hive:conversation", conversation_id=conversation.id)
+        conversation.refresh_from_db()
+    turns = selectors.conversation_turns(conversation=conversation)
+    context = {"conversation": conversation, "turns": turns, "roles": Turn.Role.values, "form": form}
+    return render(request, "hive/conversation.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def board_page(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        try:
+            services.board_post_create(author=request.user.get_username(), body=request.POST.get("body", ""))
+        except ValidationError as exc:
+            for error in _errors(exc):
+                messages.error(request, error)
+        return redirect("hive:board")
+    try:
+        offset = max(int(request.GET.get("offset", 0)), 0)
+    except ValueError:
+        offset = 0
+    page = selectors.board_post_list(offset=offset)
+    return render(request, "hive/board.html", {"page": page, "offset": offset})

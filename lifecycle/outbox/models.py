@@ -1,0 +1,82 @@
+"""The outbox: analytics events written in the transaction of the change that caused them.
+
+A row exists if and only if that transaction committed; it stays until BigQuery has it (and
+then `RETENTION_DAYS` more), so no event is ever only in an instance's memory.
+"""
+
+import uuid
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.db.models import Q
+
+
+class StrictJSONEncoder(DjangoJSONEncoder):
+    """DjangoJSONEncoder (datetimes, Decimals, UUIDs) that refuses NaN and Infinity.
+
+    Python writes them as bare `NaN` tokens, which PostgreSQL's jsonb and BigQuery's JSON both
+    reject: refusing them here fails the caller's write with a ValueError before any SQL runs,
+    instead of aborting its transaction with a DataError.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_nan"] = False
+        super().__init__(*args, **kwargs)
+
+
+class EventKind(models.TextChoices):
+    LLM_CONVERSATION = "llm_conversation", "LLM conversation turn"
+    BEE_DECISION = "bee_decision", "Bee decision"
+    LIFECYCLE_EVENT = "lifecycle_event", "Lifecycle event"
+
+
+# The BigQuery table each kind is exported to.
+KIND_TABLES: dict[str, str] = {
+    EventKind.LLM_CONVERSATION: "llm_conversations",
+    EventKind.BEE_DECISION: "bee_decisions",
+    EventKind.LIFECYCLE_EVENT: "lifecycle_events",
+}
+
+
+class OutboxEvent(models.Model):
+    # The event id is generated here, once, and travels with the event to BigQuery, where it is
+    # the key that makes a re-sent event a no-op (MERGE on event_id).
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name="event id")
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
+    payload = models.JSONField(encoder=StrictJSONEncoder)
+    created_at = models.DateTimeField()
+    exported_at = models.DateTimeField(null=True, blank=True)
+    # Failed export attempts of this row's batch, and when it may be tried again (backoff).
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    # Set when BigQuery rejected this very row: it is set aside so it blocks no other row.
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "outbox event"
+        indexes = [
+            # The exporter's scan and the oldest-pending metric read only pending rows, oldest first.
+            models.Index(
+                fields=["created_at"],
+                name="outbox_pending_idx",
+                condition=Q(exported_at__isnull=True, quarantined_at__isnull=True),
+            ),
+            # Pruning reads exported rows by age.
+            models.Index(fields=["exported_at"], name="outbox_exported_idx", condition=Q(exported_at__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}"
+
+    @property
+    def state(self) -> str:
+        if self.exported_at is not None:
+            return "exported"
+        if self.quarantined_at is not None:
+            return "quarantined"
+        return "pending"
+
+    @property
+    def table(self) -> str:
+        return KIND_TABLES[self.kind]

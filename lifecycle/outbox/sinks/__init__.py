@@ -1,0 +1,48 @@
+"""Where the exporter sends events. The sink is chosen by `OUTBOX_SINK` (a dotted path)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    event_id: uuid.UUID
+    kind: str
+    table: str
+    payload: dict
+    created_at: dt.datetime
+
+
+class SinkError(Exception):
+    """The whole batch failed for a reason that may pass (network, quota, 5xx): retry it later."""
+
+
+class RowsRejected(Exception):
+    """The sink refused the batch because of its content (the rows, not the connection).
+
+    `errors` maps the event ids the sink named as bad to its message; it may be empty when the
+    sink did not say which rows: the exporter then narrows the batch down itself.
+    """
+
+    def __init__(self, message: str, errors: dict[uuid.UUID, str] | None = None):
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+class OutboxSink:
+    """Base class. `send` must be idempotent per event id: a batch may be sent again (after a
+    crash between the send and the marking of the rows) and must not appear twice."""
+
+    def send(self, events: Sequence[Event]) -> None:
+        raise NotImplementedError
+
+    def setup(self) -> list[str]:
+        """Create what the sink needs (idempotent); return a line per thing done."""
+        return []
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,298 @@
+"""Message queues between bees: Redis streams read through one consumer group per queue.
+
+A published message is in Redis before `queue_publish` returns. A consumer that claims messages
+owns them (in the group's pending list) until it acks them; if it dies, or simply does not ack
+within the visibility timeout, the next claim by any consumer takes them over (XAUTOCLAIM), so
+nothing a dead consumer held is lost. XACK removes a message from the pending list once: a second
+ack of the same id returns 0 and is reported, so a message is acked at most once. Messages older
+than the retention (24 h) are trimmed by id (stream ids are millisecond timestamps), acked or not.
+
+`queue_reclaim_stale` is the startup-recovery (and operator) entry point: it puts every message
+held past the visibility timeout back into its queue at once, instead of waiting for a claim.
+`queue_release` is the hand-back of a consumer that stops (shutdown).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.exceptions import ResponseError
+
+from lifecycle.conf import lifecycle_settings
+from lifecycle.redis import redis_client
+
+# Letters, digits, '_', '-' and '.', starting with a letter or digit: safe in Redis keys, URLs
+# and logs (no ':' so a name cannot reach into another key space, no '*' for SCAN patterns).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_NAME_LENGTH = 64
+ID_PATTERN = re.compile(r"^\d{1,20}-\d{1,20}$")
+MAX_ACK_IDS = 1000
+BODY_FIELD = "body"
+REQUEUED_FIELD = "requeued_from"
+
+# Acks only what is pending, and (with a consumer named) only what that consumer owns: a consumer
+# whose messages were taken over must not ack them under the new owner's feet.
+# KEYS: stream. ARGV: group, consumer ('' for any), ids...
+_ACK = """
+local result = {}
+for i = 3, #ARGV do
+  local owned = true
+  if ARGV[2] ~= '' then
+    owned = #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0
+  end
+  if owned then
+    result[#result + 1] = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  else
+    result[#result + 1] = 0
+  end
+end
+return result
+"""
+
+# Puts pending messages back into the queue as new messages, atomically per script call: the old
+# id is acked and deleted, a copy (with `requeued_from`) is appended for any consumer to read. The
+# idle time is checked again here, so a message a consumer claimed a moment ago is left alone.
+# KEYS: stream. ARGV: group, min idle ms, consumer ('' for any), ids...
+_REQUEUE = """
+local moved = 0
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local pending
+  if ARGV[3] ~= '' then
+    pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[2]), id, id, 1, ARGV[3])
+  else
+    pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[2]), id, id, 1)
+  end
+  if #pending > 0 then
+    local entry = redis.call('XRANGE', KEYS[1], id, id)
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+    if #entry > 0 then
+      local fields = entry[1][2]
+      local copy = {}
+      for j = 1, #fields, 2 do
+        if fields[j] ~= 'requeued_from' then
+          copy[#copy + 1] = fields[j]
+          copy[#copy + 1] = fields[j + 1]
+        end
+      end
+      copy[#copy + 1] = 'requeued_from'
+      copy[#copy + 1] = id
+      redis.call('XADD', KEYS[1], '*', unpack(copy))
+      redis.call('XDEL', KEYS[1], id)
+      moved = moved + 1
+    end
+  end
+end
+return moved
+"""
+
+
+class QueueInputError(ValueError):
+    """Bad input to a queue operation; `field` names the argument (for a 4xx naming it)."""
+
+    def __init__(self, message: str, *, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidQueueName(QueueInputError):
+    pass
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    id: str
+    body: str
+    published_at: datetime
+    # True when taken over from a consumer that did not ack it in time.
+    redelivered: bool
+    # The id it had before startup recovery or a hand-back put it back in the queue.
+    requeued_from: str | None = None
+
+
+@dataclass(frozen=True)
+class AckResult:
+    acked: list[str]
+    # Already acked, taken over by another consumer, trimmed, or never delivered.
+    not_pending: list[str]
+
+
+def queue_validate_name(name: str, *, field: str = "name") -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidQueueName(f"{field} is required.", field=field)
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidQueueName(f"{field} is longer than {MAX_NAME_LENGTH} characters.", field=field)
+    if not NAME_PATTERN.match(name):
+        raise InvalidQueueName(
+            f"{field} may contain only letters, digits, '_', '-' and '.', and must start with a letter or digit.",
+            field=field,
+        )
+    return name
+
+
+def _key(name: str) -> str:
+    return f"{lifecycle_settings.QUEUE_KEY_PREFIX}{queue_validate_name(name)}"
+
+
+def _group() -> str:
+    return lifecycle_settings.QUEUE_GROUP
+
+
+def _visibility_ms() -> int:
+    return int(float(lifecycle_settings.QUEUE_VISIBILITY_TIMEOUT_SECONDS) * 1000)
+
+
+def _min_id() -> str:
+    retention_ms = int(float(lifecycle_settings.QUEUE_RETENTION_SECONDS) * 1000)
+    return f"{max(int(time.time() * 1000) - retention_ms, 0)}-0"
+
+
+def _message(entry: tuple[bytes, dict[bytes, bytes]], *, redelivered: bool) -> QueueMessage:
+    raw_id, fields = entry
+    message_id = raw_id.decode()
+    requeued = fields.get(REQUEUED_FIELD.encode())
+    return QueueMessage(
+        id=message_id,
+        body=fields.get(BODY_FIELD.encode(), b"").decode(),
+        published_at=datetime.fromtimestamp(int(message_id.split("-")[0]) / 1000, tz=UTC),
+        redelivered=redelivered,
+        requeued_from=requeued.decode() if requeued else None,
+    )
+
+
+def _ensure_group(key: str) -> None:
+    # From id 0: messages published before the group existed (or after a Redis restart
+    # recreated the stream) are still delivered.
+    try:
+        redis_client().xgroup_create(key, _group(), id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def queue_publish(*, name: str, body: str) -> str:
+    """Append a message; returns its id. Trims what is past retention in the same command."""
+    key = _key(name)
+    # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
+    message_id = redis_client().xadd(key, {BODY_FIELD: body}, minid=_min_id(), approximate=False)
+    return message_id.decode()
+
+
+def queue_trim(*, name: str) -> int:
+    """Delete the messages older than the retention; returns how many."""
+    return redis_client().xtrim(_key(name), minid=_min_id(), approximate=False)
+
+
+def queue_claim(*, name: str, consumer: str, count: int = 1, block_ms: int = 0) -> list[QueueMessage]:
+    """Messages now owned by `consumer`: first those other consumers held past the visibility
+    timeout, then new ones (waiting up to `block_ms` for one if there are none)."""
+    queue_validate_name(consumer, field="consumer")
+    if not 1 <= count <= lifecycle_settings.QUEUE_MAX_CLAIM_COUNT:
+        raise QueueInputError(f"count must be between 1 and {lifecycle_settings.QUEUE_MAX_CLAIM_COUNT}.", field="count")
+    if not 0 <= block_ms <= lifecycle_settings.QUEUE_MAX_BLOCK_MS:
+        raise QueueInputError(
+            f"block_ms must be between 0 and {lifecycle_settings.QUEUE_MAX_BLOCK_MS}.", field="block_ms"
+        )
+    key = _key(name)
+    client = redis_client()
+    client.xtrim(key, minid=_min_id(), approximate=False)
+    _ensure_group(key)
+
+    messages: list[QueueMessage] = []
+    cursor = "0-0"
+    # XAUTOCLAIM scans at most `count` pending entries per call: follow the cursor a few times.
+    for _ in range(10):
+        cursor_raw, entries, _deleted = client.xautoclaim(
+            key, _group(), consumer, _visibility_ms(), start_id=cursor, count=count - len(messages)
+        )
+        messages += [_message(entry, redelivered=True) for entry in entries]
+        cursor = cursor_raw.decode()
+        if cursor == "0-0" or len(messages) >= count:
+            break
+
+    if len(messages) < count:
+        # Redis reads BLOCK 0 as "forever": only block when asked to, and when nothing was taken over.
+        block = block_ms if block_ms > 0 and not messages else None
+        response = client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block)
+        for _stream, entries in response or []:
+            messages += [_message(entry, redelivered=False) for entry in entries]
+    return messages
+
+
+def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> AckResult:
+    """Ack messages; each id is acked at most once (a repeated or stale ack is in `not_pending`)."""
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        raise QueueInputError("ids must not be empty.", field="ids")
+    if len(ids) > MAX_ACK_IDS:
+        raise QueueInputError(f"ids: at most {MAX_ACK_IDS} per ack.", field="ids")
+    for message_id in ids:
+        if not isinstance(message_id, str) or not ID_PATTERN.match(message_id):
+            raise QueueInputError(f"ids: {message_id!r} is not a message id.", field="ids")
+    if consumer is not None:
+        queue_validate_name(consumer, field="consumer")
+    key = _key(name)
+    client = redis_client()
+    try:
+        results = client.register_script(_ACK)(keys=[key], args=[_group(), consumer or "", *ids], client=client)
+    except ResponseError as exc:
+        if "NOGROUP" in str(exc):
+            return AckResult(acked=[], not_pending=ids)
+        raise
+    acked = [i for i, done in zip(ids, results, strict=True) if done == 1]
+    done = set(acked)
+    return AckResult(acked=acked, not_pending=[i for i in ids if i not in done])
+
+
+def queue_names() -> list[str]:
+    prefix = lifecycle_settings.QUEUE_KEY_PREFIX
+    keys = redis_client().scan_iter(match=f"{prefix}*", count=1000, _type="stream")
+    return sorted(k.decode()[len(prefix) :] for k in keys)
+
+
+def _requeue(key: str, *, min_idle_ms: int, consumer: str, deadline: float | None, batch: int = 100) -> int:
+    client = redis_client()
+    script = client.register_script(_REQUEUE)
+    moved = 0
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            pending = client.xpending_range(
+                key, _group(), min="-", max="+", count=batch, consumername=consumer or None, idle=min_idle_ms
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return moved
+            raise
+        if not pending:
+            break
+        ids = [entry["message_id"].decode() for entry in pending]
+        moved += script(keys=[key], args=[_group(), min_idle_ms, consumer, *ids], client=client)
+        if len(pending) < batch:
+            break
+    return moved
+
+
+def queue_reclaim_stale(
+    *, deadline: float | None = None, names: Iterable[str] | None = None, min_idle_ms: int | None = None
+) -> int:
+    """Put every message held longer than the visibility timeout (or `min_idle_ms`) back in its
+    queue, for any consumer to claim as a new message. Stops at `deadline` (time.monotonic()).
+    Returns the number of messages put back. Safe to run on several instances at once."""
+    idle = _visibility_ms() if min_idle_ms is None else min_idle_ms
+    total = 0
+    for name in queue_names() if names is None else names:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        total += _requeue(_key(name), min_idle_ms=idle, consumer="", deadline=deadline)
+    return total
+
+
+def queue_release(*, name: str, consumer: str, deadline: float | None = None) -> int:
+    """Hand back everything `consumer` holds (a consumer that stops): the messages are put back
+    in the queue at once instead of waiting out the visibility timeout."""
+    queue_validate_name(consumer, field="consumer")
+    return _requeue(_key(name), min_idle_ms=0, consumer=consumer, deadline=deadline)

@@ -1,0 +1,270 @@
+"""Sessions any instance can continue: one Redis hash per session, changed only by Lua scripts.
+
+A session is a hash whose fields are the top-level keys of its data, each value JSON. Every
+change runs as one Lua script, so it is atomic in Redis: two instances updating the same
+session at once both keep their changes (different keys never overwrite each other, and
+`increment_session` adds rather than reads-then-writes). Every use refreshes the TTL (sliding
+expiry). Nothing about a session lives in the instance, so a SIGKILLed instance loses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import redis.asyncio
+from django.conf import settings
+from redis.commands.core import AsyncScript, Script
+
+from lifecycle.conf import lifecycle_settings
+from lifecycle.redis import redis_client
+
+# Marks the hash as existing even when the data is empty, and counts changes (a version).
+VERSION_FIELD = "__version__"
+# 32 random bytes: 256 bits, far past the 128 bits that make ids unguessable.
+ID_BYTES = 32
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+MAX_KEYS_PER_CHANGE = 1000
+
+_GET = """
+local data = redis.call('HGETALL', KEYS[1])
+if #data > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return data
+"""
+
+_CREATE = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# ARGV: ttl, number of fields to remove, the fields to remove, then field/value pairs to set.
+# A session that expired or was deleted is not resurrected by a late update.
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local n_remove = tonumber(ARGV[2])
+if n_remove > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 3, 2 + n_remove)) end
+if #ARGV > 2 + n_remove then redis.call('HSET', KEYS[1], unpack(ARGV, 3 + n_remove)) end
+redis.call('HINCRBY', KEYS[1], '__version__', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_INCREMENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local value = redis.call('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HINCRBY', KEYS[1], '__version__', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return value
+"""
+
+
+class SessionNotFound(KeyError):
+    """The session does not exist (never created, expired or deleted)."""
+
+
+def _key(session_id: str) -> str:
+    return f"{lifecycle_settings.SESSION_KEY_PREFIX}{session_id}"
+
+
+def _valid_id(session_id: str) -> bool:
+    return isinstance(session_id, str) and ID_PATTERN.match(session_id) is not None
+
+
+def _ttl() -> int:
+    return int(lifecycle_settings.SESSION_TTL_SECONDS)
+
+
+def _check_keys(keys: Iterable[str]) -> list[str]:
+    keys = list(keys)
+    if len(keys) > MAX_KEYS_PER_CHANGE:
+        raise ValueError(f"At most {MAX_KEYS_PER_CHANGE} keys per change, got {len(keys)}.")
+    for key in keys:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"Session keys must be non-empty strings, got {key!r}.")
+        if key == VERSION_FIELD:
+            raise ValueError(f"{VERSION_FIELD!r} is reserved.")
+    return keys
+
+
+def _encode(data: Mapping[str, Any]) -> list[str]:
+    _check_keys(data.keys())
+    flat: list[str] = []
+    for key, value in data.items():
+        flat += [key, json.dumps(value, separators=(",", ":"))]
+    return flat
+
+
+def _decode(raw: list[bytes] | None) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    pairs = iter(raw)
+    data = {}
+    for field, value in zip(pairs, pairs, strict=True):
+        name = field.decode()
+        if name != VERSION_FIELD:
+            data[name] = json.loads(value)
+    return data
+
+
+def _update_args(changes: Mapping[str, Any], remove: Iterable[str]) -> list[Any]:
+    removed = _check_keys(remove)
+    return [_ttl(), len(removed), *removed, *_encode(changes)]
+
+
+class SessionManager:
+    """Synchronous sessions on the shared redis-py client (lifecycle.redis.redis_client)."""
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, Script] = {}
+
+    def _script(self, name: str) -> Callable[..., Any]:
+        client = redis_client()
+        if not self._scripts:
+            self._scripts = {n: client.register_script(src) for n, src in _SOURCES.items()}
+        script = self._scripts[name]
+        # A Script is only a SHA and its source: bind it to the client of this call.
+        return lambda keys, args: script(keys=keys, args=args, client=client)
+
+    def create_session(self, data: Mapping[str, Any] | None = None) -> str:
+        session_id = secrets.token_urlsafe(ID_BYTES)
+        args = [_ttl(), VERSION_FIELD, 0, *_encode(data or {})]
+        self._script("create")(keys=[_key(session_id)], args=args)
+        return session_id
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        if not _valid_id(session_id):
+            return None
+        return _decode(self._script("get")(keys=[_key(session_id)], args=[_ttl()]))
+
+    def update_session(
+        self, session_id: str, changes: Mapping[str, Any], *, remove: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """Set `changes` and delete `remove` in one atomic step; returns the session's new data."""
+        if not _valid_id(session_id):
+            raise SessionNotFound(session_id)
+        raw = self._script("update")(keys=[_key(session_id)], args=_update_args(changes, remove))
+        if raw is None:
+            raise SessionNotFound(session_id)
+        return _decode(raw) or {}
+
+    def increment_session(self, session_id: str, key: str, amount: int = 1) -> int:
+        """Add `amount` to an integer value atomically (a missing key counts as 0)."""
+        if not _valid_id(session_id):
+            raise SessionNotFound(session_id)
+        _check_keys([key])
+        value = self._script("increment")(keys=[_key(session_id)], args=[_ttl(), key, int(amount)])
+        if value is None:
+            raise SessionNotFound(session_id)
+        return int(value)
+
+    def delete_session(self, session_id: str) -> bool:
+        if not _valid_id(session_id):
+            return False
+        return bool(redis_client().delete(_key(session_id)))
+
+    def count_sessions(self, *, scan_count: int = 1000) -> int:
+        """Sessions currently reachable in Redis (for startup recovery's report)."""
+        pattern = f"{lifecycle_settings.SESSION_KEY_PREFIX}*"
+        return sum(1 for _ in redis_client().scan_iter(match=pattern, count=scan_count))
+
+    # The async variant under the same names with an `a` prefix, as Django's own APIs do.
+    async def acreate_session(self, data: Mapping[str, Any] | None = None) -> str:
+        return await async_session_manager.create_session(data)
+
+    async def aget_session(self, session_id: str) -> dict[str, Any] | None:
+        return await async_session_manager.get_session(session_id)
+
+    async def aupdate_session(
+        self, session_id: str, changes: Mapping[str, Any], *, remove: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        return await async_session_manager.update_session(session_id, changes, remove=remove)
+
+    async def aincrement_session(self, session_id: str, key: str, amount: int = 1) -> int:
+        return await async_session_manager.increment_session(session_id, key, amount)
+
+    async def adelete_session(self, session_id: str) -> bool:
+        return await async_session_manager.delete_session(session_id)
+
+
+_SOURCES = {"get": _GET, "create": _CREATE, "update": _UPDATE, "increment": _INCREMENT}
+
+# An asyncio Redis connection belongs to the event loop that opened it: one client per loop.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def async_redis_client() -> redis.asyncio.Redis:
+    """An asyncio client on the same Redis (and timeouts) as the shared synchronous client."""
+    return _async_client_and_scripts()[0]
+
+
+def _async_client_and_scripts() -> tuple[redis.asyncio.Redis, dict[str, AsyncScript]]:
+    loop = asyncio.get_running_loop()
+    entry = _async_clients.get(loop)
+    if entry is None:
+        cache = settings.CACHES["default"]
+        options = cache.get("OPTIONS", {})
+        pool_kwargs = options.get("CONNECTION_POOL_KWARGS", {})
+        client = redis.asyncio.Redis.from_url(
+            cache["LOCATION"],
+            socket_timeout=options.get("SOCKET_TIMEOUT"),
+            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
+            health_check_interval=pool_kwargs.get("health_check_interval", 0),
+        )
+        entry = (client, {n: client.register_script(src) for n, src in _SOURCES.items()})
+        _async_clients[loop] = entry
+    return entry
+
+
+class AsyncSessionManager:
+    """The same operations as SessionManager, for async views and workers."""
+
+    async def create_session(self, data: Mapping[str, Any] | None = None) -> str:
+        session_id = secrets.token_urlsafe(ID_BYTES)
+        _, scripts = _async_client_and_scripts()
+        await scripts["create"](keys=[_key(session_id)], args=[_ttl(), VERSION_FIELD, 0, *_encode(data or {})])
+        return session_id
+
+    async def get_session(self, session_id: str) -> dict[str, Any] | None:
+        if not _valid_id(session_id):
+            return None
+        _, scripts = _async_client_and_scripts()
+        return _decode(await scripts["get"](keys=[_key(session_id)], args=[_ttl()]))
+
+    async def update_session(
+        self, session_id: str, changes: Mapping[str, Any], *, remove: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        if not _valid_id(session_id):
+            raise SessionNotFound(session_id)
+        _, scripts = _async_client_and_scripts()
+        raw = await scripts["update"](keys=[_key(session_id)], args=_update_args(changes, remove))
+        if raw is None:
+            raise SessionNotFound(session_id)
+        return _decode(raw) or {}
+
+    async def increment_session(self, session_id: str, key: str, amount: int = 1) -> int:
+        if not _valid_id(session_id):
+            raise SessionNotFound(session_id)
+        _check_keys([key])
+        _, scripts = _async_client_and_scripts()
+        value = await scripts["increment"](keys=[_key(session_id)], args=[_ttl(), key, int(amount)])
+        if value is None:
+            raise SessionNotFound(session_id)
+        return int(value)
+
+    async def delete_session(self, session_id: str) -> bool:
+        if not _valid_id(session_id):
+            return False
+        client, _ = _async_client_and_scripts()
+        return bool(await client.delete(_key(session_id)))
+
+
+session_manager = SessionManager()
+async_session_manager = AsyncSessionManager()

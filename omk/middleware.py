@@ -1,0 +1,48 @@
+"""Request guards for the JSON API that must run before a view (or Django's own 404/405)."""
+
+import json
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from omk.conf import api_settings
+from omk.errors import error_body
+
+
+class ApiGuardMiddleware:
+    """Under /api/: refuse oversized bodies with 413, and make Django's own 404/405 JSON.
+
+    The size is checked from Content-Length before the body is read, so a 10 MB upload costs
+    nothing and never reaches Django's 2.5 MB limit (which would answer a generic 400).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path_info.startswith(api_settings.PREFIX):
+            return self.get_response(request)
+        limit = api_settings.MAX_BODY_BYTES
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return JsonResponse(error_body(400, "The Content-Length header is not a number."), status=400)
+        if length > limit:
+            detail = f"The request body is {length} bytes; the limit is {limit} bytes."
+            return JsonResponse(error_body(413, detail, fields={"body": [detail]}), status=413)
+        response = self.get_response(request)
+        if response.status_code in (404, 405) and not response.get("Content-Type", "").startswith("application/json"):
+            return self._as_json(request, response)
+        return response
+
+    @staticmethod
+    def _as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.status_code == 404:
+            detail = f"No API endpoint at {request.path}."
+        else:
+            detail = f"Method {request.method} is not allowed here; allowed: {response.get('Allow', '')}."
+        replaced = HttpResponse(json.dumps(error_body(response.status_code, detail)), status=response.status_code)
+        replaced["Content-Type"] = "application/json"
+        if "Allow" in response:
+            replaced["Allow"] = response["Allow"]
+        return replaced

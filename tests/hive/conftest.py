@@ -1,0 +1,34 @@
+import pytest
+from django.test import Client
+
+
+@pytest.fixture
+def other_user(db):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username="bob", password="bob-password-1")
+
+
+@pytest.fixture
+def other_client(other_user):
+    from accounts.services import api_token_issue
+
+    return Client(headers={"Authorization": f"Bearer {api_token_issue(user=other_user)[1]}"})
+
+
+@pytest.fixture
+def web_client(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def recovered():
+    """Reads sessions_recovered_total{reason} from this process's registry."""
+    from prometheus_client import REGISTRY
+
+    def value(reason: str) -> float:
+        return REGISTRY.get_sample_value("sessions_recovered_total", {"reason": reason}) or 0.0
+
+    return value

@@ -1,0 +1,47 @@
+"""A test-only API with one creating POST (a Django auth Group), to exercise lifecycle.idempotency
+without depending on any feature app."""
+
+import time
+
+from django.contrib.auth.models import Group
+from django.urls import path
+from ninja import NinjaAPI, Schema, Status
+
+from accounts.auth import api_auth
+from lifecycle.idempotency import idempotent
+from omk.api import install_error_handlers
+from omk.errors import Conflict
+
+api = NinjaAPI(urls_namespace="idempotency-test", auth=api_auth)
+install_error_handlers(api)
+
+
+class GroupIn(Schema):
+    name: str
+    delay: float = 0.0
+
+
+class GroupOut(Schema):
+    id: int
+    name: str
+
+
+@api.post("/groups/", response={201: GroupOut})
+@idempotent
+def group_create(request, payload: GroupIn):
+    if Group.objects.filter(name=payload.name).exists():
+        raise Conflict(f"Group {payload.name!r} exists.")
+    group = Group.objects.create(name=payload.name)
+    # Lets a test hold the transaction open (key row uncommitted) while a twin request arrives.
+    time.sleep(payload.delay)
+    return Status(201, group)
+
+
+@api.post("/groups-failing/", response={201: GroupOut})
+@idempotent
+def group_create_failing(request, payload: GroupIn):
+    Group.objects.create(name=payload.name)
+    raise Conflict("Refused after writing: the write and the key must both be rolled back.")
+
+
+urlpatterns = [path("api/", api.urls)]
