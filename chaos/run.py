@@ -73,6 +73,7 @@ class Run:
         self.env: dict[str, str] = {}
         self.load_end: float | None = None
         self.base_url = ""
+        self.bigquery_url: str | None = None  # the emulator's REST URL when the run has one
         self.database = f"omk_chaos_{args.seed}"
 
     def log(self, message: str) -> None:
@@ -295,6 +296,9 @@ class Run:
         self.make_users()
         for flow in self.flows:
             flow.setup()
+        from django.db import connections
+
+        connections.close_all()
         assert self.platform is not None
         # The schedule's clock starts with the load.
         self.recorder.event("load_start")
@@ -314,6 +318,10 @@ class Run:
             thread.join(timeout=90)
         self.load_end = self.recorder.now()
         self.recorder.event("load_end")
+        # The harness's own connections may predate the PostgreSQL restart.
+        from django.db import connections
+
+        connections.close_all()
         for flow in self.flows:
             try:
                 flow.finish()

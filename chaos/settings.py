@@ -8,3 +8,6 @@ from settings.base import *  # noqa: F403
 
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
+
+# A message a killed consumer held comes back after this many seconds (production: 60).
+LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 5
