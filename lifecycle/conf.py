@@ -27,6 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE_GROUP": "bees",
     # Prefix of the Redis stream keys of the queues.
     "QUEUE_KEY_PREFIX": "omk:queue:",
+    # Idempotency (governance issue). Tests only: seconds a creating POST sleeps after COMMIT,
+    # before its response is sent (the window where an instance's death must lose nothing).
+    "IDEMPOTENCY_PAUSE_AFTER_COMMIT": 0.0,
 }
 
 

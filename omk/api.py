@@ -124,5 +124,6 @@ api = NinjaAPI(
 
 install_error_handlers(api)
 api.add_router("/auth/", "accounts.api.router")
+api.add_router("/", "governance.api.router")
 # --- hive (issue 5): conversations, board, bee queues, bee decisions.
 api.add_router("/", "hive.api.router")

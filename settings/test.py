@@ -15,3 +15,6 @@ if "REDIS_URL" not in os.environ:
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
+
+# Idempotency (governance issue): lets a test kill an instance after COMMIT, before the response.
+LIFECYCLE_IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)

@@ -23,6 +23,7 @@ re-evaluates (a sold-out sale may have room again), and nothing is half-written.
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -35,6 +36,7 @@ from ninja import Header
 from ninja.decorators import decorate_view
 from ninja.utils import contribute_operation_args
 
+from lifecycle.conf import lifecycle_settings
 from omk.errors import InvalidInput, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -116,6 +118,12 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
                 return response
             if 200 <= response.status_code < 300:
                 from lifecycle.idempotency.models import IdempotencyRecord
+
+                pause = lifecycle_settings.IDEMPOTENCY_PAUSE_AFTER_COMMIT
+                if pause:
+                    # Tests only: hold the response after COMMIT so a test can kill the instance
+                    # in exactly the window this module exists for.
+                    transaction.on_commit(lambda: time.sleep(pause))
 
                 IdempotencyRecord.objects.filter(pk=claim_id).update(
                     response_status=response.status_code,

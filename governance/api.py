@@ -1,0 +1,290 @@
+"""JSON API of governance, the private sale and staking (paths and fields are a contract)."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema, Status
+
+from governance import selectors, services
+from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
+from lifecycle.idempotency import idempotent
+from omk.errors import NotFound
+
+router = Router(tags=["governance"])
+
+Amount = Annotated[Decimal, Field(gt=0, max_digits=28, decimal_places=8)]
+NonNegativeAmount = Annotated[Decimal, Field(ge=0, max_digits=28, decimal_places=8)]
+
+
+class ErrorOut(Schema):
+    error: str
+    detail: str
+    fields: dict
+
+
+class Page(Schema):
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=1_000_000)
+
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
+
+
+# --- proposals ---------------------------------------------------------------------------------
+
+
+class ProposalIn(Schema):
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=20_000)
+    voting_starts_at: datetime
+    voting_ends_at: datetime
+    quorum: NonNegativeAmount
+
+
+class ProposalOut(Schema):
+    id: int
+    title: str
+    description: str
+    proposer: str
+    status: str
+    voting_starts_at: datetime
+    voting_ends_at: datetime
+    quorum: Decimal
+    tally: dict[str, Decimal]
+    passed: bool | None
+    created_at: datetime
+    closed_at: datetime | None
+    executed_at: datetime | None
+
+
+def _proposal_out(proposal: Proposal) -> dict:
+    return {
+        "id": proposal.pk,
+        "title": proposal.title,
+        "description": proposal.description,
+        "proposer": proposal.proposer.get_username(),
+        "status": proposal.status,
+        "voting_starts_at": proposal.voting_starts_at,
+        "voting_ends_at": proposal.voting_ends_at,
+        "quorum": proposal.quorum,
+        "tally": selectors.proposal_tally(proposal=proposal),
+        "passed": proposal.passed,
+        "created_at": proposal.created_at,
+        "closed_at": proposal.closed_at,
+        "executed_at": proposal.executed_at,
+    }
+
+
+def _proposal(proposal_id: int) -> Proposal:
+    try:
+        return selectors.proposal_get(proposal_id=proposal_id)
+    except Proposal.DoesNotExist:
+        raise NotFound(f"No proposal with id {proposal_id}.") from None
+
+
+@router.get("/proposals/", response={200: list[ProposalOut], **ERRORS})
+def proposals_list(
+    request: HttpRequest,
+    page: Query[Page],
+    status: Literal["draft", "open", "closed", "executed", "cancelled"] | None = None,
+):
+    return [_proposal_out(p) for p in selectors.proposal_list(status=status, limit=page.limit, offset=page.offset)]
+
+
+@router.post("/proposals/", response={201: ProposalOut, **ERRORS})
+@idempotent
+def proposals_create(request: HttpRequest, payload: ProposalIn):
+    proposal = services.proposal_create(proposer=request.auth, **payload.dict())
+    return Status(201, _proposal_out(proposal))
+
+
+@router.get("/proposals/{proposal_id}/", response={200: ProposalOut, **ERRORS})
+def proposals_detail(request: HttpRequest, proposal_id: int):
+    return _proposal_out(_proposal(proposal_id))
+
+
+@router.post("/proposals/{proposal_id}/open/", response={200: ProposalOut, **ERRORS})
+def proposals_open(request: HttpRequest, proposal_id: int):
+    return _proposal_out(services.proposal_open(actor=request.auth, proposal_id=proposal_id))
+
+
+@router.post("/proposals/{proposal_id}/close/", response={200: ProposalOut, **ERRORS})
+def proposals_close(request: HttpRequest, proposal_id: int):
+    return _proposal_out(services.proposal_close(actor=request.auth, proposal_id=proposal_id))
+
+
+@router.post("/proposals/{proposal_id}/execute/", response={200: ProposalOut, **ERRORS})
+def proposals_execute(request: HttpRequest, proposal_id: int):
+    return _proposal_out(services.proposal_execute(actor=request.auth, proposal_id=proposal_id))
+
+
+# --- votes -------------------------------------------------------------------------------------
+
+
+class VoteIn(Schema):
+    choice: Literal["for", "against", "abstain"]
+
+
+class VoteOut(Schema):
+    id: int
+    proposal: int
+    choice: str
+    weight: Decimal
+    created_at: datetime
+
+
+def _vote_out(vote: Vote) -> dict:
+    return {
+        "id": vote.pk,
+        "proposal": vote.proposal_id,
+        "choice": vote.choice,
+        "weight": vote.weight,
+        "created_at": vote.created_at,
+    }
+
+
+@router.post("/proposals/{proposal_id}/votes/", response={201: VoteOut, **ERRORS})
+@idempotent
+def votes_create(request: HttpRequest, proposal_id: int, payload: VoteIn):
+    vote = services.vote_cast(voter=request.auth, proposal_id=proposal_id, choice=payload.choice)
+    return Status(201, _vote_out(vote))
+
+
+# --- private sale ------------------------------------------------------------------------------
+
+
+class SaleIn(Schema):
+    name: str = Field("", max_length=200)
+    token_price: Amount
+    allocation: Amount
+    per_buyer_cap: Amount
+    starts_at: datetime
+    ends_at: datetime
+
+
+class SaleOut(Schema):
+    id: int
+    name: str
+    token_price: Decimal
+    allocation: Decimal
+    per_buyer_cap: Decimal
+    sold: Decimal
+    remaining: Decimal
+    starts_at: datetime
+    ends_at: datetime
+
+
+def _sale_out(sale: Sale) -> dict:
+    return {
+        "id": sale.pk,
+        "name": sale.name,
+        "token_price": sale.token_price,
+        "allocation": sale.allocation,
+        "per_buyer_cap": sale.per_buyer_cap,
+        "sold": sale.sold,
+        "remaining": sale.remaining,
+        "starts_at": sale.starts_at,
+        "ends_at": sale.ends_at,
+    }
+
+
+@router.get("/sales/", response={200: list[SaleOut], **ERRORS})
+def sales_list(request: HttpRequest, page: Query[Page]):
+    return [_sale_out(s) for s in selectors.sale_list(limit=page.limit, offset=page.offset)]
+
+
+@router.post("/sales/", response={201: SaleOut, **ERRORS})
+@idempotent
+def sales_create(request: HttpRequest, payload: SaleIn):
+    return Status(201, _sale_out(services.sale_create(actor=request.auth, **payload.dict())))
+
+
+class PurchaseIn(Schema):
+    sale: int = Field(ge=1, le=2**63 - 1)
+    wallet: str = Field(max_length=100, description="EVM address: 0x and 40 hex digits (EIP-55 checked if mixed case)")
+    amount: Amount
+
+
+class PurchaseOut(Schema):
+    id: int
+    sale: int
+    wallet: str
+    amount: Decimal
+    tokens: Decimal
+    status: str
+    created_at: datetime
+
+
+def _purchase_out(purchase: Purchase) -> dict:
+    return {
+        "id": purchase.pk,
+        "sale": purchase.sale_id,
+        "wallet": purchase.wallet,
+        "amount": purchase.amount,
+        "tokens": purchase.tokens,
+        "status": purchase.status,
+        "created_at": purchase.created_at,
+    }
+
+
+@router.get("/purchases/", response={200: list[PurchaseOut], **ERRORS})
+def purchases_list(request: HttpRequest, page: Query[Page]):
+    return [_purchase_out(p) for p in selectors.purchase_list(buyer=request.auth, limit=page.limit, offset=page.offset)]
+
+
+@router.post("/purchases/", response={201: PurchaseOut, **ERRORS})
+@idempotent
+def purchases_create(request: HttpRequest, payload: PurchaseIn):
+    purchase = services.purchase_create(
+        buyer=request.auth, sale_id=payload.sale, wallet=payload.wallet, amount=payload.amount
+    )
+    return Status(201, _purchase_out(purchase))
+
+
+# --- staking -----------------------------------------------------------------------------------
+
+
+class StakeIn(Schema):
+    amount: Amount
+    lock_days: int = Field(ge=1, le=services.MAX_LOCK_DAYS)
+
+
+class StakeOut(Schema):
+    id: int
+    amount: Decimal
+    lock_days: int
+    status: str
+    started_at: datetime
+    unlocks_at: datetime
+    unstaked_at: datetime | None
+
+
+def _stake_out(stake: StakingPosition) -> dict:
+    return {
+        "id": stake.pk,
+        "amount": stake.amount,
+        "lock_days": stake.lock_days,
+        "status": stake.status,
+        "started_at": stake.started_at,
+        "unlocks_at": stake.unlocks_at,
+        "unstaked_at": stake.unstaked_at,
+    }
+
+
+@router.get("/stakes/", response={200: list[StakeOut], **ERRORS})
+def stakes_list(request: HttpRequest, page: Query[Page]):
+    return [_stake_out(s) for s in selectors.stake_list(owner=request.auth, limit=page.limit, offset=page.offset)]
+
+
+@router.post("/stakes/", response={201: StakeOut, **ERRORS})
+@idempotent
+def stakes_create(request: HttpRequest, payload: StakeIn):
+    stake = services.stake_create(owner=request.auth, amount=payload.amount, lock_days=payload.lock_days)
+    return Status(201, _stake_out(stake))
+
+
+@router.post("/stakes/{stake_id}/unstake/", response={200: StakeOut, **ERRORS})
+def stakes_unstake(request: HttpRequest, stake_id: int):
+    return _stake_out(services.stake_unstake(owner=request.auth, stake_id=stake_id))

@@ -1,0 +1,66 @@
+from decimal import Decimal
+
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+
+from governance.models import ZERO, Proposal, Purchase, Sale, StakingPosition, Vote
+
+
+def active_stake_total(*, owner) -> Decimal:
+    """The owner's voting weight: the sum of their active staking positions."""
+    total = StakingPosition.objects.filter(owner=owner, status=StakingPosition.Status.ACTIVE).aggregate(
+        total=Coalesce(Sum("amount"), ZERO)
+    )["total"]
+    return Decimal(total)
+
+
+def proposal_list(*, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Proposal]:
+    queryset: QuerySet[Proposal] = Proposal.objects.select_related("proposer")
+    if status:
+        queryset = queryset.filter(status=status)
+    return list(queryset[offset : offset + limit])
+
+
+def proposal_get(*, proposal_id: int) -> Proposal:
+    return Proposal.objects.select_related("proposer").get(pk=proposal_id)
+
+
+def proposal_live_tally(*, proposal: Proposal) -> dict[str, Decimal]:
+    sums = Vote.objects.filter(proposal=proposal).aggregate(
+        **{choice: Coalesce(Sum("weight", filter=Q(choice=choice)), ZERO) for choice in Vote.Choice.values}
+    )
+    return {choice: Decimal(sums[choice]) for choice in Vote.Choice.values}
+
+
+def proposal_tally(*, proposal: Proposal) -> dict[str, Decimal]:
+    """Stored once closed; computed from the votes while they can still change."""
+    if proposal.status in (Proposal.Status.CLOSED, Proposal.Status.EXECUTED):
+        return {"for": proposal.tally_for, "against": proposal.tally_against, "abstain": proposal.tally_abstain}
+    return proposal_live_tally(proposal=proposal)
+
+
+def vote_of(*, proposal: Proposal, voter) -> Vote | None:
+    return Vote.objects.filter(proposal=proposal, voter=voter).first()
+
+
+def sale_list(*, limit: int = 100, offset: int = 0) -> list[Sale]:
+    return list(Sale.objects.all()[offset : offset + limit])
+
+
+def sale_get(*, sale_id: int) -> Sale:
+    return Sale.objects.get(pk=sale_id)
+
+
+def purchased_tokens(*, sale: Sale, buyer) -> Decimal:
+    total = Purchase.objects.filter(sale=sale, buyer=buyer, status=Purchase.Status.CONFIRMED).aggregate(
+        total=Coalesce(Sum("tokens"), ZERO)
+    )["total"]
+    return Decimal(total)
+
+
+def purchase_list(*, buyer, limit: int = 100, offset: int = 0) -> list[Purchase]:
+    return list(Purchase.objects.filter(buyer=buyer)[offset : offset + limit])
+
+
+def stake_list(*, owner, limit: int = 100, offset: int = 0) -> list[StakingPosition]:
+    return list(StakingPosition.objects.filter(owner=owner)[offset : offset + limit])

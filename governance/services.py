@@ -1,0 +1,295 @@
+"""Every write of governance, the private sale and staking: one transaction each.
+
+Races are settled by PostgreSQL, never by a check-then-write in Python alone:
+- one vote per voter and proposal: a unique constraint (a concurrent second vote -> 409);
+- a vote and the proposal's closing: the vote holds the proposal row FOR SHARE, closing takes it
+  FOR UPDATE, so the stored tally contains every vote that was acknowledged;
+- the sale's allocation and per-buyer cap: the sale row is locked FOR UPDATE for the purchase,
+  and CHECK (sold <= allocation) backs it;
+- execution and unstaking: conditional UPDATEs (`... WHERE status = ...`), so two instances
+  cannot both do it.
+"""
+
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from governance import selectors
+from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
+from governance.wallets import InvalidWallet, normalize_wallet
+from omk.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+TOKEN_QUANTUM = Decimal("0.00000001")
+MAX_LOCK_DAYS = 3650
+
+
+def _constraint_name(exc: IntegrityError) -> str:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", "") or ""
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", fields={field: [message]})
+
+
+def _aware(value: datetime) -> datetime:
+    # A datetime without a zone is taken as UTC (the API documents UTC).
+    return timezone.make_aware(value, timezone.UTC) if timezone.is_naive(value) else value
+
+
+def _window(starts_at: datetime, ends_at: datetime, *, end_field: str) -> tuple[datetime, datetime]:
+    starts_at, ends_at = _aware(starts_at), _aware(ends_at)
+    if ends_at <= starts_at:
+        raise _invalid(end_field, "Must be later than the start.")
+    return starts_at, ends_at
+
+
+def _positive(field: str, value: Decimal) -> Decimal:
+    if not value.is_finite() or value <= 0:
+        raise _invalid(field, "Must be greater than zero.")
+    return value
+
+
+# --- proposals and votes ---------------------------------------------------------------------
+
+
+def proposal_create(
+    *,
+    proposer,
+    title: str,
+    description: str = "",
+    voting_starts_at: datetime,
+    voting_ends_at: datetime,
+    quorum: Decimal,
+) -> Proposal:
+    if not proposer.is_staff:
+        raise Forbidden("Only staff can create proposals.")
+    if not title.strip():
+        raise _invalid("title", "Must not be blank.")
+    if not quorum.is_finite() or quorum < 0:
+        raise _invalid("quorum", "Must be zero or more.")
+    starts, ends = _window(voting_starts_at, voting_ends_at, end_field="voting_ends_at")
+    with transaction.atomic():
+        return Proposal.objects.create(
+            proposer=proposer,
+            title=title.strip(),
+            description=description,
+            voting_starts_at=starts,
+            voting_ends_at=ends,
+            quorum=quorum,
+        )
+
+
+def _transition_conflict(proposal_id: int, action: str, expected: str) -> Exception:
+    proposal = Proposal.objects.filter(pk=proposal_id).only("status").first()
+    if proposal is None:
+        return NotFound(f"No proposal with id {proposal_id}.")
+    return Conflict(
+        f"Cannot {action} proposal {proposal_id}: it is {proposal.status}, not {expected}.",
+        code=f"proposal_{proposal.status}",
+    )
+
+
+def proposal_open(*, actor, proposal_id: int) -> Proposal:
+    if not actor.is_staff:
+        raise Forbidden("Only staff can open proposals.")
+    with transaction.atomic():
+        updated = Proposal.objects.filter(pk=proposal_id, status=Proposal.Status.DRAFT).update(
+            status=Proposal.Status.OPEN
+        )
+        if not updated:
+            raise _transition_conflict(proposal_id, "open", "draft")
+        return selectors.proposal_get(proposal_id=proposal_id)
+
+
+def proposal_close(*, actor, proposal_id: int, fence: int | None = None) -> Proposal:
+    """open -> closed, storing the tally. `fence` is reserved for the lock's fencing token."""
+    if not actor.is_staff:
+        raise Forbidden("Only staff can close proposals.")
+    with transaction.atomic():
+        # FOR UPDATE waits for votes in flight (they hold the row FOR SHARE): none is left out.
+        proposal = Proposal.objects.select_for_update().filter(pk=proposal_id).first()
+        if proposal is None:
+            raise NotFound(f"No proposal with id {proposal_id}.")
+        if proposal.status != Proposal.Status.OPEN:
+            raise _transition_conflict(proposal_id, "close", "open")
+        tally = selectors.proposal_live_tally(proposal=proposal)
+        total = tally["for"] + tally["against"] + tally["abstain"]
+        proposal.tally_for, proposal.tally_against, proposal.tally_abstain = (
+            tally["for"],
+            tally["against"],
+            tally["abstain"],
+        )
+        proposal.passed = total >= proposal.quorum and total > 0 and tally["for"] > tally["against"]
+        proposal.status = Proposal.Status.CLOSED
+        proposal.closed_at = timezone.now()
+        proposal.save(update_fields=["tally_for", "tally_against", "tally_abstain", "passed", "status", "closed_at"])
+        return proposal
+
+
+def proposal_execute(*, actor, proposal_id: int, fence: int | None = None) -> Proposal:
+    """closed and passed -> executed, once: a conditional UPDATE, so two instances cannot both
+    execute. `fence` is reserved for the lock's fencing token (checked here by the lock issue)."""
+    if not actor.is_staff:
+        raise Forbidden("Only staff can execute proposals.")
+    with transaction.atomic():
+        updated = Proposal.objects.filter(pk=proposal_id, status=Proposal.Status.CLOSED, passed=True).update(
+            status=Proposal.Status.EXECUTED, executed_at=timezone.now()
+        )
+        if not updated:
+            proposal = Proposal.objects.filter(pk=proposal_id).first()
+            if proposal is None:
+                raise NotFound(f"No proposal with id {proposal_id}.")
+            if proposal.status == Proposal.Status.CLOSED:
+                raise Conflict(
+                    f"Proposal {proposal_id} did not pass (quorum or majority not reached): it cannot be executed.",
+                    code="proposal_not_passed",
+                )
+            raise _transition_conflict(proposal_id, "execute", "closed")
+        return selectors.proposal_get(proposal_id=proposal_id)
+
+
+def vote_cast(*, voter, proposal_id: int, choice: str) -> Vote:
+    if choice not in Vote.Choice.values:
+        raise _invalid("choice", f"Must be one of {', '.join(Vote.Choice.values)}.")
+    with transaction.atomic():
+        # FOR KEY SHARE: votes run side by side, but closing (FOR UPDATE) waits for them, and a
+        # vote that started after the close sees `closed`. Django has no FOR KEY SHARE: raw SQL.
+        proposal = next(
+            iter(
+                Proposal.objects.raw(
+                    f"SELECT * FROM {Proposal._meta.db_table} WHERE id = %s FOR KEY SHARE", [proposal_id]
+                )
+            ),
+            None,
+        )
+        if proposal is None:
+            raise NotFound(f"No proposal with id {proposal_id}.")
+        now = timezone.now()
+        if proposal.status != Proposal.Status.OPEN:
+            raise Conflict(
+                f"Proposal {proposal_id} is {proposal.status}: votes are not accepted.", code="proposal_not_open"
+            )
+        if now < proposal.voting_starts_at:
+            raise Conflict(
+                f"Voting on proposal {proposal_id} starts at {proposal.voting_starts_at.isoformat()}.",
+                code="voting_not_started",
+            )
+        if now >= proposal.voting_ends_at:
+            raise Conflict(
+                f"Voting on proposal {proposal_id} ended at {proposal.voting_ends_at.isoformat()}.", code="voting_ended"
+            )
+        weight = selectors.active_stake_total(owner=voter)
+        if weight <= 0:
+            raise Forbidden("You have no active stake: stake tokens to get voting weight, then vote.", code="no_stake")
+        try:
+            with transaction.atomic():
+                return Vote.objects.create(proposal=proposal, voter=voter, choice=choice, weight=weight)
+        except IntegrityError as exc:
+            if _constraint_name(exc) == "vote_one_per_voter_and_proposal":
+                raise Conflict(f"You have already voted on proposal {proposal_id}.", code="already_voted") from None
+            raise
+
+
+# --- private sale ----------------------------------------------------------------------------
+
+
+def sale_create(
+    *,
+    actor,
+    token_price: Decimal,
+    allocation: Decimal,
+    per_buyer_cap: Decimal,
+    starts_at: datetime,
+    ends_at: datetime,
+    name: str = "",
+) -> Sale:
+    if not actor.is_staff:
+        raise Forbidden("Only staff can create sales.")
+    _positive("token_price", token_price)
+    _positive("allocation", allocation)
+    _positive("per_buyer_cap", per_buyer_cap)
+    if per_buyer_cap > allocation:
+        raise _invalid("per_buyer_cap", "Must not exceed the allocation.")
+    starts, ends = _window(starts_at, ends_at, end_field="ends_at")
+    with transaction.atomic():
+        return Sale.objects.create(
+            name=name,
+            token_price=token_price,
+            allocation=allocation,
+            per_buyer_cap=per_buyer_cap,
+            starts_at=starts,
+            ends_at=ends,
+        )
+
+
+def purchase_create(*, buyer, sale_id: int, wallet: str, amount: Decimal) -> Purchase:
+    try:
+        wallet = normalize_wallet(wallet)
+    except InvalidWallet as exc:
+        raise _invalid("wallet", str(exc)) from None
+    _positive("amount", amount)
+    with transaction.atomic():
+        # The sale row lock serialises purchases of one sale across every instance: the
+        # remaining allocation and the buyer's total are read and written under it.
+        sale = Sale.objects.select_for_update().filter(pk=sale_id).first()
+        if sale is None:
+            raise _invalid("sale", f"No sale with id {sale_id}.")
+        now = timezone.now()
+        if now < sale.starts_at:
+            raise Conflict(f"The sale opens at {sale.starts_at.isoformat()}.", code="sale_not_started")
+        if now >= sale.ends_at:
+            raise Conflict(f"The sale ended at {sale.ends_at.isoformat()}.", code="sale_ended")
+        tokens = (amount / sale.token_price).quantize(TOKEN_QUANTUM, rounding=ROUND_DOWN)
+        if tokens <= 0:
+            raise _invalid("amount", f"Too small to buy any token at {sale.token_price} per token.")
+        remaining = sale.allocation - sale.sold
+        if remaining <= 0:
+            raise Conflict("The sale is sold out.", code="sold_out")
+        if tokens > remaining:
+            raise Conflict(f"Only {remaining} tokens are left; this purchase is for {tokens}.", code="sold_out")
+        bought = selectors.purchased_tokens(sale=sale, buyer=buyer)
+        if bought + tokens > sale.per_buyer_cap:
+            left = max(sale.per_buyer_cap - bought, Decimal(0))
+            raise Conflict(
+                f"The per-buyer cap is {sale.per_buyer_cap} tokens; you have {bought} and can buy {left} more.",
+                code="cap_reached",
+            )
+        purchase = Purchase.objects.create(sale=sale, buyer=buyer, wallet=wallet, amount=amount, tokens=tokens)
+        Sale.objects.filter(pk=sale.pk).update(sold=F("sold") + tokens)
+        return purchase
+
+
+# --- staking ---------------------------------------------------------------------------------
+
+
+def stake_create(*, owner, amount: Decimal, lock_days: int) -> StakingPosition:
+    _positive("amount", amount)
+    if not 1 <= lock_days <= MAX_LOCK_DAYS:
+        raise _invalid("lock_days", f"Must be between 1 and {MAX_LOCK_DAYS}.")
+    now = timezone.now()
+    with transaction.atomic():
+        return StakingPosition.objects.create(
+            owner=owner, amount=amount, lock_days=lock_days, started_at=now, unlocks_at=now + timedelta(days=lock_days)
+        )
+
+
+def stake_unstake(*, owner, stake_id: int) -> StakingPosition:
+    now = timezone.now()
+    with transaction.atomic():
+        updated = StakingPosition.objects.filter(
+            pk=stake_id, owner=owner, status=StakingPosition.Status.ACTIVE, unlocks_at__lte=now
+        ).update(status=StakingPosition.Status.UNSTAKED, unstaked_at=now)
+        stake = StakingPosition.objects.filter(pk=stake_id, owner=owner).first()
+        if stake is None:
+            raise NotFound(f"You have no staking position with id {stake_id}.")
+        if not updated:
+            if stake.status == StakingPosition.Status.UNSTAKED:
+                raise Conflict(f"Staking position {stake_id} is already unstaked.", code="already_unstaked")
+            raise Conflict(
+                f"Staking position {stake_id} is locked until {stake.unlocks_at.isoformat()}.", code="still_locked"
+            )
+        return stake
