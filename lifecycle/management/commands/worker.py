@@ -1,0 +1,16 @@
+from django.core.management.base import BaseCommand
+
+from lifecycle.worker import worker_run
+
+
+class Command(BaseCommand):
+    help = "Run a durable-job worker (procrastinate) with the instance lifecycle: registry, recovery, graceful stop."
+
+    def add_arguments(self, parser):
+        parser.add_argument("queues", nargs="*", help="queues to work (default: all)")
+        parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once (sync jobs: keep 1-4)")
+
+    def handle(self, *args, queues: list[str], concurrency: int, **options) -> None:
+        code = worker_run(queues=queues or None, concurrency=concurrency)
+        if code:
+            raise SystemExit(code)

@@ -1,0 +1,144 @@
+"""`manage.py worker`: procrastinate's worker with the same lifecycle as a web instance.
+
+Register (state starting), heartbeat, run recovery, go ready, run jobs (the periodic recovery
+task among them). On SIGTERM or SIGINT: state draining, stop fetching, wait for running jobs
+within the budget, hand back the ones still running, run the configured shutdown steps, store
+the report, exit. A second signal exits at once and leaves the running jobs to recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+
+from asgiref.sync import sync_to_async
+
+from lifecycle.conf import lifecycle_settings
+from lifecycle.platform import detect_platform
+from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
+from lifecycle.steps import Report, StepContext, StepResult, StepStatus, load_steps, run_step
+
+logger = logging.getLogger("lifecycle.worker")
+
+
+def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> int:
+    from django.conf import settings
+    from procrastinate.contrib.django import app
+
+    from lifecycle.metrics import INSTANCE_STARTUP
+    from lifecycle.models import InstanceState
+    from lifecycle.recovery import recovery_run
+    from lifecycle.redis import redis_client
+    from lifecycle.services import instance_register, instance_set_state
+    from lifecycle.shutdown import instance_file, write_json
+
+    instance_id = os.environ.get(INSTANCE_ID_ENV) or new_instance_id("worker")
+    os.environ[INSTANCE_ID_ENV] = instance_id
+    pid = os.getpid()
+    write_json(instance_file("worker", pid), {"pid": pid, "instance_id": instance_id, "kind": "worker"})
+    instance_register(instance_id=instance_id, kind="worker")
+    INSTANCE_STARTUP.labels(kind="worker").inc()
+    current = {"state": "starting"}
+    heartbeat = Heartbeat(
+        client=redis_client(),
+        instance_id=instance_id,
+        state=lambda: current["state"],
+        interval=lifecycle_settings.HEARTBEAT_INTERVAL,
+        ttl=lifecycle_settings.HEARTBEAT_TTL,
+    ).start()
+    recovery_run(instance_id=instance_id, kind="worker")
+    current["state"] = "ready"
+    instance_set_state(instance_id=instance_id, state=InstanceState.READY, detail="recovery done")
+    logger.info("Worker %s ready", instance_id)
+
+    options = dict(getattr(settings, "PROCRASTINATE_WORKER_DEFAULTS", None) or {})
+    options.update(concurrency=concurrency, install_signal_handlers=False, name=instance_id)
+    if queues:
+        options["queues"] = list(queues)
+    try:
+        return asyncio.run(_serve(app, options, instance_id=instance_id, heartbeat=heartbeat, current=current))
+    finally:
+        instance_file("worker", pid).unlink(missing_ok=True)
+
+
+async def _serve(app, options: dict, *, instance_id: str, heartbeat: Heartbeat, current: dict) -> int:
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    received: list[float] = []
+
+    def on_signal() -> None:
+        if received:
+            # Second signal: leave now; recovery elsewhere retries the running jobs.
+            logger.warning("Second stop signal: exiting at once")
+            os._exit(1)
+        received.append(time.time())
+        stop_requested.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+
+    with app.replace_connector(app.connector.get_worker_connector()):
+        async with app.open_async():
+            app.perform_import_paths()
+            worker = app._worker(**options)
+            run_task = asyncio.create_task(worker.run(), name="procrastinate worker")
+            stopper = asyncio.create_task(stop_requested.wait())
+            await asyncio.wait({run_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if run_task.done() and not received:
+                run_task.result()  # the worker crashed: raise its error
+                return 0
+            began = received[0]
+            began_mono = time.monotonic() - max(0.0, time.time() - began)
+            info = detect_platform()
+            deadline = began_mono + info.shutdown_deadline
+            report = Report(kind="shutdown", started_at=began, budget=info.shutdown_budget)
+            context = StepContext(instance_id=instance_id, kind="worker", job_worker_id=worker.worker_id)
+            configured = load_steps(lifecycle_settings.SHUTDOWN_STEPS, context)
+            after_jobs = min(2.0, info.shutdown_deadline * 0.2)
+            reserve = lifecycle_settings.REPORT_RESERVE
+
+            current["state"] = "draining"
+            t = time.monotonic()
+            worker.stop()
+            report.steps.append(StepResult("drain", "Draining (no new jobs)", StepStatus.OK, 0, time.monotonic() - t))
+
+            t = time.monotonic()
+            running = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
+            await asyncio.wait({run_task}, timeout=max(0.0, deadline - after_jobs - reserve - time.monotonic()))
+            still = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
+            label = f"Finishing running jobs ({len(running)})"
+            if still:
+                report.steps.append(
+                    StepResult(
+                        "finish_jobs",
+                        label,
+                        StepStatus.TIMED_OUT,
+                        len(running),
+                        time.monotonic() - t,
+                        f"{len(still)} jobs still running at the deadline",
+                    )
+                )
+            else:
+                report.steps.append(StepResult("finish_jobs", label, StepStatus.OK, len(running), time.monotonic() - t))
+            context.running_job_ids = still
+
+            def finish() -> None:
+                from lifecycle.shutdown import shutdown_finish
+
+                for step in configured:
+                    report.steps.append(run_step(step, deadline=deadline, reserve=reserve))
+                heartbeat.stop(clear=True)
+                report.duration = time.monotonic() - began_mono
+                shutdown_finish(instance_id=instance_id, kind="worker", report=report, drain_started_at=began)
+
+            await sync_to_async(finish, thread_sensitive=False)()
+            code = 0 if report.ok else 1
+            if still:
+                # Abandoned sync jobs' threads would keep asyncio.run (and the process) alive.
+                logging.shutdown()
+                os._exit(code)
+            return code
