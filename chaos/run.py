@@ -100,6 +100,9 @@ class Run:
             "DB_POOL_MIN_SIZE": "1",
             "DB_POOL_MAX_SIZE": "5",
             "CHAOS_SEED": str(self.args.seed),
+            # The harness waits for HAProxy to take an instance out before SIGTERM (the preStop),
+            # so the instance's own drain delay only needs to cover the last probe period.
+            "DRAIN_DELAY": "1",
         }
         migrate = subprocess.run(
             [sys.executable, "manage.py", "migrate", "--no-input"],
@@ -154,6 +157,7 @@ class Run:
             drain_delay=args.drain_delay,
             pause_seconds=args.pause_seconds,
             worker_command=worker_command,
+            drain_command="drain" in self.commands,
             workers=args.workers,
             log=self.log,
         )
@@ -318,6 +322,7 @@ class Run:
             thread.join(timeout=90)
         self.load_end = self.recorder.now()
         self.recorder.event("load_end")
+        self.log("clients stopped; letting queued work settle")
         # The harness's own connections may predate the PostgreSQL restart.
         from django.db import connections
 
@@ -327,6 +332,7 @@ class Run:
                 flow.finish()
             except Exception:
                 self.errors.append(f"{flow.name} finish raised:\n{traceback.format_exc()}")
+        self.log("settled; checking the stores")
         checker.attach_haproxy_log(self.recorder, self.haproxy.log_path)
         results = {}
         for flow in self.flows:

@@ -112,6 +112,7 @@ class Platform:
         drain_delay: float,
         pause_seconds: float,
         worker_command: list[str] | None,
+        drain_command: bool,
         workers: int,
         log: Callable[[str], None],
     ):
@@ -127,6 +128,7 @@ class Platform:
         self.drain_delay = drain_delay
         self.pause_seconds = pause_seconds
         self.worker_command = worker_command
+        self.drain_command = drain_command
         self.worker_count = workers if worker_command else 0
         self.log = log
         self.lock = threading.RLock()
@@ -195,20 +197,25 @@ class Platform:
             return sum(1 for status in self.haproxy.server_status().values() if status.startswith("UP"))
         return 0
 
-    def scale_in(self, instance: WebInstance) -> None:
+    def scale_in(self, instance: WebInstance, *, final: bool = False) -> None:
         with self.lock:
             if self.instances.pop(instance.name, None) is None:
                 return
             self.draining[instance.name] = instance
-        thread = threading.Thread(target=self._drain, args=(instance,), name=f"drain-{instance.name}", daemon=True)
+        thread = threading.Thread(
+            target=self._drain, args=(instance, final), name=f"drain-{instance.name}", daemon=True
+        )
         thread.start()
         self.threads.append(thread)
 
-    def _drain(self, instance: WebInstance) -> None:
+    def _drain(self, instance: WebInstance, final: bool = False) -> None:
         record = self.records[instance.name]
         record.drain_start = self.recorder.now()
         self.recorder.event("drain", instance.name)
         instance.mark_draining()
+        if self.drain_command and not final:
+            # The preStop hook proper: records the draining state in the instance registry too.
+            instance.run_manage(["drain", "--pid", str(instance.pid), "--no-wait"], timeout=20)
         # The load balancer must have stopped sending before the listener closes (preStop).
         wait_until(
             lambda: not self.haproxy.server_status().get(instance.slot, "").startswith("UP"), timeout=10, interval=0.1
@@ -367,7 +374,7 @@ class Platform:
         with self.lock:
             remaining = list(self.instances.values())
         for instance in remaining:
-            self.scale_in(instance)
+            self.scale_in(instance, final=True)
         for thread in list(self.threads):
             thread.join(timeout=self.budget + 15)
         with self.lock:

@@ -11,3 +11,7 @@ ALLOWED_HOSTS = ["*"]
 
 # A message a killed consumer held comes back after this many seconds (production: 60).
 LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 5
+
+# The run creates and logs in a dozen users at start: a slow password hash on two shared cores
+# would spend seconds of the CI budget on set-up, and hashing is not what the run tests.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

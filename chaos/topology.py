@@ -334,6 +334,19 @@ class WebInstance:
         flag.parent.mkdir(parents=True, exist_ok=True)
         flag.touch()
 
+    def run_manage(self, args: list[str], timeout: float) -> int | None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return subprocess.run(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=(self.dir / "manage.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            ).returncode
+        return None
+
     def terminate(self) -> None:
         if self.alive():
             os.kill(self.pid, signal.SIGTERM)

@@ -241,6 +241,7 @@ class ProposalFlow(Flow):
     def __init__(self, run: Any):
         super().__init__(run)
         self.proposals: dict[Any, Proposal] = {}
+        self.winding_down = False
 
     def _now(self) -> float:
         return time.monotonic()
@@ -271,7 +272,7 @@ class ProposalFlow(Flow):
         with self.lock:
             open_count = sum(1 for p in self.proposals.values() if p.close_at > now)
             due = [p for p in self.proposals.values() if p.close_at <= now and staff.name not in p.closers]
-        if staff is self.run.staff[0] and open_count < self.open_at_once:
+        if staff is self.run.staff[0] and open_count < self.open_at_once and not self.winding_down:
             self._create(staff)
             return True
         for proposal in due:
@@ -311,7 +312,8 @@ class ProposalFlow(Flow):
 
     def finish(self) -> None:
         """Close and execute what is still open, so every proposal ends in a checked state."""
-        deadline = self._now() + 30
+        self.winding_down = True
+        deadline = self._now() + self.lifetime + 15
         while self._now() < deadline:
             with self.lock:
                 pending = [p for p in self.proposals.values() if not p.closers]
