@@ -112,12 +112,12 @@ def proposals_open(request: HttpRequest, proposal_id: int):
 
 @router.post("/proposals/{proposal_id}/close/", response={200: ProposalOut, **ERRORS})
 def proposals_close(request: HttpRequest, proposal_id: int):
-    return _proposal_out(services.proposal_close(actor=request.auth, proposal_id=proposal_id))
+    return _proposal_out(services.proposal_close_exclusive(actor=request.auth, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/execute/", response={200: ProposalOut, **ERRORS})
 def proposals_execute(request: HttpRequest, proposal_id: int):
-    return _proposal_out(services.proposal_execute(actor=request.auth, proposal_id=proposal_id))
+    return _proposal_out(services.proposal_execute_exclusive(actor=request.auth, proposal_id=proposal_id))
 
 
 # --- votes -------------------------------------------------------------------------------------

@@ -37,6 +37,10 @@ class Proposal(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     executed_at = models.DateTimeField(null=True, blank=True)
+    # Highest fencing token (of the `proposal:<pk>` distributed lock) a close or execute was
+    # accepted with. A write carrying a fence not greater than this one comes from a holder whose
+    # lease expired while a newer holder wrote, and is refused (lifecycle.locks, issue 4).
+    last_fence = models.BigIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -45,6 +49,7 @@ class Proposal(models.Model):
                 condition=Q(voting_ends_at__gt=F("voting_starts_at")), name="proposal_window_ends_after_start"
             ),
             models.CheckConstraint(condition=Q(quorum__gte=0), name="proposal_quorum_not_negative"),
+            models.CheckConstraint(condition=Q(last_fence__gte=0), name="proposal_last_fence_not_negative"),
             models.CheckConstraint(
                 condition=Q(tally_for__gte=0, tally_against__gte=0, tally_abstain__gte=0),
                 name="proposal_tally_not_negative",

@@ -7,9 +7,14 @@ Races are settled by PostgreSQL, never by a check-then-write in Python alone:
 - the sale's allocation and per-buyer cap: the sale row is locked FOR UPDATE for the purchase,
   and CHECK (sold <= allocation) backs it;
 - execution and unstaking: conditional UPDATEs (`... WHERE status = ...`), so two instances
-  cannot both do it.
+  cannot both do it;
+- closing and executing through the API run under the distributed lock (`*_exclusive`), and the
+  lock's fencing token is checked on the row (`... WHERE last_fence < fence`), so a lock holder
+  paused past its lease cannot write after a newer holder did.
 """
 
+import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
@@ -20,7 +25,10 @@ from django.utils import timezone
 from governance import selectors
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from governance.wallets import InvalidWallet, normalize_wallet
+from lifecycle.locks import LockLost, LockTimeout, critical_section, distributed_lock
 from omk.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
 
 TOKEN_QUANTUM = Decimal("0.00000001")
 MAX_LOCK_DAYS = 3650
@@ -105,8 +113,30 @@ def proposal_open(*, actor, proposal_id: int) -> Proposal:
         return selectors.proposal_get(proposal_id=proposal_id)
 
 
+def proposal_lock_name(proposal_id: int) -> str:
+    return f"proposal:{proposal_id}"
+
+
+def _claim_fence(proposal_id: int, fence: int) -> None:
+    """Record `fence` on the row if it is newer than every fence accepted so far, else refuse.
+
+    A conditional UPDATE, in the caller's transaction: if the write is refused later, the claim is
+    rolled back with it."""
+    if Proposal.objects.filter(pk=proposal_id, last_fence__lt=fence).update(last_fence=fence):
+        return
+    last = Proposal.objects.filter(pk=proposal_id).values_list("last_fence", flat=True).first()
+    if last is None:
+        raise NotFound(f"No proposal with id {proposal_id}.")
+    raise Conflict(
+        f"Proposal {proposal_id}: lock fence {fence} is not newer than the last accepted fence {last}; "
+        "this lock holder's lease expired and a newer holder wrote first.",
+        code="stale_fence",
+    )
+
+
 def proposal_close(*, actor, proposal_id: int, fence: int | None = None) -> Proposal:
-    """open -> closed, storing the tally. `fence` is reserved for the lock's fencing token."""
+    """open -> closed, storing the tally. With `fence` (the `proposal:<pk>` lock's token), refused
+    unless the fence is newer than the last one accepted on the row."""
     if not actor.is_staff:
         raise Forbidden("Only staff can close proposals.")
     with transaction.atomic():
@@ -114,6 +144,9 @@ def proposal_close(*, actor, proposal_id: int, fence: int | None = None) -> Prop
         proposal = Proposal.objects.select_for_update().filter(pk=proposal_id).first()
         if proposal is None:
             raise NotFound(f"No proposal with id {proposal_id}.")
+        if fence is not None:
+            _claim_fence(proposal_id, fence)
+            proposal.last_fence = fence
         if proposal.status != Proposal.Status.OPEN:
             raise _transition_conflict(proposal_id, "close", "open")
         tally = selectors.proposal_live_tally(proposal=proposal)
@@ -132,17 +165,23 @@ def proposal_close(*, actor, proposal_id: int, fence: int | None = None) -> Prop
 
 def proposal_execute(*, actor, proposal_id: int, fence: int | None = None) -> Proposal:
     """closed and passed -> executed, once: a conditional UPDATE, so two instances cannot both
-    execute. `fence` is reserved for the lock's fencing token (checked here by the lock issue)."""
+    execute. With `fence` (the `proposal:<pk>` lock's token) the same UPDATE also requires the
+    fence to be newer than the last one accepted on the row, and records it."""
     if not actor.is_staff:
         raise Forbidden("Only staff can execute proposals.")
     with transaction.atomic():
-        updated = Proposal.objects.filter(pk=proposal_id, status=Proposal.Status.CLOSED, passed=True).update(
-            status=Proposal.Status.EXECUTED, executed_at=timezone.now()
-        )
+        rows = Proposal.objects.filter(pk=proposal_id, status=Proposal.Status.CLOSED, passed=True)
+        changes: dict = {"status": Proposal.Status.EXECUTED, "executed_at": timezone.now()}
+        if fence is not None:
+            rows = rows.filter(last_fence__lt=fence)
+            changes["last_fence"] = fence
+        updated = rows.update(**changes)
         if not updated:
             proposal = Proposal.objects.filter(pk=proposal_id).first()
             if proposal is None:
                 raise NotFound(f"No proposal with id {proposal_id}.")
+            if fence is not None and proposal.last_fence >= fence:
+                _claim_fence(proposal_id, fence)  # raises the stale-fence conflict
             if proposal.status == Proposal.Status.CLOSED:
                 raise Conflict(
                     f"Proposal {proposal_id} did not pass (quorum or majority not reached): it cannot be executed.",
@@ -150,6 +189,50 @@ def proposal_execute(*, actor, proposal_id: int, fence: int | None = None) -> Pr
                 )
             raise _transition_conflict(proposal_id, "execute", "closed")
         return selectors.proposal_get(proposal_id=proposal_id)
+
+
+def _exclusive(proposal_id: int, write: Callable[[int], Proposal], *, voting: bool = False) -> Proposal:
+    """Run `write(fence)` under the `proposal:<pk>` lock (and `governance_voting` first, if
+    `voting`). Lock order is always governance_voting -> proposal:<pk>, so no deadlock."""
+    result: Proposal | None = None
+
+    def fenced() -> None:
+        nonlocal result
+        with distributed_lock.acquire(proposal_lock_name(proposal_id), renew=True) as lease:
+            result = write(lease.fence)
+
+    try:
+        critical_section("governance_voting")(fenced)() if voting else fenced()
+    except LockTimeout as exc:
+        raise Conflict(
+            f"Proposal {proposal_id} is being closed or executed elsewhere; retry shortly.", code="proposal_busy"
+        ) from exc
+    except LockLost:
+        if result is None:
+            raise
+        # The write itself was accepted with our fence, so no newer holder had written before it:
+        # the committed change is valid even though the lease ran out by the end of the block.
+        logger.warning("proposal %s: lock lease lost after the fenced write committed", proposal_id)
+    assert result is not None
+    return result
+
+
+def proposal_close_exclusive(*, actor, proposal_id: int) -> Proposal:
+    """What the API calls: tallies run one at a time across all instances (`governance_voting`),
+    and the close is fenced with the `proposal:<pk>` lock's token."""
+    if not actor.is_staff:
+        raise Forbidden("Only staff can close proposals.")
+    return _exclusive(
+        proposal_id, lambda fence: proposal_close(actor=actor, proposal_id=proposal_id, fence=fence), voting=True
+    )
+
+
+def proposal_execute_exclusive(*, actor, proposal_id: int) -> Proposal:
+    """What the API calls: execution under the `proposal:<pk>` lock, fenced on the row. The lease
+    renews itself while the execution runs; if it is lost anyway, the fence refuses the write."""
+    if not actor.is_staff:
+        raise Forbidden("Only staff can execute proposals.")
+    return _exclusive(proposal_id, lambda fence: proposal_execute(actor=actor, proposal_id=proposal_id, fence=fence))
 
 
 def vote_cast(*, voter, proposal_id: int, choice: str) -> Vote:

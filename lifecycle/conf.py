@@ -58,6 +58,17 @@ DEFAULTS: dict[str, Any] = {
     "REPORT_RESERVE": 0.5,
     # Test-only views (a slow endpoint for the shutdown tests); never enabled in production.
     "TEST_VIEWS": False,
+    # --- distributed lock (lifecycle.locks, issue 4) ---
+    # Lease length in seconds when the caller gives none: a holder that dies frees the lock after it.
+    "LOCK_TTL": 30.0,
+    # Seconds acquire() waits for a held lock before LockTimeout, when the caller gives none.
+    "LOCK_TIMEOUT": 10.0,
+    # Prefix of every lock key, so locks never collide with cache or session keys.
+    "LOCK_KEY_PREFIX": "omk:",
+    # Longest single BLPOP of a waiter (seconds). It must stay below the Redis socket timeout
+    # (a blocked read longer than that is a socket timeout); waiters re-announce themselves
+    # after each one, which is how a dead waiter is told from a live one.
+    "LOCK_MAX_BLOCK": 1.0,
 }
 
 
