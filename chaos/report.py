@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,11 @@ def write(run: Run, verdict: dict[str, Any]) -> None:
         "events": [{"t": round(e.t, 3), "kind": e.kind, "target": e.target, **e.detail} for e in events],
     }
     (run.report_dir / "report.json").write_text(json.dumps(verdict, indent=2, default=str))
+    # Every operation and attempt, for digging into a violation after the fact.
+    ops, _ = run.recorder.snapshot()
+    with (run.report_dir / "operations.jsonl").open("w") as out:
+        for op in ops:
+            out.write(json.dumps(asdict(op), default=str) + "\n")
     try:
         plot(run, verdict, run.report_dir / "timeline.png")
     except Exception as exc:  # the plot is a convenience: never lose the verdict over it

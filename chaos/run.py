@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-instances", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1, help="background worker processes (when present)")
     parser.add_argument("--kill-every", type=float, default=25.0, help="mean seconds between web SIGKILLs")
-    parser.add_argument("--pause-seconds", type=float, default=4.0, help="SIGSTOP length (beyond the lock TTL)")
+    parser.add_argument("--pause-seconds", type=float, default=5.0, help="SIGSTOP length (beyond the lock TTL)")
     parser.add_argument("--drain-delay", type=float, default=1.0, help="seconds between LB removal and SIGTERM")
     parser.add_argument("--budget", type=float, default=30.0, help="grace budget before SIGKILL on scale-in")
     parser.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster's data directory")

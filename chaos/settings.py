@@ -15,3 +15,7 @@ LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 5
 # The run creates and logs in a dozen users at start: a slow password hash on two shared cores
 # would spend seconds of the CI budget on set-up, and hashing is not what the run tests.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A lock lease short enough that the SIGSTOP fault (--pause-seconds, 5 s) outlives it: the paused
+# holder's late write must then be refused by the fencing token.
+LIFECYCLE_LOCK_TTL = 3.0
