@@ -63,12 +63,17 @@ class Schedule:
         faults: Mapping[str, bool],
     ) -> Schedule:
         rng = random.Random(seed)
-        levels, t, level = [], 0.0, min_instances
+        # Up, then down, then up...: every other step is a planned scale-in (a drain), so even a
+        # short run has one, and a 10-minute run has a few dozen.
+        levels, t, level, up = [], 0.0, min_instances, True
         while t < duration:
             levels.append((t, level))
-            t += rng.uniform(7, 13)
-            choices = [n for n in range(min_instances, max_instances + 1) if n != level]
-            level = rng.choice(choices) if choices else level
+            t += rng.uniform(7, 12)
+            if up and level < max_instances:
+                level = rng.randint(level + 1, max_instances)
+            elif level > min_instances:
+                level = rng.randint(min_instances, level - 1)
+            up = not up
         # Faults stay out of the first seconds (start-up) and the last ones (the checker's drain).
         lo, hi = min(6.0, duration * 0.15), max(duration - 6.0, duration * 0.85)
 

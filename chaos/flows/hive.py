@@ -100,7 +100,25 @@ class ConversationFlow(Flow):
                 if read.outcome != ACKED or served != [(r["seq"], r["content"]) for r in rows]:
                     api_mismatch += 1
                     result.violate(f"conversation {conversation}: API returned {len(served)} turns, DB has {len(rows)}")
+        # Each acknowledged turn is also an analytics event (outbox, then BigQuery): exactly once.
+        from chaos import analytics
+
+        found = analytics.event_counts(self.run, kind="llm_conversation", markers=[op.data["content"] for op in turns])
+        events_missing = events_duplicated = 0
+        for op in turns:
+            n = found["counts"].get(op.data["content"], 0)
+            if op.outcome == ACKED and n == 0:
+                events_missing += 1
+                result.lost += 1
+                result.violate(f"turn {op.data['content']}: no llm_conversation event in {found['where']}")
+            elif n > 1:
+                events_duplicated += 1
+                result.duplicated += n - 1
+                result.violate(f"turn {op.data['content']}: {n} llm_conversation events in {found['where']}")
         result.details = {
+            "analytics_checked_in": found["where"],
+            "analytics_events_missing": events_missing,
+            "analytics_events_duplicated": events_duplicated,
             "conversations": len(by_conversation),
             "turns_acked": len(acked),
             "turns_abandoned": sum(1 for op in turns if op.outcome == ABANDONED),
