@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -385,9 +386,13 @@ def _issue_token(username: str) -> str:
 
 def _stop_stale_clusters(reports: Path) -> None:
     """A run that crashed may have left its PostgreSQL running: stop it and drop its data."""
-    for pidfile in reports.glob("chaos-*/pg/data/postmaster.pid"):
+    pidfiles = [
+        *reports.glob("chaos-*/pg/data/postmaster.pid"),
+        *Path(tempfile.gettempdir()).glob("omk-chaos-pg-*/data/postmaster.pid"),
+    ]
+    for pidfile in pidfiles:
         datadir = pidfile.parent
-        owner = datadir.parent.parent / "harness.pid"
+        owner = datadir.parent / "harness.pid"
         with contextlib.suppress(Exception):
             if owner.exists() and _alive(int(owner.read_text())):
                 continue  # another run, still going

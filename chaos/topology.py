@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -133,6 +134,15 @@ class PostgresCluster:
 
     def init(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self._as_postgres and not self._reachable_by_postgres(self.dir.parent):
+            # e.g. pytest's 0700 tmp_path: the cluster goes to /tmp, a link keeps it findable.
+            moved = Path(tempfile.mkdtemp(prefix="omk-chaos-pg-"))
+            moved.chmod(0o755)
+            shutil.rmtree(self.dir)
+            self.dir.symlink_to(moved)
+            self.dir = moved
+            self.datadir = moved / "data"
+        (self.dir / "harness.pid").write_text(str(os.getpid()))
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
         result = self._run(
@@ -140,6 +150,11 @@ class PostgresCluster:
         )
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed: {result.stderr or result.stdout}")
+
+    @staticmethod
+    def _reachable_by_postgres(path: Path) -> bool:
+        check = ["runuser", "-u", "postgres", "--", "test", "-w", str(path), "-o", "-x", str(path)]
+        return subprocess.run(check, capture_output=True, check=False).returncode == 0
 
     def start(self) -> None:
         options = (
@@ -172,6 +187,8 @@ class PostgresCluster:
     def remove(self) -> None:
         self.stop(mode="immediate")
         shutil.rmtree(self.datadir, ignore_errors=True)
+        if self.dir.name.startswith("omk-chaos-pg-"):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class HAProxy:
