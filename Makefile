@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services database lint pytest clean
+.PHONY: run test install install-dev services database lint pytest clean system-packages chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ install-dev: $(VENV)/.installed-dev
 services:
 	scripts/ensure-services.sh
 
+# Debian packages the tests need (haproxy for the chaos run, ...), installed only when missing.
+system-packages:
+	scripts/install-system-packages.sh
+
 database: install services
 	$(BIN)/python scripts/ensure_database.py
 	$(BIN)/python manage.py migrate --no-input
@@ -38,10 +42,16 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-pytest: install-dev services
+pytest: install-dev services system-packages
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- chaos harness (issue 9): autoscaling, kills and restarts under load, with an invariant report.
+DURATION ?= 60
+SEED ?= 1
+chaos: install-dev system-packages
+	$(BIN)/python -m chaos --duration $(DURATION) --seed $(SEED)
