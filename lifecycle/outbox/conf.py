@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "BIGQUERY_DATASET": "omk",
     "BIGQUERY_LOCATION": "US",
     "BIGQUERY_EMULATOR_URL": "",
+    # Upper bound of one batch's send (the client's own retries would go on for 10 minutes).
+    "BIGQUERY_TIMEOUT_SECONDS": 30.0,
     # Each day partition is dropped by BigQuery after this many days (events are kept one year).
     "BIGQUERY_PARTITION_EXPIRATION_DAYS": 365,
     # Typed columns per table, lifted from the payload's top-level keys of the same name:

@@ -37,7 +37,8 @@ class OutboxSink:
     """Base class. `send` must be idempotent per event id: a batch may be sent again (after a
     crash between the send and the marking of the rows) and must not appear twice."""
 
-    def send(self, events: Sequence[Event]) -> None:
+    def send(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
+        """Deliver the events, within `timeout` seconds when given, or raise SinkError/RowsRejected."""
         raise NotImplementedError
 
     def setup(self) -> list[str]:

@@ -11,12 +11,13 @@ which only record events, never need to pay.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import logging
+import time
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -125,29 +126,56 @@ class BigQuerySink(OutboxSink):
             have = {field.name for field in table.schema}
             missing = [field for field in wanted if field.name not in have]
             if missing:
-                # Adding NULLABLE columns is the one schema change BigQuery allows in place.
-                table.schema = [*table.schema, *missing]
-                changed.append("schema")
+                # Adding NULLABLE columns is the one schema change BigQuery allows in place. DDL
+                # first: the emulator's update_table changes only its catalog, not the data.
+                for field in missing:
+                    self.client.query(
+                        f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS {field.name} {field.field_type}"
+                    ).result()
+                table = self.client.get_table(table_id)
+                have = {field.name for field in table.schema}
+                if any(field.name not in have for field in missing):
+                    table.schema = [*table.schema, *(field for field in missing if field.name not in have)]
+                    changed.append("schema")
+                else:
+                    done.append(f"table {table_id}: added {', '.join(field.name for field in missing)}")
             if table.time_partitioning is not None and table.time_partitioning.expiration_ms != expiration_ms:
                 table.time_partitioning.expiration_ms = expiration_ms
                 changed.append("time_partitioning")
             if changed:
                 self.client.update_table(table, changed)
                 done.append(f"table {table_id}: updated ({', '.join(changed)})")
-            else:
+            elif not missing:
                 done.append(f"table {table_id}: up to date")
         return done
 
     # --- export ------------------------------------------------------------------------------
 
-    def send(self, events: Sequence[Event]) -> None:
-        by_table: dict[str, list[Event]] = defaultdict(list)
-        for event in events:
-            by_table[event.table].append(event)
-        for table, table_events in by_table.items():
-            self._send_table(table, table_events)
+    def send(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
+        """Load the batch into one staging table, then MERGE it into each kind's table.
 
-    def _row(self, table: str, event: Event, exported_at: str) -> dict[str, Any]:
+        One load and one multi-statement query per batch whatever its kinds: BigQuery's cost
+        is per job far more than per row, so this keeps a batch at a few round trips.
+        """
+        from google.api_core import exceptions as gexc
+
+        deadline = time.monotonic() + (timeout or outbox_settings.BIGQUERY_TIMEOUT_SECONDS)
+        tables = sorted({event.table for event in events})
+        try:
+            self._send(events, tables, deadline=deadline)
+        except (RowsRejected, SinkError):
+            raise
+        except gexc.NotFound as exc:
+            raise SinkError(f"{exc.message} (run `python manage.py bigquery_setup`)") from exc
+        except (gexc.GoogleAPIError, OSError) as exc:
+            raise SinkError(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            # requests' and google-auth's transport errors share no base class with the above.
+            if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "google"):
+                raise SinkError(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    def _row(self, event: Event, exported_at: str) -> dict[str, Any]:
         row: dict[str, Any] = {
             "event_id": str(event.event_id),
             "kind": event.kind,
@@ -155,59 +183,77 @@ class BigQuerySink(OutboxSink):
             "exported_at": exported_at,
             "payload": event.payload,
         }
-        for name, _type in self.columns.get(table, []):
+        for name, _type in self.columns.get(event.table, []):
             if name in event.payload:
                 row[name] = event.payload[name]
         return row
 
-    def _send_table(self, table: str, events: Sequence[Event]) -> None:
+    def _staging_schema(self, tables: Sequence[str]) -> list:
+        fields: dict[str, Any] = {}
+        for table in tables:
+            for field in self.schema(table):
+                fields.setdefault(field.name, field)
+        return list(fields.values())
+
+    def _send(self, events: Sequence[Event], tables: Sequence[str], *, deadline: float) -> None:
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
+        from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY, DEFAULT_RETRY
 
-        schema = self.schema(table)
-        staging_id = f"{self.dataset_id}.{STAGING_PREFIX}{table}_{uuid.uuid4().hex}"
+        # The client's own retries would go on for 10 minutes: bound every call by what is
+        # left of this send's time (the exporter retries the batch later, with backoff).
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SinkError("BigQuery did not answer within the send's time limit")
+            return remaining
+
+        def retry():
+            return DEFAULT_RETRY.with_timeout(left())
+
+        schema = self._staging_schema(tables)
+        staging_id = f"{self.dataset_id}.{STAGING_PREFIX}{uuid.uuid4().hex}"
         exported_at = dt.datetime.now(dt.UTC).isoformat()
-        body = "\n".join(
-            json.dumps(self._row(table, event, exported_at), cls=DjangoJSONEncoder) for event in events
-        ).encode()
+        body = "\n".join(json.dumps(self._row(event, exported_at), cls=DjangoJSONEncoder) for event in events)
+        staging = bigquery.Table(staging_id, schema=schema)
+        staging.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
+        self.client.create_table(staging, retry=retry(), timeout=left())
         try:
-            staging = bigquery.Table(staging_id, schema=schema)
-            staging.expires = dt.datetime.now(dt.UTC) + STAGING_TTL
-            self.client.create_table(staging)
+            job_config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+                schema=schema,
+                write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            )
+            # size=None makes the client use a resumable upload (the emulator handles it;
+            # load_table_from_json's multipart upload it does not).
+            job = self.client.load_table_from_file(
+                io.BytesIO(body.encode()), staging_id, job_config=job_config, num_retries=2, timeout=left()
+            )
             try:
-                job_config = bigquery.LoadJobConfig(
-                    source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-                    schema=schema,
-                    write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
-                )
-                # size=None makes the client use a resumable upload (the emulator handles it;
-                # load_table_from_json's multipart upload it does not).
-                job = self.client.load_table_from_file(io.BytesIO(body), staging_id, job_config=job_config)
-                try:
-                    job.result()
-                except gexc.BadRequest as exc:
-                    # The staging table's schema is ours, so a failed load is about the rows.
-                    raise RowsRejected(_error_text(exc, job)) from exc
-                names = [field.name for field in schema]
-                merge = (
-                    f"MERGE `{self.dataset_id}.{table}` T USING `{staging_id}` S ON T.event_id = S.event_id "
+                job.result(retry=retry(), timeout=left())
+            except gexc.BadRequest as exc:
+                # The staging table's schema is ours, so a failed load is about the rows.
+                raise RowsRejected(_error_text(exc, job)) from exc
+            statements = []
+            kinds = {table: kind for kind, table in KIND_TABLES.items()}
+            for table in tables:
+                names = [field.name for field in self.schema(table)]
+                statements.append(
+                    f"MERGE `{self.dataset_id}.{table}` T "
+                    f"USING (SELECT * FROM `{staging_id}` WHERE kind = '{kinds[table]}') S "
+                    "ON T.event_id = S.event_id "
                     f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}) "
                     f"VALUES ({', '.join('S.' + name for name in names)})"
                 )
-                self.client.query(merge).result()
-            finally:
-                self.client.delete_table(staging_id, not_found_ok=True)
-        except RowsRejected:
-            raise
-        except gexc.NotFound as exc:
-            raise SinkError(f"{exc.message} (run `python manage.py bigquery_setup`)") from exc
-        except (gexc.GoogleAPIError, OSError) as exc:
-            raise SinkError(f"{type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
-            # requests' and google-auth's transport errors do not share a base class with the above.
-            if type(exc).__module__.split(".")[0] in ("requests", "urllib3", "google"):
-                raise SinkError(f"{type(exc).__name__}: {exc}") from exc
-            raise
+            job_retry = DEFAULT_JOB_RETRY.with_timeout(left())
+            # jobs.query answers in one round trip when the job is quick (no polling).
+            self.client.query(
+                ";\n".join(statements), api_method="QUERY", retry=retry(), timeout=left(), job_retry=job_retry
+            ).result(retry=retry(), timeout=left(), job_retry=job_retry)
+        finally:
+            # Best effort: a staging table left behind expires on its own (STAGING_TTL).
+            with contextlib.suppress(Exception):
+                self.client.delete_table(staging_id, not_found_ok=True, retry=None, timeout=5)
 
     def staging_tables(self) -> list[str]:
         return [

@@ -1,0 +1,90 @@
+"""Exporters as separate processes (as on several instances), racing and being SIGKILLed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import transaction
+
+from lifecycle.outbox import outbox_export, record_event
+from lifecycle.outbox.exporter import PAUSE_AFTER_SEND_ENV
+from lifecycle.outbox.models import OutboxEvent
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[3]
+KINDS = ["llm_conversation", "bee_decision", "lifecycle_event"]
+TABLES = ["llm_conversations", "bee_decisions", "lifecycle_events"]
+
+
+def _record(count: int) -> set[str]:
+    with transaction.atomic():
+        return {str(record_event(kind=KINDS[n % 3], payload={"n": n})) for n in range(count)}
+
+
+def _exporter(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "outbox_export", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _in_bigquery(bigquery) -> tuple[int, set[str]]:
+    """Rows and distinct event ids in the three tables users query."""
+    rows = 0
+    ids: set[str] = set()
+    for table in TABLES:
+        table_ids = bigquery.event_ids(table)
+        rows += len(table_ids)
+        ids.update(table_ids)
+    return rows, ids
+
+
+def test_outbox_export__three_concurrent_exporters_put_10000_events_in_bigquery_once(bigquery, exporter_env):
+    recorded = _record(10_000)
+
+    exporters = [_exporter(exporter_env, "--max-seconds", "90", "--batch-size", "250") for _ in range(3)]
+    outputs = [p.communicate(timeout=120)[0] for p in exporters]
+
+    assert [p.returncode for p in exporters] == [0, 0, 0], outputs
+    counts = [int(out.strip().splitlines()[-1].split()[1]) for out in outputs]
+    # SKIP LOCKED: no row was taken by two exporters (the counts add up exactly)...
+    assert sum(counts) == 10_000, counts
+    # ...and they really ran side by side.
+    assert sum(1 for c in counts if c > 0) >= 2, counts
+    rows, ids = _in_bigquery(bigquery)
+    assert (rows, ids) == (10_000, recorded)
+    assert OutboxEvent.objects.filter(exported_at__isnull=True).count() == 0
+
+
+def test_outbox_export__sigkill_between_bigquery_write_and_marking_still_once(bigquery, exporter_env, tmp_path):
+    recorded = _record(600)
+    paused = tmp_path / "paused"
+
+    exporter = _exporter({**exporter_env, PAUSE_AFTER_SEND_ENV: str(paused)}, "--batch-size", "1000")
+    deadline = time.monotonic() + 60
+    while not paused.exists() and time.monotonic() < deadline and exporter.poll() is None:
+        time.sleep(0.05)
+    assert paused.exists(), exporter.communicate(timeout=5)[0]
+    # The batch is in BigQuery, the rows are still pending in PostgreSQL: kill it right here.
+    assert _in_bigquery(bigquery)[1] == recorded
+    os.killpg(exporter.pid, signal.SIGKILL)
+    exporter.wait(timeout=10)
+    assert OutboxEvent.objects.filter(exported_at__isnull=True).count() == 600
+
+    # The next exporter (any instance) sends the unmarked batch again...
+    assert outbox_export(max_seconds=60) == 600
+
+    # ...and what users query still holds each event once.
+    rows, ids = _in_bigquery(bigquery)
+    assert (rows, ids) == (600, recorded)
+    assert OutboxEvent.objects.filter(exported_at__isnull=True).count() == 0
