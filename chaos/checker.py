@@ -192,6 +192,7 @@ def verdict(run: Run, results: dict[str, CheckResult]) -> dict[str, Any]:
         "postgres_restarts": kinds["postgres_restart"],
         "forced_kills_at_budget": kinds["sigkill_at_budget"],
         "flows": flows_out,
+        "outbox": run.outbox,
         "flows_skipped": run.skipped,
         "features": sorted(run.features()),
         "instances": [vars(r) for r in records],

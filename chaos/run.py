@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--staff", type=int, default=3, help="concurrent staff clients")
     parser.add_argument("--min-instances", type=int, default=2)
     parser.add_argument("--max-instances", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1, help="background worker processes (when present)")
+    parser.add_argument("--workers", type=int, default=1, help="job worker processes (when present)")
+    parser.add_argument("--exporters", type=int, default=1, help="outbox exporter processes (when present)")
+    parser.add_argument("--no-bigquery", action="store_true", help="no BigQuery emulator: check the outbox only")
     parser.add_argument("--kill-every", type=float, default=25.0, help="mean seconds between web SIGKILLs")
     parser.add_argument("--pause-seconds", type=float, default=5.0, help="SIGSTOP length (beyond the lock TTL)")
     parser.add_argument("--drain-delay", type=float, default=1.0, help="seconds between LB removal and SIGTERM")
@@ -73,8 +76,10 @@ class Run:
         self.platform: Platform | None = None
         self.env: dict[str, str] = {}
         self.load_end: float | None = None
+        self.outbox: dict[str, Any] = {}
         self.base_url = ""
         self.bigquery_url: str | None = None  # the emulator's REST URL when the run has one
+        self.bigquery: Any = None
         self.database = f"omk_chaos_{args.seed}"
 
     def log(self, message: str) -> None:
@@ -84,37 +89,43 @@ class Run:
     def start_topology(self) -> None:
         _stop_stale_clusters(self.report_dir.parent)
         self.redis = RedisServer(self.report_dir / "redis")
-        self.redis.start()
-        self.log(f"Redis on {self.redis.port} (appendonly, appendfsync always)")
         self.postgres = PostgresCluster(self.report_dir / "pg")
-        self.postgres.init()
-        self.postgres.start()
-        self.postgres.create_database(self.database)
+
+        def postgres() -> None:
+            self.postgres.init()
+            self.postgres.start()
+            self.postgres.create_database(self.database)
+
+        # Independent start-ups side by side: CI's whole run has 90 s.
+        with ThreadPoolExecutor(3) as pool:
+            for future in [pool.submit(self.redis.start), pool.submit(postgres), pool.submit(self.start_bigquery)]:
+                future.result()
+        self.log(f"Redis on {self.redis.port} (appendonly, appendfsync always)")
         self.log(f"PostgreSQL cluster of the run's own on {self.postgres.port}, database {self.database}")
-        self.env = {
-            "DJANGO_SETTINGS_MODULE": "chaos.settings",
-            "DATABASE_URL": self.postgres.url(self.database),
-            "REDIS_URL": self.redis.url,
-            "WEB_CONCURRENCY": "2",
-            "GUNICORN_THREADS": "4",
-            "LOG_LEVEL": "WARNING",
-            "DB_POOL_MIN_SIZE": "1",
-            "DB_POOL_MAX_SIZE": "5",
-            "CHAOS_SEED": str(self.args.seed),
-            # The harness waits for HAProxy to take an instance out before SIGTERM (the preStop),
-            # so the instance's own drain delay only needs to cover the last probe period.
-            "DRAIN_DELAY": "1",
-        }
-        migrate = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input"],
-            cwd=ROOT,
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=300,
+        if self.bigquery:
+            self.log(f"BigQuery emulator on {self.bigquery.rest_port} (gRPC {self.bigquery.grpc_port})")
+        self.env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "chaos.settings",
+                "DATABASE_URL": self.postgres.url(self.database),
+                "REDIS_URL": self.redis.url,
+                "WEB_CONCURRENCY": "2",
+                "GUNICORN_THREADS": "4",
+                "LOG_LEVEL": "WARNING",
+                "DB_POOL_MIN_SIZE": "1",
+                "DB_POOL_MAX_SIZE": "5",
+                "CHAOS_SEED": str(self.args.seed),
+                # The harness waits for HAProxy to take an instance out before SIGTERM (the
+                # preStop), so the instance's own drain delay only covers the last probe period.
+                "DRAIN_DELAY": "1",
+            }
         )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"migrate failed:\n{migrate.stdout}\n{migrate.stderr}")
+        with ThreadPoolExecutor(2) as pool:
+            jobs = [pool.submit(self.manage, ["migrate", "--no-input"])]
+            if self.bigquery:
+                jobs.append(pool.submit(self.manage, ["bigquery_setup"]))
+            for job in jobs:
+                job.result()
         # The harness reads the stores directly for its checks, with the service's own models.
         os.environ.update(self.env)
         import django
@@ -128,6 +139,64 @@ class Run:
         self.haproxy.start()
         self.base_url = self.haproxy.url
         self.log(f"HAProxy on {self.haproxy.port}, {len(slots)} server slots, checks GET /ready every 500 ms")
+
+    def start_bigquery(self) -> None:
+        """The BigQuery emulator on free ports (9050/9060 belong to `make run` and the outbox
+        tests), when the outbox exporter exists. Without it, events are checked in the outbox."""
+        import importlib.util
+
+        if self.args.no_bigquery or importlib.util.find_spec("lifecycle.outbox.exporter") is None:
+            # Never let an exporter reach another run's emulator on the default port.
+            self.env["BIGQUERY_EMULATOR_URL"] = f"http://127.0.0.1:{free_port()}"
+            return
+        from tests.support.bqemulator import BigQueryEmulator
+
+        self.bigquery = BigQueryEmulator(self.report_dir / "bigquery")
+        self.bigquery.start()
+        self.bigquery_url = self.bigquery.url
+        self.env.update(
+            {
+                "BIGQUERY_EMULATOR_URL": self.bigquery.url,
+                "BIGQUERY_PROJECT": self.bigquery.project,
+                "BIGQUERY_DATASET": f"omk_chaos_{self.args.seed}",
+            }
+        )
+
+    def manage(self, args: list[str]) -> None:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+    def drain_outbox(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for the exporters to empty the outbox (every acknowledged event then in BigQuery)."""
+        if not self.bigquery_url:
+            return {"exporter": "none (no BigQuery emulator): events checked in the outbox"}
+        from lifecycle.outbox.models import OutboxEvent
+
+        started = time.monotonic()
+        pending = quarantined = -1
+        while time.monotonic() - started < timeout:
+            pending = OutboxEvent.objects.filter(exported_at__isnull=True, quarantined_at__isnull=True).count()
+            quarantined = OutboxEvent.objects.filter(quarantined_at__isnull=False).count()
+            if pending == 0:
+                break
+            time.sleep(0.5)
+        if pending:
+            self.errors.append(f"outbox not drained after {timeout:.0f} s: {pending} events pending")
+        return {
+            "exporter": "outbox_export --loop processes",
+            "pending": pending,
+            "quarantined": quarantined,
+            "exported": OutboxEvent.objects.filter(exported_at__isnull=False).count(),
+            "drain_seconds": round(time.monotonic() - started, 2),
+        }
 
     def start_platform(self) -> None:
         assert self.haproxy
@@ -144,7 +213,13 @@ class Run:
         )
         if "locks" not in self.features():
             schedule.pauses = []
-        worker_command = ["worker"] if "worker" in self.commands else None
+        background: dict[str, tuple[list[str], int]] = {}
+        if "worker" in self.commands:
+            background["worker"] = (["worker"], args.workers)
+        if self.bigquery_url:
+            # Exporters next to the worker (they use SKIP LOCKED batches, so several are fine);
+            # SIGKILLed like workers, so a batch cut between BigQuery and the marking happens.
+            background["exporter"] = (["outbox_export", "--loop"], args.exporters)
         self.platform = Platform(
             recorder=self.recorder,
             haproxy=self.haproxy,
@@ -157,20 +232,19 @@ class Run:
             budget=args.budget,
             drain_delay=args.drain_delay,
             pause_seconds=args.pause_seconds,
-            worker_command=worker_command,
+            background=background,
             drain_command="drain" in self.commands,
-            workers=args.workers,
             log=self.log,
         )
         first = [self.platform.start_instance() for _ in range(args.min_instances)]
         if not wait_until(lambda: self.platform.up_in_haproxy() >= args.min_instances, timeout=120, interval=0.2):
             logs = "\n".join(str(i.dir / "gunicorn.log") for i in first if i)
             raise RuntimeError(f"instances did not become ready behind HAProxy; logs:\n{logs}")
-        if worker_command:
-            for _ in range(args.workers):
-                self.platform.start_worker()
-        workers = args.workers if worker_command else "none (no worker command)"
-        self.log(f"{args.min_instances} instances serving; workers: {workers}")
+        for kind, (_, count) in background.items():
+            for _ in range(count):
+                self.platform.start_worker(kind)
+        workers = ", ".join(f"{count} {kind}" for kind, (_, count) in background.items()) or "none"
+        self.log(f"{args.min_instances} instances serving; background processes: {workers}")
 
     def features(self) -> set[str]:
         """Pieces of the service present in this checkout (probed, never assumed)."""
@@ -333,6 +407,7 @@ class Run:
                 flow.finish()
             except Exception:
                 self.errors.append(f"{flow.name} finish raised:\n{traceback.format_exc()}")
+        self.outbox = self.drain_outbox()
         self.log("settled; checking the stores")
         checker.attach_haproxy_log(self.recorder, self.haproxy.log_path)
         results = {}
@@ -358,6 +433,7 @@ class Run:
                     worker.kill()
         for stop in (
             lambda: self.haproxy and self.haproxy.stop(),
+            lambda: self.bigquery and self.bigquery.stop(),
             lambda: self.redis and self.redis.stop(),
             lambda: self.postgres and (self.postgres.stop() if self.args.keep_data else self.postgres.remove()),
         ):

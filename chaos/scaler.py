@@ -68,7 +68,8 @@ class Schedule:
         levels, t, level, up = [], 0.0, min_instances, True
         while t < duration:
             levels.append((t, level))
-            t += rng.uniform(7, 12)
+            # The first step comes early, so the first scale-in falls inside even a 30 s run.
+            t += rng.uniform(7, 12) if levels[1:] else rng.uniform(4, 6)
             if up and level < max_instances:
                 level = rng.randint(level + 1, max_instances)
             elif level > min_instances:
@@ -116,9 +117,8 @@ class Platform:
         budget: float,
         drain_delay: float,
         pause_seconds: float,
-        worker_command: list[str] | None,
+        background: dict[str, tuple[list[str], int]],
         drain_command: bool,
-        workers: int,
         log: Callable[[str], None],
     ):
         self.recorder = recorder
@@ -132,9 +132,9 @@ class Platform:
         self.budget = budget
         self.drain_delay = drain_delay
         self.pause_seconds = pause_seconds
-        self.worker_command = worker_command
+        # Background processes by kind: (manage.py arguments, how many to keep running).
+        self.background = background
         self.drain_command = drain_command
-        self.worker_count = workers if worker_command else 0
         self.log = log
         self.lock = threading.RLock()
         self.instances: dict[str, WebInstance] = {}  # starting or serving (not draining, not dead)
@@ -258,10 +258,10 @@ class Platform:
         timer.start()
 
     # -- workers ------------------------------------------------------------------------------
-    def start_worker(self) -> None:
-        assert self.worker_command is not None
-        name = self._new_name("worker")
-        worker = WorkerProcess(name, self.env, self.dir / name, self.worker_command)
+    def start_worker(self, kind: str) -> None:
+        name = self._new_name(kind)
+        worker = WorkerProcess(name, self.env, self.dir / name, self.background[kind][0])
+        worker.kind = kind
         worker.start()
         with self.lock:
             self.workers[name] = worker
@@ -292,13 +292,16 @@ class Platform:
             for name in dead_workers:
                 with self.lock:
                     self.workers.pop(name, None)
-            if self.worker_command and len(self.workers) < self.worker_count:
-                self.start_worker()
+            for kind, (_, count) in self.background.items():
+                with self.lock:
+                    running = sum(1 for w in self.workers.values() if w.kind == kind)
+                if running < count:
+                    self.start_worker(kind)
 
     def _fault_loop(self) -> None:
         plan = sorted(
             [(t, "kill") for t in self.schedule.web_kills]
-            + [(t, "kill_worker") for t in self.schedule.worker_kills if self.worker_command]
+            + [(t, "kill_worker") for t in self.schedule.worker_kills if self.background]
             + [(t, "pause") for t in self.schedule.pauses]
             + [(t, "redis_restart") for t in self.schedule.redis_restarts]
             + [(t, "postgres_restart") for t in self.schedule.postgres_restarts if self.postgres]
@@ -344,10 +347,17 @@ class Platform:
         start = self.recorder.now()
         victim.pause()
         self.recorder.event("pause", victim.name, seconds=self.pause_seconds)
-        self.stop_event.wait(self.pause_seconds)
-        victim.resume()
-        self.records[victim.name].paused.append((start, self.recorder.now()))
-        self.recorder.event("resume", victim.name)
+
+        def resume() -> None:
+            # Not in the fault loop: the next fault must not wait for the pause to end.
+            self.stop_event.wait(self.pause_seconds)
+            victim.resume()
+            self.records[victim.name].paused.append((start, self.recorder.now()))
+            self.recorder.event("resume", victim.name)
+
+        thread = threading.Thread(target=resume, name=f"resume-{victim.name}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
 
     def _dependency_restart(self, kind: str, restart: Callable[[], None]) -> None:
         window = {"kind": kind, "start": self.recorder.now(), "end": None, "settled": None}
@@ -370,7 +380,7 @@ class Platform:
     def stop_faults(self) -> None:
         self.stop_event.set()
         for thread in list(self.threads):
-            if thread.name in ("_autoscale_loop", "_fault_loop"):
+            if thread.name in ("_autoscale_loop", "_fault_loop") or thread.name.startswith("resume-"):
                 thread.join(timeout=60)
 
     def shutdown(self) -> None:

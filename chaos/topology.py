@@ -389,6 +389,7 @@ class WorkerProcess:
         self.dir = directory
         self.env = {**os.environ, **env, "OMK_RUN_DIR": str(directory / "run")}
         self.command = command
+        self.kind = "worker"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
