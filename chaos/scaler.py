@@ -284,7 +284,7 @@ class Platform:
             desired = self.schedule.desired(t)
             if current < desired and starting == 0:
                 self.start_instance()
-            elif current > desired and starting == 0:
+            elif current > desired:
                 ready = self.serving()
                 # A PodDisruptionBudget: never drain the last instance that serves.
                 if len(ready) >= 2 and self.up_in_haproxy() >= 2:
