@@ -54,11 +54,16 @@ def _instance_on(records: list[InstanceRecord], slot: int, t: float) -> Instance
 
 
 def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict]) -> str:
+    """The cause of one failed attempt; PLANNED_SCALE_IN and UNEXPLAINED are violations."""
     t0, t1 = attempt.t0, attempt.t1
-    for window in windows:
-        settled = window.get("settled") or window.get("end") or t1
-        if window["start"] - 0.5 <= t1 and t0 <= settled + SETTLE:
-            return window["kind"]
+    in_dependency_restart = next(
+        (
+            w["kind"]
+            for w in windows
+            if w["start"] - 0.5 <= t1 and t0 <= (w.get("settled") or w.get("end") or t1) + SETTLE
+        ),
+        None,
+    )
     server = attempt.server or ""
     if server.startswith("s") and server[1:].isdigit():
         record = _instance_on(records, int(server[1:]), t0)
@@ -68,16 +73,20 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
             for start, end in record.paused:
                 if start - 0.5 <= t1 and t0 <= end + KILL_WINDOW:
                     return "paused_instance"
+            if in_dependency_restart:
+                return in_dependency_restart
             if record.drain_start is not None and record.drain_start <= t1:
                 return PLANNED_SCALE_IN
-    # No server at all, or the client's connection broke: explained only by a kill or pause near it.
+            return UNEXPLAINED
+    # No server in HAProxy's log (no server was up, or HAProxy closed the client connection
+    # silently after the server's connection died): a kill or pause at that moment explains it.
     for record in records:
         if record.killed is not None and record.killed - 0.5 <= t1 and t0 <= record.killed + KILL_WINDOW:
             return "sigkill"
         for start, end in record.paused:
             if start - 0.5 <= t1 and t0 <= end + KILL_WINDOW:
                 return "paused_instance"
-    return UNEXPLAINED
+    return in_dependency_restart or UNEXPLAINED
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pause-seconds", type=float, default=5.0, help="SIGSTOP length (beyond the lock TTL)")
     parser.add_argument("--drain-delay", type=float, default=1.0, help="seconds between LB removal and SIGTERM")
     parser.add_argument("--budget", type=float, default=30.0, help="grace budget before SIGKILL on scale-in")
+    parser.add_argument(
+        "--unsafe-scale-in", action="store_true", help="scale in by SIGKILL, no drain: proves the checker catches it"
+    )
     parser.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster's data directory")
     for fault in FAULTS:
         parser.add_argument(f"--no-{fault.replace('_', '-')}", action="store_true", help=f"turn off the {fault} fault")
@@ -234,6 +237,7 @@ class Run:
             pause_seconds=args.pause_seconds,
             background=background,
             drain_command="drain" in self.commands,
+            unsafe_scale_in=args.unsafe_scale_in,
             log=self.log,
         )
         first = [self.platform.start_instance() for _ in range(args.min_instances)]

@@ -119,6 +119,7 @@ class Platform:
         pause_seconds: float,
         background: dict[str, tuple[list[str], int]],
         drain_command: bool,
+        unsafe_scale_in: bool = False,
         log: Callable[[str], None],
     ):
         self.recorder = recorder
@@ -135,6 +136,7 @@ class Platform:
         # Background processes by kind: (manage.py arguments, how many to keep running).
         self.background = background
         self.drain_command = drain_command
+        self.unsafe_scale_in = unsafe_scale_in
         self.log = log
         self.lock = threading.RLock()
         self.instances: dict[str, WebInstance] = {}  # starting or serving (not draining, not dead)
@@ -217,6 +219,15 @@ class Platform:
         record = self.records[instance.name]
         record.drain_start = self.recorder.now()
         self.recorder.event("drain", instance.name)
+        if self.unsafe_scale_in and not final:
+            # A broken platform, to prove the checker: "scale-in" with no drain at all.
+            instance.kill()
+            record.exit_code = instance.process.returncode if instance.process else None
+            record.exited = self.recorder.now()
+            with self.lock:
+                self.draining.pop(instance.name, None)
+            self._release_slot(instance)
+            return
         instance.mark_draining()
         if self.drain_command and not final:
             # The preStop hook proper: records the draining state in the instance registry too.
