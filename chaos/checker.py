@@ -86,7 +86,13 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
         for start, end in record.paused:
             if start - 0.5 <= t1 and t0 <= end + KILL_WINDOW:
                 return "paused_instance"
-    return in_dependency_restart or UNEXPLAINED
+    if in_dependency_restart:
+        return in_dependency_restart
+    for record in records:
+        if record.drain_start is not None and record.drain_start - 0.5 <= t1:
+            if t0 <= (record.exited or t1) + KILL_WINDOW:
+                return PLANNED_SCALE_IN
+    return UNEXPLAINED
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -73,3 +73,8 @@ def test_classify__silent_close_with_no_server_is_explained_by_a_kill_at_that_mo
     ]
     assert classify(_attempt(9.9, 10.05, server=None, status=None), records, []) == "sigkill"
     assert classify(_attempt(40.0, 40.1, server="<NOSRV>", status=503), records, []) == UNEXPLAINED
+
+
+def test_classify__silent_close_while_an_instance_drains_is_a_planned_scale_in_violation():
+    records = [InstanceRecord(name="web1", slot=0, port=1, started=0.0, ready=1.0, drain_start=10.0, exited=13.0)]
+    assert classify(_attempt(12.0, 12.5, server=None, status=None), records, []) == PLANNED_SCALE_IN
