@@ -89,9 +89,9 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
     if in_dependency_restart:
         return in_dependency_restart
     for record in records:
-        if record.drain_start is not None and record.drain_start - 0.5 <= t1:
-            if t0 <= (record.exited or t1) + KILL_WINDOW:
-                return PLANNED_SCALE_IN
+        draining = record.drain_start is not None and record.drain_start - 0.5 <= t1
+        if draining and t0 <= (record.exited or t1) + KILL_WINDOW:
+            return PLANNED_SCALE_IN
     return UNEXPLAINED
 
 

@@ -180,9 +180,10 @@ class QueueFlow(Flow):
 
     def __init__(self, run: Any):
         super().__init__(run)
-        self.acks: Counter[str] = Counter()  # body -> successful acks
-        self.deliveries: Counter[str] = Counter()
+        self.acks: Counter[str] = Counter()  # original message id -> successful acks
+        self.deliveries: Counter[str] = Counter()  # body -> deliveries
         self.bodies: dict[str, str] = {}  # message id -> body
+        self.origin: dict[str, str] = {}  # a requeued copy's id -> the id it was requeued from
 
     def user_step(self, user: User, rng: random.Random) -> bool:
         if rng.random() < 0.5:
@@ -201,6 +202,8 @@ class QueueFlow(Flow):
             for message in messages:
                 self.bodies[message["id"]] = message["body"]
                 self.deliveries[message["body"]] += 1
+                if message.get("requeued_from"):
+                    self.origin[message["id"]] = message["requeued_from"]
         if not messages or crash:
             return len(messages)
         ids = [m["id"] for m in messages]
@@ -209,8 +212,19 @@ class QueueFlow(Flow):
         if ack.outcome == ACKED:
             with self.lock:
                 for message_id in body_field(ack.body, "acked") or []:
-                    self.acks[self.bodies.get(message_id, message_id)] += 1
+                    self.acks[self._original(message_id)] += 1
         return len(messages)
+
+    def _original(self, message_id: str) -> str:
+        seen = set()
+        while message_id in self.origin and message_id not in seen:
+            seen.add(message_id)
+            message_id = self.origin[message_id]
+        return message_id
+
+    def _acked_bodies(self) -> Counter[str]:
+        with self.lock:
+            return Counter({self.bodies.get(i, i): n for i, n in self.acks.items()})
 
     def finish(self) -> None:
         """Consume until every published message was acked (taken-over ones need the visibility
@@ -219,8 +233,7 @@ class QueueFlow(Flow):
         consumer = (self.run.users or self.run.staff)[0]
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
-            with self.lock:
-                missing = published - set(self.acks)
+            missing = published - set(self._acked_bodies())
             if not missing:
                 return
             if self._consume(consumer, "chaos-final", count=100) == 0:
@@ -231,14 +244,24 @@ class QueueFlow(Flow):
         publishes = self.ops("publish")
         acked = [op for op in publishes if op.outcome == ACKED]
         result.acknowledged = len(acked)
+        # One logical message = one original stream id (a requeued copy points back to it).
+        originals: dict[str, set[str]] = {}
+        for message_id, body in self.bodies.items():
+            originals.setdefault(body, set()).add(self._original(message_id))
         for op in publishes:
-            n = self.acks.get(op.data["body"], 0)
-            if op.outcome == ACKED and n == 0:
+            body = op.data["body"]
+            ids = originals.get(body, set())
+            acks = sum(self.acks.get(i, 0) for i in ids)
+            if op.outcome == ACKED and acks == 0:
                 result.lost += 1
-                result.violate(f"message never delivered and acked: {op.data['body']}")
-            if n > 1:
-                result.duplicated += n - 1
-                result.violate(f"message acked {n} times: {op.data['body']}")
+                result.violate(f"message never delivered and acked: {body}")
+            if len(ids) > 1:
+                result.duplicated += len(ids) - 1
+                result.violate(f"message published {len(ids)} times (a retried publish enqueued again): {body}")
+            for message_id in ids:
+                if self.acks.get(message_id, 0) > 1:
+                    result.duplicated += self.acks[message_id] - 1
+                    result.violate(f"message {message_id} acked {self.acks[message_id]} times: {body}")
         # Published more than once (a retried publish must not enqueue twice): read the stream.
         from lifecycle.conf import lifecycle_settings
         from lifecycle.redis import redis_client
