@@ -230,8 +230,15 @@ class Platform:
             return
         instance.mark_draining()
         if self.drain_command and not final:
-            # The preStop hook proper: records the draining state in the instance registry too.
-            instance.run_manage(["drain", "--pid", str(instance.pid), "--no-wait"], timeout=20)
+            # The preStop hook proper (it also records the draining state in the registry), in the
+            # background: the flag above already turned readiness 503, and a Django start-up on a
+            # busy machine must not eat the grace budget.
+            threading.Thread(
+                target=instance.run_manage,
+                args=(["drain", "--pid", str(instance.pid), "--no-wait"], 20),
+                name=f"prestop-{instance.name}",
+                daemon=True,
+            ).start()
         # The load balancer must have stopped sending before the listener closes (preStop).
         wait_until(
             lambda: not self.haproxy.server_status().get(instance.slot, "").startswith("UP"), timeout=10, interval=0.1
