@@ -387,6 +387,8 @@ class Run:
         self.recorder.event("load_start")
         load_t0 = self.recorder.now()
         self.platform.schedule = _shift(self.platform.schedule, load_t0)
+        if any(flow.name == "proposals" for flow in self.flows):
+            self.platform.pause_trigger = threading.Event()
         clients = self.start_clients()
         self.platform.run_background()
         progress = threading.Thread(target=self._progress, name="progress", daemon=True)

@@ -137,6 +137,8 @@ class Platform:
         self.background = background
         self.drain_command = drain_command
         self.unsafe_scale_in = unsafe_scale_in
+        # Set by the proposals flow when staff start closing/executing (see _fault_pause).
+        self.pause_trigger: threading.Event | None = None
         self.log = log
         self.lock = threading.RLock()
         self.instances: dict[str, WebInstance] = {}  # starting or serving (not draining, not dead)
@@ -358,7 +360,11 @@ class Platform:
             self.recorder.event("sigkill_worker", worker.name)
 
     def _fault_pause(self) -> None:
-        """SIGSTOP a whole instance beyond the lock TTL (as a GC pause or CPU throttling would)."""
+        """SIGSTOP a whole instance beyond the lock TTL (as a GC pause or CPU throttling would),
+        at the moment staff start closing and executing a proposal, so it may hold the lock."""
+        if self.pause_trigger is not None:
+            self.pause_trigger.clear()
+            self.pause_trigger.wait(timeout=15)
         victim = self._pick_victim()
         if victim is None:
             return

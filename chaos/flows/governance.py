@@ -278,6 +278,8 @@ class ProposalFlow(Flow):
         for proposal in due:
             with self.lock:
                 proposal.closers.add(staff.name)
+            if self.run.platform is not None and self.run.platform.pause_trigger is not None:
+                self.run.platform.pause_trigger.set()
             staff.api.call(self.name, "close", "POST", f"/api/proposals/{proposal.id}/close/", ok=(200,),
                            definitive=(409,), data={"proposal": proposal.id, "staff": staff.name})  # fmt: skip
             staff.api.call(self.name, "execute", "POST", f"/api/proposals/{proposal.id}/execute/", ok=(200, 202),
@@ -409,6 +411,13 @@ class ProposalFlow(Flow):
             "executes_acked": sum(1 for op in executes if op.outcome == ACKED),
             "executes_refused": sum(1 for op in executes if op.outcome == REJECTED),
             "double_closes": double_closes,
+            "lock_refusals": dict(
+                Counter(
+                    body_field(op.body, "error")
+                    for op in closes + executes
+                    if body_field(op.body, "error") in ("stale_fence", "proposal_busy")
+                )
+            ),
             "tally_mismatches": tally_mismatches,
             "executions_missing": unexecuted,
         }
