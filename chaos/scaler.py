@@ -360,11 +360,19 @@ class Platform:
             self.recorder.event("sigkill_worker", worker.name)
 
     def _fault_pause(self) -> None:
+        # In a thread of its own: the next faults keep their schedule.
+        thread = threading.Thread(target=self._pause, name="resume-pause", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def _pause(self) -> None:
         """SIGSTOP a whole instance beyond the lock TTL (as a GC pause or CPU throttling would),
         at the moment staff start closing and executing a proposal, so it may hold the lock."""
         if self.pause_trigger is not None:
             self.pause_trigger.clear()
             self.pause_trigger.wait(timeout=15)
+        if self.stop_event.is_set():
+            return
         victim = self._pick_victim()
         if victim is None:
             return
@@ -372,16 +380,10 @@ class Platform:
         victim.pause()
         self.recorder.event("pause", victim.name, seconds=self.pause_seconds)
 
-        def resume() -> None:
-            # Not in the fault loop: the next fault must not wait for the pause to end.
-            self.stop_event.wait(self.pause_seconds)
-            victim.resume()
-            self.records[victim.name].paused.append((start, self.recorder.now()))
-            self.recorder.event("resume", victim.name)
-
-        thread = threading.Thread(target=resume, name=f"resume-{victim.name}", daemon=True)
-        thread.start()
-        self.threads.append(thread)
+        self.stop_event.wait(self.pause_seconds)
+        victim.resume()
+        self.records[victim.name].paused.append((start, self.recorder.now()))
+        self.recorder.event("resume", victim.name)
 
     def _dependency_restart(self, kind: str, restart: Callable[[], None]) -> None:
         window = {"kind": kind, "start": self.recorder.now(), "end": None, "settled": None}
