@@ -84,6 +84,8 @@ def plot(run: Run, verdict: dict[str, Any], path: Path) -> None:
     top = max([requests_per_s[x] for x in xs] + [1])
     seen = set()
     for event in events:
+        if run.load_end is not None and event.t > run.load_end:
+            continue  # the final scale-in after the checks is not part of the run
         if event.kind in MARKERS:
             label, color, marker = MARKERS[event.kind]
             ax2.scatter([event.t], [top * 1.05], color=color, marker=marker, label=None if label in seen else label)
