@@ -25,6 +25,9 @@ preload_app = False
 graceful_timeout = int(platform_info.shutdown_deadline)
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 keepalive = 5
+# gunicorn's control socket has one default path per user: several instances on one host would
+# take it from each other. We stop instances with signals and `manage.py stop` instead.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

@@ -16,11 +16,13 @@ def _flush_redis() -> None:
 
 
 @pytest.fixture
-def service_env(django_db_setup, django_db_blocker, tmp_path: Path) -> dict[str, str]:
+def service_env(django_db_setup, tmp_path: Path) -> dict[str, str]:
     """Environment for a real service process that uses this test run's database and Redis db."""
-    with django_db_blocker.unblock():
-        db = connection.settings_dict
-    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    db = connection.settings_dict
+    # Named from the TEST settings, not db["NAME"]: outside a django_db test that is still the
+    # development database.
+    name = db["TEST"]["NAME"]
+    url = f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
     return {
         "DJANGO_SETTINGS_MODULE": "settings.test",
         "DATABASE_URL": url,
