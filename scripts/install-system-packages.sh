@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests need, installed only when missing (idempotent; `make test` runs it).
-# Each helper appends its packages to PACKAGES.
+# Add yours to PACKAGES with a comment saying which tests need it.
 set -euo pipefail
 
 PACKAGES=(
-  # chaos harness (issue 9): the load balancer in front of the instances
+  # chaos (issue 9): the load balancer in front of the instances (tests/chaos/test_run.py, make chaos).
   haproxy
 )
 
@@ -12,9 +12,13 @@ missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
-if [ "${#missing[@]}" -gt 0 ]; then
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "Missing Debian packages: ${missing[*]} (run this script as root to install them)" >&2
+  exit 1
 fi
+export DEBIAN_FRONTEND=noninteractive
+# Other checkouts on this machine may be installing at the same time: wait for dpkg's lock.
+apt-get -o DPkg::Lock::Timeout=600 update -q
+apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
