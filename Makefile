@@ -33,10 +33,20 @@ database: install services
 	$(BIN)/python scripts/ensure_database.py
 	$(BIN)/python manage.py migrate --no-input
 
-run: database
+# Outbox (issue 6): the outbox exporter loop runs beside gunicorn (and stops with it).
+run: database bigquery-local
 	@echo "Serving on http://127.0.0.1:$(PORT)"
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py outbox_export --loop & \
+		trap 'kill $$! 2>/dev/null' EXIT; \
 	PORT=$(PORT) DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} \
 		$(BIN)/gunicorn -c omk/gunicorn.conf.py
+
+# --- Outbox (issue 6): a local BigQuery (bqemulator, a dev package) on 127.0.0.1:9050 and the
+# event tables in it, so a local run exports analytics events for real.
+.PHONY: bigquery-local
+bigquery-local: install-dev database
+	scripts/bqemulator.sh
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py bigquery_setup
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -205,7 +205,7 @@ LOGGING = {
 # --- Outbox (issue 6): see lifecycle/outbox/conf.py for every OUTBOX_* setting and its default.
 INSTALLED_APPS += ["lifecycle.outbox"]
 OUTBOX_SINK = env_str("OUTBOX_SINK", "lifecycle.outbox.sinks.bigquery.BigQuerySink")
-OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 500)
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 10000)
 OUTBOX_RETENTION_DAYS = env_int("OUTBOX_RETENTION_DAYS", 7)
 OUTBOX_BIGQUERY_PROJECT = env_str("BIGQUERY_PROJECT", "omk-local")
 OUTBOX_BIGQUERY_DATASET = env_str("BIGQUERY_DATASET", "omk")

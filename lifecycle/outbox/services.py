@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import re
 import uuid
 
 from django.db import connection, transaction
@@ -11,6 +12,8 @@ from lifecycle.outbox.conf import outbox_settings
 from lifecycle.outbox.models import KIND_TABLES, OutboxEvent, StrictJSONEncoder
 
 KINDS = frozenset(KIND_TABLES)
+# \u0000 as JSON writes it, not preceded by an escaped backslash (that would be the text "\u0000").
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _INSERT_SQL = (
     f"INSERT INTO {OutboxEvent._meta.db_table} (id, kind, payload, created_at, attempts, last_error) "
     "VALUES (%s, %s, %s::jsonb, %s, 0, '')"
@@ -35,6 +38,9 @@ def record_event(*, kind: str, payload: dict) -> uuid.UUID:
         raise ValueError(f"payload: not JSON-serializable ({exc}).") from exc
     except ValueError as exc:
         raise ValueError(f"payload: {exc}.") from exc
+    if "\\u0000" in encoded and _ESCAPED_NUL.search(encoded):
+        # PostgreSQL's jsonb cannot hold NUL: the INSERT would fail and abort the caller's transaction.
+        raise ValueError("payload: contains a NUL character (\\u0000), which PostgreSQL cannot store.")
     event_id = uuid.uuid4()
     # One plain INSERT: this runs inside user requests, and the ORM's save() would encode the
     # payload a second time and add its own bookkeeping for nothing.

@@ -2,6 +2,7 @@
 are detected and replaced, against the real servers."""
 
 import os
+import time
 
 import psycopg
 import pytest
@@ -45,14 +46,20 @@ def test_database__pool_is_configured_with_health_checks():
 
 
 def _terminate_backends(dbname: str) -> int:
-    """Terminate the server processes of every other process's connection to `dbname`."""
+    """Terminate the server processes of every other process's connection to `dbname`, and wait
+    until they are gone (pg_terminate_backend only signals them), as after a server restart."""
+    others = "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s"
+    params = [dbname, f"omk-{os.getpid()}"]
     with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s",
-            [dbname, f"omk-{os.getpid()}"],
-        ).fetchall()
-    return len(rows)
+        pids = [row[0] for row in admin.execute(f"SELECT pid {others}", params)]
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alive = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]).fetchone()
+            if alive[0] == 0:
+                break
+            time.sleep(0.05)
+    return len(pids)
 
 
 @pytest.mark.slow

@@ -97,29 +97,33 @@ class BigQuerySink(OutboxSink):
         """Create the dataset and the per-kind tables, or bring them up to date. Idempotent."""
         from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
+        from google.cloud.bigquery.retry import DEFAULT_RETRY
 
+        # Each call gives up after the send timeout instead of the client's 10 minutes of retries.
+        limit = outbox_settings.BIGQUERY_TIMEOUT_SECONDS
+        bounded = {"retry": DEFAULT_RETRY.with_timeout(limit), "timeout": limit}
         done = []
         dataset = bigquery.Dataset(self.dataset_id)
         dataset.location = outbox_settings.BIGQUERY_LOCATION
         try:
-            self.client.get_dataset(self.dataset_id)
+            self.client.get_dataset(self.dataset_id, **bounded)
             done.append(f"dataset {self.dataset_id}: exists")
         except NotFound:
-            self.client.create_dataset(dataset, exists_ok=True)
+            self.client.create_dataset(dataset, exists_ok=True, **bounded)
             done.append(f"dataset {self.dataset_id}: created")
         expiration_ms = outbox_settings.BIGQUERY_PARTITION_EXPIRATION_DAYS * 86_400_000
         for table_name in KIND_TABLES.values():
             table_id = f"{self.dataset_id}.{table_name}"
             wanted = self.schema(table_name)
             try:
-                table = self.client.get_table(table_id)
+                table = self.client.get_table(table_id, **bounded)
             except NotFound:
                 table = bigquery.Table(table_id, schema=wanted)
                 table.time_partitioning = bigquery.TimePartitioning(
                     type_=bigquery.TimePartitioningType.DAY, field="created_at", expiration_ms=expiration_ms
                 )
                 table.clustering_fields = ["event_id"]
-                self.client.create_table(table, exists_ok=True)
+                self.client.create_table(table, exists_ok=True, **bounded)
                 done.append(f"table {table_id}: created")
                 continue
             changed = []
@@ -131,8 +135,8 @@ class BigQuerySink(OutboxSink):
                 for field in missing:
                     self.client.query(
                         f"ALTER TABLE `{table_id}` ADD COLUMN IF NOT EXISTS {field.name} {field.field_type}"
-                    ).result()
-                table = self.client.get_table(table_id)
+                    ).result(**bounded)
+                table = self.client.get_table(table_id, **bounded)
                 have = {field.name for field in table.schema}
                 if any(field.name not in have for field in missing):
                     table.schema = [*table.schema, *(field for field in missing if field.name not in have)]
@@ -143,7 +147,7 @@ class BigQuerySink(OutboxSink):
                 table.time_partitioning.expiration_ms = expiration_ms
                 changed.append("time_partitioning")
             if changed:
-                self.client.update_table(table, changed)
+                self.client.update_table(table, changed, **bounded)
                 done.append(f"table {table_id}: updated ({', '.join(changed)})")
             elif not missing:
                 done.append(f"table {table_id}: up to date")

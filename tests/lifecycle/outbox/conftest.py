@@ -1,6 +1,5 @@
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -57,6 +56,3 @@ def exporter_env(service_env: dict[str, str], bigquery: BigQueryTables, bigquery
         "BIGQUERY_PROJECT": bigquery_emulator.project,
         "BIGQUERY_DATASET": settings.OUTBOX_BIGQUERY_DATASET,
     }
-
-
-ROOT = Path(__file__).resolve().parents[3]

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -130,6 +130,14 @@ def test_outbox_export__sink_down_keeps_rows_pending_with_backoff_then_they_flow
     assert bigquery.event_ids("lifecycle_events") == [str(event_id)]
 
 
+def test_outbox_export__no_budget_left_exports_nothing(bigquery):
+    record_event(kind="lifecycle_event", payload={"state": "stopping"})
+
+    assert outbox_export(max_seconds=0) == 0
+
+    assert OutboxEvent.objects.get().state == "pending"
+
+
 def test_outbox_export__metrics_follow_the_queue(bigquery):
     for n in range(3):
         record_event(kind="bee_decision", payload={"n": n})
@@ -189,3 +197,14 @@ def test_bigquery_setup__idempotent_day_partitions_on_created_at_expiring_after_
         assert table.time_partitioning.expiration_ms == 365 * 24 * 3600 * 1000
         assert [f.name for f in table.schema][:5] == ["event_id", "kind", "created_at", "exported_at", "payload"]
     assert isinstance(get_sink(), BigQuerySink)
+
+
+def test_bigquery_setup__unreachable_bigquery_fails_fast_with_a_message(settings):
+    settings.OUTBOX_BIGQUERY_EMULATOR_URL = "http://127.0.0.1:9"  # nothing listens there
+    settings.OUTBOX_BIGQUERY_TIMEOUT_SECONDS = 1.0
+    started = time.monotonic()
+
+    with pytest.raises(CommandError, match="BigQuery is not reachable or refused"):
+        call_command("bigquery_setup")
+
+    assert time.monotonic() - started < 10

@@ -50,6 +50,8 @@ def test_record_event__committed_with_the_callers_transaction():
         ({"kind": "bee_decision", "payload": ["not", "a", "dict"]}, "payload: must be a dict"),
         ({"kind": "bee_decision", "payload": {"x": object()}}, "payload: not JSON-serializable"),
         ({"kind": "bee_decision", "payload": {"x": float("nan")}}, "payload: Out of range float values"),
+        ({"kind": "bee_decision", "payload": {"x": {"y": "a\x00b"}}}, "payload: contains a NUL character"),
+        ({"kind": "bee_decision", "payload": {"x": "\\\x00"}}, "payload: contains a NUL character"),
     ],
 )
 def test_record_event__bad_input_raises_value_error_and_keeps_callers_transaction(kwargs, message):
@@ -80,3 +82,9 @@ def test_outbox_admin__quarantined_row_listed_with_its_error(client):
     assert "Could not parse" in listing.text
     assert detail.status_code == 200
     assert "Could not parse &#x27;very&#x27; as DOUBLE" in detail.text
+
+
+def test_record_event__text_backslash_u0000_is_not_a_nul():
+    event_id = record_event(kind="bee_decision", payload={"x": "\\u0000", "y": "\\\\u0000"})
+
+    assert OutboxEvent.objects.get(id=event_id).payload == {"x": "\\u0000", "y": "\\\\u0000"}
