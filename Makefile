@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services database lint pytest clean system-packages chaos
+.PHONY: run test install install-dev services system-packages database lint pytest clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ install-dev: $(VENV)/.installed-dev
 services:
 	scripts/ensure-services.sh
 
-# Debian packages the tests need (haproxy for the chaos run, ...), installed only when missing.
+# Debian packages the tests need (promtool, ...): installed only when missing.
 system-packages:
 	scripts/install-system-packages.sh
 

@@ -5,14 +5,15 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from accounts.auth import api_auth
-from omk.errors import NotAuthenticated
+from omk.errors import NO_NUL, NotAuthenticated, UnsupportedMediaType
+from omk.schemas import ERRORS, ErrorOut
 
 router = Router(tags=["auth"])
 
 
 class LoginIn(Schema):
-    username: str = Field(min_length=1, max_length=150)
-    password: str = Field(min_length=1, max_length=4096)
+    username: str = Field(min_length=1, max_length=150, pattern=NO_NUL)
+    password: str = Field(min_length=1, max_length=4096, pattern=NO_NUL)
 
 
 class SessionOut(Schema):
@@ -23,14 +24,12 @@ class SessionOut(Schema):
     csrf_token: str
 
 
-class ErrorOut(Schema):
-    error: str
-    detail: str
-    fields: dict
-
-
-@router.post("/login", auth=None, response={200: SessionOut, 401: ErrorOut, 422: ErrorOut})
+@router.post("/login", auth=None, response={200: SessionOut, 415: ErrorOut, **ERRORS})
 def auth_login(request: HttpRequest, payload: LoginIn):
+    # No CSRF token exists before login; requiring a JSON content type instead stops a cross-site
+    # form from logging a victim into another account (browsers cannot send it without CORS).
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the credentials as JSON (Content-Type: application/json).")
     user = authenticate(request, username=payload.username, password=payload.password)
     if user is None:
         raise NotAuthenticated("Wrong username or password.", code="invalid_credentials")
@@ -38,13 +37,13 @@ def auth_login(request: HttpRequest, payload: LoginIn):
     return {"username": user.get_username(), "is_staff": user.is_staff, "csrf_token": get_token(request)}
 
 
-@router.post("/logout", auth=api_auth, response={204: None, 401: ErrorOut, 403: ErrorOut})
+@router.post("/logout", auth=api_auth, response={204: None, **ERRORS})
 def auth_logout(request: HttpRequest):
     logout(request)
     return Status(204, None)
 
 
-@router.get("/me", auth=api_auth, response={200: SessionOut, 401: ErrorOut})
+@router.get("/me", auth=api_auth, response={200: SessionOut, **ERRORS})
 def auth_me(request: HttpRequest):
     user = request.auth
     return {"username": user.get_username(), "is_staff": user.is_staff, "csrf_token": get_token(request)}

@@ -6,7 +6,8 @@
    fence). Many short runs alternate which lock goes first; figures are medians over runs.
 2. Contended: 4 processes loop on one key for `--seconds`: acquire, GET a counter, SET it + 1,
    release. Reports cycles/s, the worst and p99 acquire wait over all processes, and whether the
-   counter equals the number of grants (mutual exclusion). redis-py polls with sleep=0.001.
+   counter equals the number of grants (mutual exclusion). redis-py polls with sleep=0.001. Ours
+   runs with the default strict FIFO hand-off and with LOCK_FAIR_AFTER = 5 ms (bounded barging).
 
 It flushes nothing but its own keys (bench:*, omk:{lock:bench*}); run it against a Redis db of
 your own all the same.
@@ -61,13 +62,20 @@ def uncontended(kind: str, cycles: int) -> float:
 
 
 def contender(kind: str, seconds: float, start: Any, results: Any) -> None:
+    if kind == "ours-fair-after-5ms":
+        from django.test.utils import override_settings
+
+        override_settings(LIFECYCLE_LOCK_FAIR_AFTER=0.005).enable()
     client = redis_client()  # a fresh pool in this process (redis-py resets it after fork)
     waits: list[float] = []
+    # Open this process's connection before the start line: a TCP connect and handshake in the
+    # first timed acquire would dominate the worst wait of both locks.
+    client.ping()
     start.wait()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         asked = time.perf_counter()
-        if kind == "ours":
+        if kind.startswith("ours"):
             with distributed_lock.acquire("bench-shared", ttl=10, timeout=30):
                 waits.append(time.perf_counter() - asked)
                 client.set("bench:counter", int(client.get("bench:counter") or 0) + 1)
@@ -96,6 +104,8 @@ def contended(kind: str, processes: int, seconds: float) -> dict[str, Any]:
     return {
         "cycles_per_s": grants / seconds,
         "grants_per_process": [len(ws) for ws in per_process],
+        # Fairness: 1.0 when every process got as many grants as the others.
+        "grants_min_over_max": min(len(ws) for ws in per_process) / max(1, max(len(ws) for ws in per_process)),
         "wait_max_ms": waits[-1] * 1000 if waits else None,
         "wait_p99_ms": waits[int(0.99 * (grants - 1))] * 1000 if waits else None,
         "wait_p50_ms": waits[grants // 2] * 1000 if waits else None,
@@ -116,13 +126,14 @@ def main() -> None:
     uncontended("redis-py", 200)
 
     solo: dict[str, list[float]] = {"ours": [], "redis-py": []}
-    duel: dict[str, list[dict[str, Any]]] = {"ours": [], "redis-py": []}
+    duel: dict[str, list[dict[str, Any]]] = {"ours": [], "ours-fair-after-5ms": [], "redis-py": []}
     # Short runs, alternating which goes first: the machine's background load hits both alike.
     for round_ in range(args.solo_rounds):
         for kind in ["ours", "redis-py"] if round_ % 2 == 0 else ["redis-py", "ours"]:
             solo[kind].append(uncontended(kind, args.cycles))
     for round_ in range(args.rounds):
-        for kind in ["ours", "redis-py"] if round_ % 2 == 0 else ["redis-py", "ours"]:
+        kinds = ["ours", "redis-py", "ours-fair-after-5ms"]
+        for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
             duel[kind].append(contended(kind, args.processes, args.seconds))
     cleanup()
 
@@ -134,13 +145,14 @@ def main() -> None:
             "wait_max_ms_median": statistics.median(r["wait_max_ms"] for r in runs),
             "wait_p99_ms_median": statistics.median(r["wait_p99_ms"] for r in runs),
             "wait_p50_ms_median": statistics.median(r["wait_p50_ms"] for r in runs),
+            "grants_min_over_max_median": statistics.median(r["grants_min_over_max"] for r in runs),
             "mutual_exclusion_all_runs": all(r["mutual_exclusion"] for r in runs),
             "runs": runs,
         }
 
     ours_solo, theirs_solo = statistics.median(solo["ours"]), statistics.median(solo["redis-py"])
     ratios = [a / b for a, b in zip(solo["ours"], solo["redis-py"], strict=True)]
-    ours, theirs = summary("ours"), summary("redis-py")
+    ours, theirs, barging = summary("ours"), summary("redis-py"), summary("ours-fair-after-5ms")
     report = {
         "benchmark": "lifecycle.locks vs redis.lock.Lock",
         "python": platform.python_version(),
@@ -164,6 +176,9 @@ def main() -> None:
             "redis_py_sleep": 0.001,
             "ours": summary_round(ours),
             "redis_py": summary_round(theirs),
+            # The same lock with LOCK_FAIR_AFTER = 0.005: a release only wakes a waiter younger
+            # than 5 ms, newcomers may barge meanwhile (the default, 0, hands over at every release).
+            "ours_fair_after_5ms": summary_round(barging),
             "throughput_ratio": round(ours["cycles_per_s_median"] / theirs["cycles_per_s_median"], 3),
             "goal": "ours worst wait <= 20 ms, throughput ratio >= 1, mutual exclusion",
         },

@@ -2,26 +2,19 @@
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Literal
 
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema, Status
+from ninja import Field, Path, Query, Router, Schema, Status
 
 from governance import selectors, services
+from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency import idempotent
-from omk.errors import NotFound
+from omk.errors import NO_NUL, NotFound
+from omk.schemas import ERRORS, Id, NonNegativeAmount, PositiveAmount
 
 router = Router(tags=["governance"])
-
-Amount = Annotated[Decimal, Field(gt=0, max_digits=28, decimal_places=8)]
-NonNegativeAmount = Annotated[Decimal, Field(ge=0, max_digits=28, decimal_places=8)]
-
-
-class ErrorOut(Schema):
-    error: str
-    detail: str
-    fields: dict
 
 
 class Page(Schema):
@@ -29,15 +22,12 @@ class Page(Schema):
     offset: int = Field(0, ge=0, le=1_000_000)
 
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}
-
-
 # --- proposals ---------------------------------------------------------------------------------
 
 
 class ProposalIn(Schema):
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field("", max_length=20_000)
+    title: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    description: str = Field("", max_length=20_000, pattern=NO_NUL)
     voting_starts_at: datetime
     voting_ends_at: datetime
     quorum: NonNegativeAmount
@@ -101,22 +91,22 @@ def proposals_create(request: HttpRequest, payload: ProposalIn):
 
 
 @router.get("/proposals/{proposal_id}/", response={200: ProposalOut, **ERRORS})
-def proposals_detail(request: HttpRequest, proposal_id: int):
+def proposals_detail(request: HttpRequest, proposal_id: Path[Id]):
     return _proposal_out(_proposal(proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/open/", response={200: ProposalOut, **ERRORS})
-def proposals_open(request: HttpRequest, proposal_id: int):
+def proposals_open(request: HttpRequest, proposal_id: Path[Id]):
     return _proposal_out(services.proposal_open(actor=request.auth, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/close/", response={200: ProposalOut, **ERRORS})
-def proposals_close(request: HttpRequest, proposal_id: int):
+def proposals_close(request: HttpRequest, proposal_id: Path[Id]):
     return _proposal_out(services.proposal_close_exclusive(actor=request.auth, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/execute/", response={200: ProposalOut, **ERRORS})
-def proposals_execute(request: HttpRequest, proposal_id: int):
+def proposals_execute(request: HttpRequest, proposal_id: Path[Id]):
     return _proposal_out(services.proposal_execute_exclusive(actor=request.auth, proposal_id=proposal_id))
 
 
@@ -147,7 +137,7 @@ def _vote_out(vote: Vote) -> dict:
 
 @router.post("/proposals/{proposal_id}/votes/", response={201: VoteOut, **ERRORS})
 @idempotent
-def votes_create(request: HttpRequest, proposal_id: int, payload: VoteIn):
+def votes_create(request: HttpRequest, proposal_id: Path[Id], payload: VoteIn):
     vote = services.vote_cast(voter=request.auth, proposal_id=proposal_id, choice=payload.choice)
     return Status(201, _vote_out(vote))
 
@@ -156,10 +146,10 @@ def votes_create(request: HttpRequest, proposal_id: int, payload: VoteIn):
 
 
 class SaleIn(Schema):
-    name: str = Field("", max_length=200)
-    token_price: Amount
-    allocation: Amount
-    per_buyer_cap: Amount
+    name: str = Field("", max_length=200, pattern=NO_NUL)
+    token_price: PositiveAmount
+    allocation: PositiveAmount
+    per_buyer_cap: PositiveAmount
     starts_at: datetime
     ends_at: datetime
 
@@ -202,9 +192,11 @@ def sales_create(request: HttpRequest, payload: SaleIn):
 
 
 class PurchaseIn(Schema):
-    sale: int = Field(ge=1, le=2**63 - 1)
-    wallet: str = Field(max_length=100, description="EVM address: 0x and 40 hex digits (EIP-55 checked if mixed case)")
-    amount: Amount
+    sale: Id
+    wallet: str = Field(
+        max_length=100, pattern=NO_NUL, description="EVM address: 0x and 40 hex digits (EIP-55 checked if mixed case)"
+    )
+    amount: PositiveAmount
 
 
 class PurchaseOut(Schema):
@@ -247,8 +239,8 @@ def purchases_create(request: HttpRequest, payload: PurchaseIn):
 
 
 class StakeIn(Schema):
-    amount: Amount
-    lock_days: int = Field(ge=1, le=services.MAX_LOCK_DAYS)
+    amount: PositiveAmount
+    lock_days: int = Field(ge=1, le=governance_settings.MAX_LOCK_DAYS)
 
 
 class StakeOut(Schema):
@@ -286,5 +278,5 @@ def stakes_create(request: HttpRequest, payload: StakeIn):
 
 
 @router.post("/stakes/{stake_id}/unstake/", response={200: StakeOut, **ERRORS})
-def stakes_unstake(request: HttpRequest, stake_id: int):
+def stakes_unstake(request: HttpRequest, stake_id: Path[Id]):
     return _stake_out(services.stake_unstake(owner=request.auth, stake_id=stake_id))

@@ -1,7 +1,8 @@
 """Every write of governance, the private sale and staking: one transaction each.
 
 Races are settled by PostgreSQL, never by a check-then-write in Python alone:
-- one vote per voter and proposal: a unique constraint (a concurrent second vote -> 409);
+- one vote per voter and proposal: a unique constraint, INSERT ... ON CONFLICT DO NOTHING (a
+  concurrent second vote waits for the first to commit, inserts nothing -> 409);
 - a vote and the proposal's closing: the vote holds the proposal row FOR SHARE, closing takes it
   FOR UPDATE, so the stored tally contains every vote that was acknowledged;
 - the sale's allocation and per-buyer cap: the sale row is locked FOR UPDATE for the purchase,
@@ -18,11 +19,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from governance import selectors
+from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from governance.wallets import InvalidWallet, normalize_wallet
 from lifecycle.locks import LockLost, LockTimeout, critical_section, distributed_lock
@@ -31,12 +33,6 @@ from omk.errors import Conflict, Forbidden, InvalidInput, NotFound
 logger = logging.getLogger(__name__)
 
 TOKEN_QUANTUM = Decimal("0.00000001")
-MAX_LOCK_DAYS = 3650
-
-
-def _constraint_name(exc: IntegrityError) -> str:
-    diag = getattr(exc.__cause__, "diag", None)
-    return getattr(diag, "constraint_name", "") or ""
 
 
 def _invalid(field: str, message: str) -> InvalidInput:
@@ -191,6 +187,12 @@ def proposal_execute(*, actor, proposal_id: int, fence: int | None = None) -> Pr
         return selectors.proposal_get(proposal_id=proposal_id)
 
 
+@critical_section("governance_voting")
+def _under_voting_lock(run: Callable[[], None]) -> None:
+    """Tallies run one at a time across every instance."""
+    run()
+
+
 def _exclusive(proposal_id: int, write: Callable[[int], Proposal], *, voting: bool = False) -> Proposal:
     """Run `write(fence)` under the `proposal:<pk>` lock (and `governance_voting` first, if
     `voting`). Lock order is always governance_voting -> proposal:<pk>, so no deadlock."""
@@ -202,7 +204,10 @@ def _exclusive(proposal_id: int, write: Callable[[int], Proposal], *, voting: bo
             result = write(lease.fence)
 
     try:
-        critical_section("governance_voting")(fenced)() if voting else fenced()
+        if voting:
+            _under_voting_lock(fenced)
+        else:
+            fenced()
     except LockTimeout as exc:
         raise Conflict(
             f"Proposal {proposal_id} is being closed or executed elsewhere; retry shortly.", code="proposal_busy"
@@ -235,46 +240,65 @@ def proposal_execute_exclusive(*, actor, proposal_id: int) -> Proposal:
     return _exclusive(proposal_id, lambda fence: proposal_execute(actor=actor, proposal_id=proposal_id, fence=fence))
 
 
+# The vote's reads in one round trip: the proposal row, locked FOR KEY SHARE (votes run side by
+# side, but closing takes FOR UPDATE and so waits for them; a vote that starts after the close
+# sees `closed`), and the voter's weight. Django has no FOR KEY SHARE, hence SQL.
+_VOTE_CONTEXT_SQL = """
+    SELECT p.status, p.voting_starts_at, p.voting_ends_at,
+           (SELECT COALESCE(SUM(s.amount), 0) FROM {stake} s WHERE s.owner_id = %s AND s.status = %s)
+    FROM {proposal} p WHERE p.id = %s FOR KEY SHARE OF p
+"""
+# ON CONFLICT on the one-vote-per-voter constraint: a second vote (even concurrent: it waits for
+# the first to commit) inserts nothing, without an error that would need a savepoint.
+_VOTE_INSERT_SQL = """
+    INSERT INTO {vote} (proposal_id, voter_id, choice, weight, created_at) VALUES (%s, %s, %s, %s, %s)
+    ON CONFLICT (proposal_id, voter_id) DO NOTHING RETURNING id
+"""
+
+
 def vote_cast(*, voter, proposal_id: int, choice: str) -> Vote:
     if choice not in Vote.Choice.values:
         raise _invalid("choice", f"Must be one of {', '.join(Vote.Choice.values)}.")
-    with transaction.atomic():
-        # FOR KEY SHARE: votes run side by side, but closing (FOR UPDATE) waits for them, and a
-        # vote that started after the close sees `closed`. Django has no FOR KEY SHARE: raw SQL.
-        proposal = next(
-            iter(
-                Proposal.objects.raw(
-                    f"SELECT * FROM {Proposal._meta.db_table} WHERE id = %s FOR KEY SHARE", [proposal_id]
-                )
-            ),
-            None,
-        )
-        if proposal is None:
-            raise NotFound(f"No proposal with id {proposal_id}.")
+    tables = {
+        "proposal": Proposal._meta.db_table,
+        "stake": StakingPosition._meta.db_table,
+        "vote": Vote._meta.db_table,
+    }
+    # savepoint=False saves two round trips per vote inside a caller's transaction (the
+    # Idempotency-Key's). Refusals are raised after the block exits normally, so they do not doom
+    # the caller's transaction (a page goes on to render the form with the message).
+    refusal: Exception | None = None
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(_VOTE_CONTEXT_SQL.format(**tables), [voter.pk, StakingPosition.Status.ACTIVE, proposal_id])
+        row = cursor.fetchone()
         now = timezone.now()
-        if proposal.status != Proposal.Status.OPEN:
-            raise Conflict(
-                f"Proposal {proposal_id} is {proposal.status}: votes are not accepted.", code="proposal_not_open"
-            )
-        if now < proposal.voting_starts_at:
-            raise Conflict(
-                f"Voting on proposal {proposal_id} starts at {proposal.voting_starts_at.isoformat()}.",
-                code="voting_not_started",
-            )
-        if now >= proposal.voting_ends_at:
-            raise Conflict(
-                f"Voting on proposal {proposal_id} ended at {proposal.voting_ends_at.isoformat()}.", code="voting_ended"
-            )
-        weight = selectors.active_stake_total(owner=voter)
-        if weight <= 0:
-            raise Forbidden("You have no active stake: stake tokens to get voting weight, then vote.", code="no_stake")
-        try:
-            with transaction.atomic():
-                return Vote.objects.create(proposal=proposal, voter=voter, choice=choice, weight=weight)
-        except IntegrityError as exc:
-            if _constraint_name(exc) == "vote_one_per_voter_and_proposal":
-                raise Conflict(f"You have already voted on proposal {proposal_id}.", code="already_voted") from None
-            raise
+        if row is None:
+            refusal = NotFound(f"No proposal with id {proposal_id}.")
+        else:
+            refusal = _vote_refusal(proposal_id, *row, now=now)
+        if refusal is None:
+            weight = row[3]
+            cursor.execute(_VOTE_INSERT_SQL.format(**tables), [proposal_id, voter.pk, choice, weight, now])
+            inserted = cursor.fetchone()
+            if inserted is None:
+                refusal = Conflict(f"You have already voted on proposal {proposal_id}.", code="already_voted")
+    if refusal is not None:
+        raise refusal
+    return Vote(id=inserted[0], proposal_id=proposal_id, voter=voter, choice=choice, weight=weight, created_at=now)
+
+
+def _vote_refusal(proposal_id: int, status: str, starts_at, ends_at, weight: Decimal, *, now) -> Exception | None:
+    if status != Proposal.Status.OPEN:
+        return Conflict(f"Proposal {proposal_id} is {status}: votes are not accepted.", code="proposal_not_open")
+    if now < starts_at:
+        return Conflict(
+            f"Voting on proposal {proposal_id} starts at {starts_at.isoformat()}.", code="voting_not_started"
+        )
+    if now >= ends_at:
+        return Conflict(f"Voting on proposal {proposal_id} ended at {ends_at.isoformat()}.", code="voting_ended")
+    if weight <= 0:
+        return Forbidden("You have no active stake: stake tokens to get voting weight, then vote.", code="no_stake")
+    return None
 
 
 # --- private sale ----------------------------------------------------------------------------
@@ -351,8 +375,9 @@ def purchase_create(*, buyer, sale_id: int, wallet: str, amount: Decimal) -> Pur
 
 def stake_create(*, owner, amount: Decimal, lock_days: int) -> StakingPosition:
     _positive("amount", amount)
-    if not 1 <= lock_days <= MAX_LOCK_DAYS:
-        raise _invalid("lock_days", f"Must be between 1 and {MAX_LOCK_DAYS}.")
+    max_days = governance_settings.MAX_LOCK_DAYS
+    if not 1 <= lock_days <= max_days:
+        raise _invalid("lock_days", f"Must be between 1 and {max_days}.")
     now = timezone.now()
     with transaction.atomic():
         return StakingPosition.objects.create(

@@ -12,11 +12,15 @@ from typing import Any, Literal
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
+from pydantic import model_validator
 
 from hive import selectors, services
 from hive.conf import hive_settings
+from lifecycle.conf import lifecycle_settings
 from lifecycle.idempotency import idempotent
 from lifecycle.queues import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
+from omk.errors import NO_NUL
+from omk.schemas import ERRORS
 
 router = Router(tags=["hive"])
 
@@ -38,7 +42,16 @@ def _queue_errors(view: Any) -> Any:
 
 
 class ConversationIn(Schema):
-    title: str = Field("", max_length=200)
+    title: str = Field("", max_length=200, pattern=NO_NUL)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, data: Any) -> Any:
+        # Every field has a default, so pydantic would otherwise take `[]` or `null` for `{}`.
+        # ninja hands the parsed body over wrapped (DjangoGetter) for attribute access.
+        if not isinstance(getattr(data, "_obj", data), dict):
+            raise ValueError('The body must be a JSON object, e.g. {} or {"title": "..."}.')
+        return data
 
 
 class Created(Schema):
@@ -47,7 +60,7 @@ class Created(Schema):
 
 class TurnIn(Schema):
     role: Literal["user", "assistant"]
-    content: str = Field(..., min_length=1)
+    content: str = Field(..., min_length=1, max_length=hive_settings.MAX_TURN_CHARS, pattern=NO_NUL)
 
 
 class TurnCreated(Schema):
@@ -67,14 +80,14 @@ class ConversationOut(Schema):
     turns: list[TurnOut]
 
 
-@router.post("/conversations/", response={201: Created}, summary="Start a conversation with the Queen AI")
+@router.post("/conversations/", response={201: Created, **ERRORS}, summary="Start a conversation with the Queen AI")
 @idempotent
-def conversation_create_view(request: HttpRequest, payload: ConversationIn | None = None):
-    conversation = services.conversation_create(owner=request.auth, title=payload.title if payload else "")
+def conversation_create_view(request: HttpRequest, body: ConversationIn):
+    conversation = services.conversation_create(owner=request.auth, title=body.title)
     return Status(201, {"id": conversation.id})
 
 
-@router.post("/conversations/{conversation_id}/turns/", response={201: TurnCreated}, summary="Append a turn")
+@router.post("/conversations/{conversation_id}/turns/", response={201: TurnCreated, **ERRORS}, summary="Append a turn")
 @idempotent
 def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: TurnIn):
     turn = services.turn_append(
@@ -83,7 +96,11 @@ def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: 
     return Status(201, {"seq": turn.seq})
 
 
-@router.get("/conversations/{conversation_id}/", response=ConversationOut, summary="A conversation and its turns")
+@router.get(
+    "/conversations/{conversation_id}/",
+    response={200: ConversationOut, **ERRORS},
+    summary="A conversation and its turns",
+)
 def conversation_detail_view(request: HttpRequest, conversation_id: uuid.UUID):
     conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.auth)
     turns = selectors.conversation_turns(conversation=conversation)
@@ -94,7 +111,7 @@ def conversation_detail_view(request: HttpRequest, conversation_id: uuid.UUID):
 
 
 class BoardPostIn(Schema):
-    body: str = Field(..., min_length=1)
+    body: str = Field(..., min_length=1, max_length=hive_settings.BOARD_MAX_POST_CHARS, pattern=NO_NUL)
 
 
 class BoardPostCreated(Schema):
@@ -116,18 +133,20 @@ class BoardPageOut(Schema):
 
 
 class BoardPageQuery(Schema):
-    limit: int = Field(20, ge=1, le=100)
-    offset: int = Field(0, ge=0)
+    limit: int = Field(20, ge=1, le=hive_settings.BOARD_MAX_PAGE_SIZE)
+    offset: int = Field(0, ge=0, le=1_000_000)
 
 
-@router.post("/board/", response={201: BoardPostCreated}, summary="Post on the hive board (expires after 7 days)")
+@router.post(
+    "/board/", response={201: BoardPostCreated, **ERRORS}, summary="Post on the hive board (expires after 7 days)"
+)
 @idempotent
 def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
     post = services.board_post_create(author=request.auth.get_username(), body=payload.body)
     return Status(201, {"id": post.id})
 
 
-@router.get("/board/", response=BoardPageOut, summary="The hive board, newest first")
+@router.get("/board/", response={200: BoardPageOut, **ERRORS}, summary="The hive board, newest first")
 def board_post_list_view(request: HttpRequest, page: Query[BoardPageQuery]):
     limit = min(page.limit, hive_settings.BOARD_MAX_PAGE_SIZE)
     result = selectors.board_post_list(limit=limit, offset=page.offset)
@@ -138,7 +157,7 @@ def board_post_list_view(request: HttpRequest, page: Query[BoardPageQuery]):
 
 
 class QueueMessageIn(Schema):
-    body: str = Field(..., min_length=1)
+    body: str = Field(..., min_length=1, max_length=hive_settings.MAX_MESSAGE_CHARS, pattern=NO_NUL)
 
 
 class QueueMessageCreated(Schema):
@@ -147,8 +166,8 @@ class QueueMessageCreated(Schema):
 
 class QueueClaimIn(Schema):
     consumer: str = Field(..., min_length=1, max_length=64)
-    count: int = Field(1, ge=1)
-    block_ms: int = Field(0, ge=0)
+    count: int = Field(1, ge=1, le=lifecycle_settings.QUEUE_MAX_CLAIM_COUNT)
+    block_ms: int = Field(0, ge=0, le=lifecycle_settings.QUEUE_MAX_BLOCK_MS)
 
 
 class QueueMessageOut(Schema):
@@ -164,7 +183,7 @@ class QueueClaimOut(Schema):
 
 
 class QueueAckIn(Schema):
-    ids: list[str] = Field(..., min_length=1)
+    ids: list[str] = Field(..., min_length=1, max_length=1000)
     # When given, only messages this consumer still owns are acked (not ones taken over).
     consumer: str | None = None
 
@@ -174,7 +193,9 @@ class QueueAckOut(Schema):
     not_pending: list[str]
 
 
-@router.post("/queues/{name}/", response={201: QueueMessageCreated}, summary="Publish a message to a bee queue")
+@router.post(
+    "/queues/{name}/", response={201: QueueMessageCreated, **ERRORS}, summary="Publish a message to a bee queue"
+)
 @idempotent
 @_queue_errors
 def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn):
@@ -184,14 +205,18 @@ def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn)
     return Status(201, {"id": queue_publish(name=name, body=payload.body)})
 
 
-@router.post("/queues/{name}/claim", response=QueueClaimOut, summary="Claim messages for a consumer")
+@router.post("/queues/{name}/claim", response={200: QueueClaimOut, **ERRORS}, summary="Claim messages for a consumer")
 @_queue_errors
 def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
     messages = queue_claim(name=name, consumer=payload.consumer, count=payload.count, block_ms=payload.block_ms)
     return {"messages": messages}
 
 
-@router.post("/queues/{name}/ack", response=QueueAckOut, summary="Acknowledge claimed messages (each at most once)")
+@router.post(
+    "/queues/{name}/ack",
+    response={200: QueueAckOut, **ERRORS},
+    summary="Acknowledge claimed messages (each at most once)",
+)
 @_queue_errors
 def queue_ack_view(request: HttpRequest, name: str, payload: QueueAckIn):
     result = queue_ack(name=name, ids=payload.ids, consumer=payload.consumer)
@@ -202,7 +227,7 @@ def queue_ack_view(request: HttpRequest, name: str, payload: QueueAckIn):
 
 
 class DecisionIn(Schema):
-    decision: str = Field(..., min_length=1)
+    decision: str = Field(..., min_length=1, max_length=hive_settings.MAX_DECISION_CHARS, pattern=NO_NUL)
     context: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -210,7 +235,9 @@ class DecisionAccepted(Schema):
     event_id: uuid.UUID
 
 
-@router.post("/bees/{bee}/decisions/", response={202: DecisionAccepted}, summary="Record a bee decision (analytics)")
+@router.post(
+    "/bees/{bee}/decisions/", response={202: DecisionAccepted, **ERRORS}, summary="Record a bee decision (analytics)"
+)
 @idempotent
 def bee_decision_view(request: HttpRequest, bee: str, payload: DecisionIn):
     event_id = services.bee_decision_record(

@@ -9,7 +9,7 @@ from typing import Any
 
 from hive import history
 from hive.conf import hive_settings
-from hive.metrics import sessions_recovered
+from hive.metrics import history_rebuilds, sessions_recovered
 from hive.models import Conversation
 from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key
 from lifecycle.errors import unavailable_dependency
@@ -60,7 +60,8 @@ def conversation_turns(*, conversation: Conversation) -> list[dict[str, Any]]:
         if unavailable_dependency(exc) != "redis":
             raise
         logger.warning("could not rebuild hot history for %s", conversation.id)
-    sessions_recovered.labels(reason="missing" if hot is None else "incomplete").inc()
+    sessions_recovered.inc()
+    history_rebuilds.labels(reason="missing" if hot is None else "incomplete").inc()
     return turns
 
 

@@ -7,19 +7,19 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
-from lifecycle.outbox import record_event
 
 from hive import history
 from hive.conf import hive_settings
 from hive.models import Conversation, Turn
+from lifecycle.outbox import record_event
 from lifecycle.queues import InvalidQueueName, queue_validate_name
 from lifecycle.redis import redis_client
 
@@ -38,16 +38,31 @@ def _require_text(errors: dict[str, str], field: str, value: Any, max_chars: int
         errors[field] = f"{field} must not be empty."
     elif len(value) > max_chars:
         errors[field] = f"{field} is longer than {max_chars} characters."
+    elif "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refused here for the web forms too, not only the API.
+        errors[field] = f"{field} must not contain NUL characters."
+
+
+def _after_commit(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
+    # A named function, not functools.partial: Django's robust on_commit logs a failure with
+    # func.__qualname__, which a partial lacks (the AttributeError would escape as a 503).
+    def hook() -> None:
+        func(*args)
+
+    hook.__qualname__ = f"after_commit:{func.__qualname__}"
+    return hook
 
 
 def conversation_create(*, owner: Any, title: str = "") -> Conversation:
     if len(title) > 200:
         raise ValidationError({"title": "title is longer than 200 characters."})
+    if "\x00" in title:
+        raise ValidationError({"title": "title must not contain NUL characters."})
     with transaction.atomic():
         conversation = Conversation.objects.create(owner=owner, title=title)
         # The hot history starts with the conversation; if Redis misses this, the first read
         # rebuilds it (robust: the conversation is committed whatever Redis does).
-        transaction.on_commit(partial(history.history_start, conversation.id), robust=True)
+        transaction.on_commit(_after_commit(history.history_start, conversation.id), robust=True)
     return conversation
 
 
@@ -89,7 +104,7 @@ def turn_append(*, conversation_id: Any, user: Any, role: str, content: str) -> 
         # Only a committed turn goes to Redis. robust: a Redis failure here must not turn an
         # acknowledged, durable write into an error (the client would retry and duplicate it);
         # the next read sees the gap and rebuilds from PostgreSQL.
-        transaction.on_commit(partial(history.history_append, pk, history.turn_dict(turn)), robust=True)
+        transaction.on_commit(_after_commit(history.history_append, pk, history.turn_dict(turn)), robust=True)
     return turn
 
 
@@ -140,7 +155,9 @@ def board_post_create(*, author: str, body: str) -> BoardPost:
     ttl_ms = int(float(hive_settings.BOARD_TTL_SECONDS) * 1000)
     now = datetime.now(tz=UTC)
     post = BoardPost(
-        id=uuid.uuid4().hex,
+        # Starts with the creation microsecond (fixed width): posts of one millisecond (one index
+        # score) are ordered by member, so newest first holds within the millisecond too.
+        id=f"{int(now.timestamp() * 1_000_000):014x}{secrets.token_hex(8)}",
         body=body,
         author=author,
         created_at=now,
@@ -168,6 +185,9 @@ def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], use
     _require_text(errors, "decision", decision, hive_settings.MAX_DECISION_CHARS)
     if not isinstance(context, dict):
         errors["context"] = "context must be an object."
+    elif "\\u0000" in json.dumps(context):
+        # PostgreSQL's jsonb (the outbox) cannot hold NUL characters.
+        errors["context"] = "context must not contain NUL characters."
     if errors:
         raise ValidationError(errors)
     try:

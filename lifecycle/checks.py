@@ -69,6 +69,15 @@ def check_lock_settings(app_configs, **kwargs):
                 id="lifecycle.E011",
             )
         )
+    fair_after = number("LOCK_FAIR_AFTER")
+    if fair_after is None or fair_after < 0:
+        errors.append(
+            Error(
+                f"LIFECYCLE_LOCK_FAIR_AFTER is {lifecycle_settings.LOCK_FAIR_AFTER!r}: it must be 0 or more seconds.",
+                id="lifecycle.E013",
+                hint="0 (the default) hands the lock to the oldest waiter at every release.",
+            )
+        )
     max_block = number("LOCK_MAX_BLOCK")
     socket_timeout = settings.CACHES.get("default", {}).get("OPTIONS", {}).get("SOCKET_TIMEOUT")
     if max_block is None or max_block <= 0 or (socket_timeout and max_block >= float(socket_timeout)):

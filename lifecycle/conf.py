@@ -9,6 +9,9 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER_SECONDS": 5,
     # Directory for pidfiles and drain flags of the instances on this host.
     "RUN_DIR": "/tmp/omk",
+    # Idempotency (governance issue). Tests only: seconds a creating POST sleeps after COMMIT,
+    # before its response is sent (the window where an instance's death must lose nothing).
+    "IDEMPOTENCY_PAUSE_AFTER_COMMIT": 0.0,
     # --- sessions and queues (issue 5, hive helper) ---
     # Seconds a session_manager session lives after its last use (sliding).
     "SESSION_TTL_SECONDS": 3600,
@@ -27,9 +30,22 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE_GROUP": "bees",
     # Prefix of the Redis stream keys of the queues.
     "QUEUE_KEY_PREFIX": "omk:queue:",
-    # Idempotency (governance issue). Tests only: seconds a creating POST sleeps after COMMIT,
-    # before its response is sent (the window where an instance's death must lose nothing).
-    "IDEMPOTENCY_PAUSE_AFTER_COMMIT": 0.0,
+    # --- distributed lock (lifecycle.locks, issue 4) ---
+    # Lease length in seconds when the caller gives none: a holder that dies frees the lock after it.
+    "LOCK_TTL": 30.0,
+    # Seconds acquire() waits for a held lock before LockTimeout, when the caller gives none.
+    "LOCK_TIMEOUT": 10.0,
+    # Prefix of every lock key, so locks never collide with cache or session keys.
+    "LOCK_KEY_PREFIX": "omk:",
+    # Longest single BLPOP of a waiter (seconds). It must stay below the Redis socket timeout
+    # (a blocked read longer than that is a socket timeout); waiters re-announce themselves
+    # after each one, which is how a dead waiter is told from a live one.
+    "LOCK_MAX_BLOCK": 1.0,
+    # Seconds a queued waiter may lose the lock to newcomers (a release only wakes it to compete)
+    # before releases hand the lock straight to it. 0 (default): every release hands over, strict
+    # FIFO. A few ms can spare a process switch per grant under heavy contention on idle cores,
+    # but measured worse on our loaded 2-core machine (bench/locks.py), hence off.
+    "LOCK_FAIR_AFTER": 0.0,
     # Instance registry: each instance writes its heartbeat to Redis this often, and an instance
     # whose heartbeat is older than the TTL (and that did not stop cleanly) is lost.
     "HEARTBEAT_INTERVAL": 5.0,
@@ -58,17 +74,6 @@ DEFAULTS: dict[str, Any] = {
     "REPORT_RESERVE": 0.5,
     # Test-only views (a slow endpoint for the shutdown tests); never enabled in production.
     "TEST_VIEWS": False,
-    # --- distributed lock (lifecycle.locks, issue 4) ---
-    # Lease length in seconds when the caller gives none: a holder that dies frees the lock after it.
-    "LOCK_TTL": 30.0,
-    # Seconds acquire() waits for a held lock before LockTimeout, when the caller gives none.
-    "LOCK_TIMEOUT": 10.0,
-    # Prefix of every lock key, so locks never collide with cache or session keys.
-    "LOCK_KEY_PREFIX": "omk:",
-    # Longest single BLPOP of a waiter (seconds). It must stay below the Redis socket timeout
-    # (a blocked read longer than that is a socket timeout); waiters re-announce themselves
-    # after each one, which is how a dead waiter is told from a live one.
-    "LOCK_MAX_BLOCK": 1.0,
 }
 
 

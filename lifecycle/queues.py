@@ -91,6 +91,12 @@ return moved
 """
 
 
+# (queue, consumer) pairs whose consumer runs in this process (see queue_claim(in_process=True)).
+# Memory only, on purpose: it says what to hand back at shutdown; if the process is killed
+# instead, the visibility timeout and queue_reclaim_stale return the messages anyway.
+_in_process_consumers: set[tuple[str, str]] = set()
+
+
 class QueueInputError(ValueError):
     """Bad input to a queue operation; `field` names the argument (for a 4xx naming it)."""
 
@@ -132,6 +138,13 @@ def queue_validate_name(name: str, *, field: str = "name") -> str:
             field=field,
         )
     return name
+
+
+def _valid_message_id(message_id: object) -> bool:
+    # Both parts are unsigned 64-bit integers in Redis: a larger one is a Redis error, not a miss.
+    if not isinstance(message_id, str) or not ID_PATTERN.match(message_id):
+        return False
+    return all(int(part) < 2**64 for part in message_id.split("-"))
 
 
 def _key(name: str) -> str:
@@ -187,9 +200,15 @@ def queue_trim(*, name: str) -> int:
     return redis_client().xtrim(_key(name), minid=_min_id(), approximate=False)
 
 
-def queue_claim(*, name: str, consumer: str, count: int = 1, block_ms: int = 0) -> list[QueueMessage]:
+def queue_claim(
+    *, name: str, consumer: str, count: int = 1, block_ms: int = 0, in_process: bool = False
+) -> list[QueueMessage]:
     """Messages now owned by `consumer`: first those other consumers held past the visibility
-    timeout, then new ones (waiting up to `block_ms` for one if there are none)."""
+    timeout, then new ones (waiting up to `block_ms` for one if there are none).
+
+    `in_process=True` says the consumer runs inside this process (not a remote bee claiming over
+    the API): its messages are then handed back by `queue_release_claimed` when the process stops.
+    """
     queue_validate_name(consumer, field="consumer")
     if not 1 <= count <= lifecycle_settings.QUEUE_MAX_CLAIM_COUNT:
         raise QueueInputError(f"count must be between 1 and {lifecycle_settings.QUEUE_MAX_CLAIM_COUNT}.", field="count")
@@ -214,6 +233,9 @@ def queue_claim(*, name: str, consumer: str, count: int = 1, block_ms: int = 0) 
         if cursor == "0-0" or len(messages) >= count:
             break
 
+    if in_process:
+        _in_process_consumers.add((name, consumer))
+
     if len(messages) < count:
         # Redis reads BLOCK 0 as "forever": only block when asked to, and when nothing was taken over.
         block = block_ms if block_ms > 0 and not messages else None
@@ -231,7 +253,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
     if len(ids) > MAX_ACK_IDS:
         raise QueueInputError(f"ids: at most {MAX_ACK_IDS} per ack.", field="ids")
     for message_id in ids:
-        if not isinstance(message_id, str) or not ID_PATTERN.match(message_id):
+        if not _valid_message_id(message_id):
             raise QueueInputError(f"ids: {message_id!r} is not a message id.", field="ids")
     if consumer is not None:
         queue_validate_name(consumer, field="consumer")
@@ -296,3 +318,15 @@ def queue_release(*, name: str, consumer: str, deadline: float | None = None) ->
     in the queue at once instead of waiting out the visibility timeout."""
     queue_validate_name(consumer, field="consumer")
     return _requeue(_key(name), min_idle_ms=0, consumer=consumer, deadline=deadline)
+
+
+def queue_release_claimed(*, deadline: float | None = None) -> int:
+    """Shutdown: hand back what this process's own consumers hold and have not acked. Messages
+    claimed over the API belong to remote bees that are still working on them, so they stay."""
+    released = 0
+    for name, consumer in sorted(_in_process_consumers):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        released += queue_release(name=name, consumer=consumer, deadline=deadline)
+        _in_process_consumers.discard((name, consumer))
+    return released

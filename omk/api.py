@@ -8,6 +8,7 @@ from functools import partial
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -95,6 +96,20 @@ def _does_not_exist(api: NinjaAPI, request: HttpRequest, exc: ObjectDoesNotExist
     return _respond(api, request, 404, str(exc) or "Not found.")
 
 
+def _data_error(api: NinjaAPI, request: HttpRequest, exc: DataError) -> HttpResponse:
+    # PostgreSQL refused a value (NUL in text, a number out of range): the input, not a bug.
+    # Routers should prevent it in their schemas (omk.errors.NO_NUL, max_digits); this is the net.
+    detail = str(exc).splitlines()[0] if str(exc) else "A value is not storable."
+    return _respond(api, request, 422, f"Invalid input: {detail}", fields={"body": [detail]})
+
+
+def _unexpected(api: NinjaAPI, request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Not ninja's default (a traceback as text/plain under DEBUG): let Django handle it, so a
+    # PostgreSQL or Redis outage becomes the middleware's 503 with Retry-After, and a bug is
+    # logged and answered by handler500 as JSON.
+    raise exc
+
+
 def install_error_handlers(target: NinjaAPI) -> None:
     """Make `target` answer every error in the uniform shape (also used by test-only APIs)."""
     for exc_class, handler in (
@@ -106,6 +121,8 @@ def install_error_handlers(target: NinjaAPI) -> None:
         (PermissionDenied, _permission_denied),
         (Http404, _not_found),
         (ObjectDoesNotExist, _does_not_exist),
+        (DataError, _data_error),
+        (Exception, _unexpected),
     ):
         target.add_exception_handler(exc_class, partial(handler, target))
 

@@ -41,9 +41,19 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Conflict(ServiceError):
     status = 409
     code = "conflict"
+
+
+# JSON-schema pattern for every free-text input: PostgreSQL text cannot hold NUL, so the schema
+# says so (clients and schemathesis see it) and pydantic answers 422 naming the field.
+NO_NUL = r"^[^\x00]*$"
 
 
 STATUS_CODES: dict[int, str] = {

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from lifecycle import metrics as lifecycle_metrics
@@ -13,6 +14,10 @@ urlpatterns = [
     path("ready", lifecycle_views.ready, name="ready"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    # Web pages (governance issue).
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("governance.urls")),
     # --- hive (issue 5) ---
     path("hive/", include("hive.urls")),
 ]

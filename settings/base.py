@@ -30,8 +30,8 @@ INSTALLED_APPS = [
     "lifecycle",
     "governance",
     "hive",
-    # API (governance issue): tokens and login, idempotency keys.
-    "ninja",
+    # API (governance issue): tokens and login, idempotency keys. ("ninja" is not listed on
+    # purpose: its docs page then loads Swagger UI from the CDN, as nothing serves static files.)
     "accounts",
     "lifecycle.idempotency",
 ]
@@ -167,6 +167,11 @@ PROCRASTINATE_WORKER_DEFAULTS = {
     "abort_job_polling_interval": 1.0,
 }
 PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
+
+# Web pages (governance issue): Django's login view; logged-in users land on the proposals.
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/proposals/"
+LOGOUT_REDIRECT_URL = "/login/"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "text")

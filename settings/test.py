@@ -17,6 +17,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
 
 # Idempotency (governance issue): lets a test kill an instance after COMMIT, before the response.
-LIFECYCLE_IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)
+IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)
 # Lifecycle (issue 7): the slow view the shutdown tests keep in flight (never in production).
 LIFECYCLE_TEST_VIEWS = True

@@ -21,6 +21,7 @@ re-evaluates (a sold-out sale may have room again), and nothing is half-written.
 """
 
 import hashlib
+import inspect
 import json
 import re
 import time
@@ -36,7 +37,7 @@ from ninja import Header
 from ninja.decorators import decorate_view
 from ninja.utils import contribute_operation_args
 
-from lifecycle.conf import lifecycle_settings
+from lifecycle.idempotency.conf import idempotency_settings
 from omk.errors import InvalidInput, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -119,7 +120,7 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
             if 200 <= response.status_code < 300:
                 from lifecycle.idempotency.models import IdempotencyRecord
 
-                pause = lifecycle_settings.IDEMPOTENCY_PAUSE_AFTER_COMMIT
+                pause = idempotency_settings.PAUSE_AFTER_COMMIT
                 if pause:
                     # Tests only: hold the response after COMMIT so a test can kill the instance
                     # in exactly the window this module exists for.
@@ -141,6 +142,9 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
 def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     """Make a django-ninja creating POST honour the Idempotency-Key header (see module doc)."""
+    if inspect.iscoroutinefunction(view):
+        # The key, the effect and the stored response share one synchronous DB transaction.
+        raise TypeError(f"@idempotent supports sync views only; {view.__qualname__} is async.")
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, idempotency_key: str | None = None, **kwargs: Any) -> Any:

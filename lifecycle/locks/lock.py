@@ -75,9 +75,12 @@ class _Config:
         self.timeout = float(lifecycle_settings.LOCK_TIMEOUT)
         self.prefix = str(lifecycle_settings.LOCK_KEY_PREFIX)
         self.max_block = float(lifecycle_settings.LOCK_MAX_BLOCK)
+        self.fair_after_ms = int(float(lifecycle_settings.LOCK_FAIR_AFTER) * 1000)
 
 
 _config: _Config | None = None
+# Lock names this process recently had to wait for (insertion-ordered dict used as a set).
+_recently_contended: dict[str, None] = {}
 _shared_client: Redis | None = None
 
 
@@ -139,6 +142,11 @@ class _Keys:
         return [self.lock, self.fence, self.queue, self.waiters, self.grant]
 
 
+def _is_grant(popped: Any) -> bool:
+    """A BLPOP result carrying a fence (a hand-over), not a timeout (None) nor a wake-up (0)."""
+    return popped is not None and popped[1] not in (b"0", "0")
+
+
 def _max_block(client: Redis | AsyncRedis) -> float:
     """Longest BLPOP: below the client's socket timeout, else the blocked read itself times out."""
     limit = _conf().max_block
@@ -164,13 +172,42 @@ class _Plan:
         self.keys = _Keys(name, self.token)
         self.ttl_ms = max(1, int(self.ttl * 1000))
         self.max_block = _max_block(client)
+        self.fair_after_ms = _conf().fair_after_ms
         # A waiter re-announces itself after every BLPOP; miss two and it counts as dead.
         self.alive_ms = int((2 * self.max_block + 1.0) * 1000)
         self.started = time.monotonic()
         self.deadline = self.started + self.timeout
 
-    def acquire_argv(self) -> list[Any]:
-        return [self.token, self.ttl_ms, self.alive_ms, 1 if self.timeout > 0 else 0]
+    def acquire_argv(self, *, push: bool = False) -> list[Any]:
+        return [
+            self.token,
+            self.ttl_ms,
+            self.alive_ms,
+            1 if self.timeout > 0 else 0,
+            1 if push else 0,
+            self.fair_after_ms,
+        ]
+
+    @property
+    def token_argv(self) -> list[Any]:
+        return [self.token, self.fair_after_ms]
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether to send ACQUIRE and a BLPOP in one round trip: worth it when this process last
+        found the lock held (it will most likely wait again), not on the uncontended fast path."""
+        return self.timeout > 0 and self.name in _recently_contended
+
+    def after_pipeline(self, result: list[Any], popped: Any) -> tuple[int, int, int]:
+        """Outcome of ACQUIRE(push) + BLPOP sent together: granted by the script, handed over
+        during the BLPOP, or still waiting (woken or timed out)."""
+        granted, fence, pttl = result
+        if granted:
+            return 1, fence, pttl  # the BLPOP popped the fence the script pushed
+        self.contended = True
+        if _is_grant(popped):
+            return 1, int(popped[1]), self.ttl_ms
+        return 0, 0, pttl
 
     def block_for(self, pttl_ms: int) -> float | None:
         """Seconds to BLPOP before re-checking (the holder's expiry is the fallback), or None: time is up."""
@@ -183,6 +220,12 @@ class _Plan:
         return round(max(block, 0.001), 3)
 
     def granted(self) -> None:
+        if self.contended:
+            if len(_recently_contended) > 10_000:
+                _recently_contended.clear()
+            _recently_contended[self.name] = None
+        else:
+            _recently_contended.pop(self.name, None)
         waited = time.monotonic() - self.started
         inc(LOCKS_ACQUIRED, self.label)
         observe(LOCK_WAIT, self.label, waited)
@@ -192,6 +235,7 @@ class _Plan:
     contended = False
 
     def timed_out(self) -> LockTimeout:
+        _recently_contended[self.name] = None
         inc(LOCKS_TIMEOUT, self.label)
         return LockTimeout(f"lock {self.name!r} still held by another after {self.timeout:g}s")
 
@@ -222,10 +266,9 @@ class _BaseLease:
 
     @property
     def lost(self) -> bool:
-        """True once the lease is known lost (failed renewal, or release/extend found another holder)."""
-        return self._lost or (not self._released and time.monotonic() >= self.expires_at and not self._renewing)
-
-    _renewing = False
+        """True once the lease may be gone: renewal or extend failed, release found another holder,
+        or its expiry has passed (renewal keeps pushing that back)."""
+        return self._lost or (not self._released and time.monotonic() >= self.expires_at)
 
     def remaining(self) -> float:
         return max(0.0, self.expires_at - time.monotonic())
@@ -282,14 +325,13 @@ class Lease(_BaseLease):
             return
         self._stop_renewal()
         try:
-            held = _RELEASE(self._client, self._release_keys(), [self.token])
+            held = _RELEASE(self._client, self._release_keys(), [self.token, self._plan.fair_after_ms])
         except _UNREACHABLE as exc:
             self._released = True  # the lease runs out on its own; nothing left to retry
             raise self._plan.unavailable(exc) from exc
         self._after_release(held)
 
     def _start_renewal(self) -> None:
-        self._renewing = True
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_loop, name=f"lock-renew:{self.name}", daemon=True)
         self._renewer.start()
@@ -300,7 +342,6 @@ class Lease(_BaseLease):
             try:
                 self.extend()
             except LockError as exc:
-                self._renewing = False
                 self._mark_lost(f"renewal failed: {exc}")
                 return
 
@@ -309,7 +350,6 @@ class Lease(_BaseLease):
             self._stop.set()
             self._renewer.join()
             self._renewer = None
-            self._renewing = False
 
 
 class AsyncLease(_BaseLease):
@@ -335,14 +375,13 @@ class AsyncLease(_BaseLease):
             return
         await self._stop_renewal()
         try:
-            held = await _RELEASE.run_async(self._client, self._release_keys(), [self.token])
+            held = await _RELEASE.run_async(self._client, self._release_keys(), [self.token, self._plan.fair_after_ms])
         except _UNREACHABLE as exc:
             self._released = True
             raise self._plan.unavailable(exc) from exc
         self._after_release(held)
 
     def _start_renewal(self) -> None:
-        self._renewing = True
         self._renewer = asyncio.get_running_loop().create_task(self._renew_loop())
 
     async def _renew_loop(self) -> None:
@@ -351,7 +390,6 @@ class AsyncLease(_BaseLease):
             try:
                 await self.extend()
             except LockError as exc:
-                self._renewing = False
                 self._mark_lost(f"renewal failed: {exc}")
                 return
 
@@ -361,30 +399,37 @@ class AsyncLease(_BaseLease):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
-            self._renewing = False
+
+
+def _sync_try(client: Redis, plan: _Plan, block: float | None) -> tuple[int, int, int]:
+    """One ACQUIRE; with `block`, pipelined with a BLPOP of that long: one round trip to queue
+    (or stay queued) and wait."""
+    if block is not None:
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
+        pipe.blpop([plan.keys.grant], timeout=block)
+        try:
+            return plan.after_pipeline(*pipe.execute())
+        except NoScriptError:
+            pass  # Redis lost its scripts (restart): the plain call below reloads ours
+    return _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
 
 
 def _sync_acquire(client: Redis, plan: _Plan) -> Lease:
     try:
         sent = time.monotonic()
-        granted, fence, pttl = _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
+        granted, fence, pttl = _sync_try(client, plan, plan.block_for(0) if plan.pipelined else None)
         while not granted:
             plan.contended = True
             block = plan.block_for(pttl)
             if block is None:
                 sent = time.monotonic()
-                granted, fence, pttl = _CANCEL(client, plan.keys.all, [plan.token])
+                granted, fence, pttl = _CANCEL(client, plan.keys.all, plan.token_argv)
                 if granted:  # handed to us at the last moment: take it rather than waste it
                     break
                 raise plan.timed_out()
             sent = time.monotonic()
-            popped = client.blpop([plan.keys.grant], timeout=block)
-            if popped is not None:
-                # The releaser's script already made us the holder: no further round trip.
-                granted, fence, pttl = 1, int(popped[1]), plan.ttl_ms
-                break
-            sent = time.monotonic()
-            granted, fence, pttl = _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
+            granted, fence, pttl = _sync_try(client, plan, block)
     except _UNREACHABLE as exc:
         raise plan.unavailable(exc) from exc
     except LockError:
@@ -400,32 +445,39 @@ def _sync_acquire(client: Redis, plan: _Plan) -> Lease:
 
 def _sync_abandon(client: Redis, plan: _Plan) -> None:
     try:
-        if _CANCEL(client, plan.keys.all, [plan.token])[0]:
-            _RELEASE(client, plan.keys.all[:4], [plan.token])
+        if _CANCEL(client, plan.keys.all, plan.token_argv)[0]:
+            _RELEASE(client, plan.keys.all[:4], plan.token_argv)
     except Exception:  # best effort: the entry dies with its liveness window, a grant with its TTL
         logger.warning("lock %r: could not leave the wait queue", plan.name, exc_info=True)
+
+
+async def _async_try(client: AsyncRedis, plan: _Plan, block: float | None) -> tuple[int, int, int]:
+    if block is not None:
+        pipe = client.pipeline(transaction=False)
+        pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
+        pipe.blpop([plan.keys.grant], timeout=block)
+        try:
+            return plan.after_pipeline(*(await pipe.execute()))
+        except NoScriptError:
+            pass
+    return await _ACQUIRE.run_async(client, plan.keys.all, plan.acquire_argv())
 
 
 async def _async_acquire(client: AsyncRedis, plan: _Plan) -> AsyncLease:
     try:
         sent = time.monotonic()
-        granted, fence, pttl = await _ACQUIRE.run_async(client, plan.keys.all, plan.acquire_argv())
+        granted, fence, pttl = await _async_try(client, plan, plan.block_for(0) if plan.pipelined else None)
         while not granted:
             plan.contended = True
             block = plan.block_for(pttl)
             if block is None:
                 sent = time.monotonic()
-                granted, fence, pttl = await _CANCEL.run_async(client, plan.keys.all, [plan.token])
+                granted, fence, pttl = await _CANCEL.run_async(client, plan.keys.all, plan.token_argv)
                 if granted:
                     break
                 raise plan.timed_out()
             sent = time.monotonic()
-            popped = await client.blpop([plan.keys.grant], timeout=block)
-            if popped is not None:
-                granted, fence, pttl = 1, int(popped[1]), plan.ttl_ms
-                break
-            sent = time.monotonic()
-            granted, fence, pttl = await _ACQUIRE.run_async(client, plan.keys.all, plan.acquire_argv())
+            granted, fence, pttl = await _async_try(client, plan, block)
     except _UNREACHABLE as exc:
         raise plan.unavailable(exc) from exc
     except LockError:
@@ -442,8 +494,8 @@ async def _async_acquire(client: AsyncRedis, plan: _Plan) -> AsyncLease:
 
 async def _async_abandon(client: AsyncRedis, plan: _Plan) -> None:
     try:
-        if (await _CANCEL.run_async(client, plan.keys.all, [plan.token]))[0]:
-            await _RELEASE.run_async(client, plan.keys.all[:4], [plan.token])
+        if (await _CANCEL.run_async(client, plan.keys.all, plan.token_argv))[0]:
+            await _RELEASE.run_async(client, plan.keys.all[:4], plan.token_argv)
     except Exception:
         logger.warning("lock %r: could not leave the wait queue", plan.name, exc_info=True)
 

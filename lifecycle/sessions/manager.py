@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import secrets
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -168,10 +169,29 @@ class SessionManager:
             return False
         return bool(redis_client().delete(_key(session_id)))
 
-    def count_sessions(self, *, scan_count: int = 1000) -> int:
-        """Sessions currently reachable in Redis (for startup recovery's report)."""
-        pattern = f"{lifecycle_settings.SESSION_KEY_PREFIX}*"
-        return sum(1 for _ in redis_client().scan_iter(match=pattern, count=scan_count))
+    def count_sessions(
+        self, *, include_user_sessions: bool = True, deadline: float | None = None, scan_count: int = 1000
+    ) -> int:
+        """Sessions currently reachable in Redis: these, and Django's user sessions unless
+        `include_user_sessions` is False. Stops counting at `deadline` (time.monotonic())."""
+        client = redis_client()
+        patterns = [f"{lifecycle_settings.SESSION_KEY_PREFIX}*"]
+        if include_user_sessions:
+            from django.contrib.sessions.backends.cache import KEY_PREFIX
+            from django.core.cache import caches
+
+            patterns.append(caches[settings.SESSION_CACHE_ALIAS].make_key(f"{KEY_PREFIX}*"))
+        count = 0
+        for pattern in patterns:
+            for _ in client.scan_iter(match=pattern, count=scan_count):
+                count += 1
+                if deadline is not None and count % scan_count == 0 and time.monotonic() >= deadline:
+                    return count
+        return count
+
+    def count_reachable(self, *, deadline: float | None = None) -> int:
+        """For startup recovery's report (lifecycle.recovery.CountSessions)."""
+        return self.count_sessions(deadline=deadline)
 
     # The async variant under the same names with an `a` prefix, as Django's own APIs do.
     async def acreate_session(self, data: Mapping[str, Any] | None = None) -> str:

@@ -83,3 +83,12 @@ def test_login__session_then_csrf_required_for_unsafe_methods(user):
     assert client.get("/api/auth/me").status_code == 200
     assert client.post("/api/auth/logout", headers={"X-CSRFToken": csrf}).status_code == 204
     assert client.get("/api/auth/me").status_code == 401
+
+
+def test_login__form_encoded_post_is_415(user):
+    # What a cross-site form could send: refused, so no login CSRF.
+    response = Client().post(
+        "/api/auth/login", '{"username": "alice", "password": "alice-password-1"}', content_type="text/plain"
+    )
+    assert response.status_code == 415
+    assert "sessionid" not in response.cookies

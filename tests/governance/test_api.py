@@ -146,9 +146,13 @@ def test_purchases__cap_and_sold_out_are_409(api_client, sale):
     assert Sale.objects.get().sold == 30
 
 
-def test_purchases__float_like_amount_stays_exact(api_client, sale):
-    response = post(api_client, "/api/purchases/", {"sale": sale.pk, "wallet": WALLET, "amount": 0.1})
+def test_purchases__amount_is_an_exact_decimal_string(api_client, sale):
+    response = post(api_client, "/api/purchases/", {"sale": sale.pk, "wallet": WALLET, "amount": "0.1"})
     assert response.json()["tokens"] == "0.20000000"
+    # A JSON number is a binary float: refused, with the way to send it instead.
+    response = post(api_client, "/api/purchases/", {"sale": sale.pk, "wallet": WALLET, "amount": 0.1})
+    assert response.status_code == 422
+    assert "decimal string" in response.json()["fields"]["amount"][0]
     response = post(api_client, "/api/purchases/", {"sale": sale.pk, "wallet": WALLET, "amount": "0.000000001"})
     assert response.status_code == 422
     assert "amount" in response.json()["fields"]

@@ -25,10 +25,12 @@ def web_client(user):
 
 @pytest.fixture
 def recovered():
-    """Reads sessions_recovered_total{reason} from this process's registry."""
+    """Reads (sessions_recovered_total, hive_history_rebuilds_total{reason}) from this process."""
     from prometheus_client import REGISTRY
 
-    def value(reason: str) -> float:
-        return REGISTRY.get_sample_value("sessions_recovered_total", {"reason": reason}) or 0.0
+    def value(reason: str) -> tuple[float, float]:
+        total = REGISTRY.get_sample_value("sessions_recovered_total") or 0.0
+        by_reason = REGISTRY.get_sample_value("hive_history_rebuilds_total", {"reason": reason}) or 0.0
+        return total, by_reason
 
     return value

@@ -5,11 +5,11 @@ import uuid
 
 import pytest
 from django.db import connection, transaction
-from lifecycle.outbox.models import OutboxEvent
 
 from hive import history
 from hive.models import Conversation, Turn
 from hive.services import turn_append
+from lifecycle.outbox.models import OutboxEvent
 from lifecycle.redis import redis_client
 
 # Turns reach the hot history on commit: these tests commit for real.
@@ -137,11 +137,11 @@ def test_conversation_read__redis_flushed_rebuilds_from_postgres(api_client, rec
     turns = api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]
     assert [t["content"] for t in turns] == [f"turn {n}" for n in range(5)]
     assert [t["seq"] for t in turns] == [1, 2, 3, 4, 5]
-    assert recovered("missing") == before + 1
+    assert recovered("missing") == (before[0] + 1, before[1] + 1)
     # Rebuilt: the next read is served from Redis again and counts nothing.
     assert set(history.history_read(uuid.UUID(conversation_id))) == {1, 2, 3, 4, 5}
     api_client.get(f"/api/conversations/{conversation_id}/")
-    assert recovered("missing") == before + 1
+    assert recovered("missing") == (before[0] + 1, before[1] + 1)
     # And the conversation goes on after the loss.
     assert _turn(api_client, conversation_id, content="after").json() == {"seq": 6}
     assert len(api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]) == 6
@@ -156,7 +156,7 @@ def test_conversation_read__partial_hot_history_is_completed(api_client, recover
     before = recovered("incomplete")
     turns = api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]
     assert [t["seq"] for t in turns] == [1, 2, 3, 4]
-    assert recovered("incomplete") == before + 1
+    assert recovered("incomplete") == (before[0] + 1, before[1] + 1)
 
 
 def test_conversation_read__lost_history_is_not_half_restored_by_a_new_turn(api_client):
@@ -199,3 +199,32 @@ def test_turn_append__concurrent_threads_get_gap_free_seqs(user):
     assert sorted(Turn.objects.values_list("seq", flat=True)) == list(range(1, 41))
     conversation.refresh_from_db()
     assert conversation.last_seq == 40
+
+
+def test_conversation_api__retried_turn_with_idempotency_key_is_appended_once(api_client):
+    conversation_id = _create(api_client)
+    url = f"/api/conversations/{conversation_id}/turns/"
+    payload = {"role": "user", "content": "once"}
+    first = api_client.post(url, payload, content_type="application/json", headers={"Idempotency-Key": "turn-1"})
+    again = api_client.post(url, payload, content_type="application/json", headers={"Idempotency-Key": "turn-1"})
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() == {"seq": 1}
+    assert Turn.objects.count() == 1
+    assert OutboxEvent.objects.filter(kind="llm_conversation").count() == 1
+    assert len(api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]) == 1
+
+
+@pytest.mark.parametrize("body", ["[]", "null", '"text"', '{"title": "\\u0000"}'])
+def test_conversation_api__create_needs_a_json_object(api_client, body):
+    response = api_client.post("/api/conversations/", body, content_type="application/json")
+    assert response.status_code == 422, response.content
+    assert set(response.json()["fields"]) <= {"body", "title"}
+    assert Conversation.objects.count() == 0
+
+
+def test_conversation_api__nul_in_content_is_422(api_client):
+    conversation_id = _create(api_client)
+    response = _turn(api_client, conversation_id, content="a\x00b")
+    assert response.status_code == 422
+    assert "content" in response.json()["fields"]
+    assert Turn.objects.count() == 0

@@ -5,9 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from lifecycle.outbox.models import OutboxEvent
 
 from hive.models import Turn
+from lifecycle.outbox.models import OutboxEvent
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -70,3 +70,25 @@ def test_instances__200_concurrent_turns_through_two_instances_are_all_kept(star
     assert sorted(t["content"] for t in turns) == sorted(f"turn {n}" for n in range(200))
     assert Turn.objects.count() == 200
     assert OutboxEvent.objects.filter(kind="llm_conversation").count() == 200
+
+
+def test_instances__redis_down_turns_stay_durable_and_queues_answer_503(start_instance, user, api_token):
+    from hive.services import conversation_create, turn_append
+    from tests.support.instances import free_port
+
+    conversation = conversation_create(owner=user)
+    turn_append(conversation_id=conversation.id, user=user, role="user", content="before the outage")
+    instance = start_instance(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    headers = {"Authorization": f"Bearer {api_token}"}
+    url = f"{instance.url}/api/conversations/{conversation.id}/"
+
+    # PostgreSQL holds every turn: reads and appends go on without Redis.
+    assert requests.get(url, headers=headers).json()["turns"][0]["content"] == "before the outage"
+    response = requests.post(url + "turns/", json={"role": "assistant", "content": "during"}, headers=headers)
+    assert response.status_code == 201
+    assert [t["seq"] for t in requests.get(url, headers=headers).json()["turns"]] == [1, 2]
+
+    # Queues live only in Redis: a clear 503 with Retry-After, not a 500.
+    response = requests.post(f"{instance.url}/api/queues/q/", json={"body": "x"}, headers=headers)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]

@@ -3,8 +3,8 @@
 import time
 
 import pytest
-from lifecycle.outbox.models import OutboxEvent
 
+from lifecycle.outbox.models import OutboxEvent
 from lifecycle.redis import redis_client
 
 pytestmark = pytest.mark.django_db
@@ -29,11 +29,11 @@ def test_queue_api__publish_claim_ack(api_client):
 
 
 def test_queue_api__unacked_message_goes_to_another_consumer_after_visibility_timeout(api_client, settings):
-    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 0.4
+    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 1.0
     message_id = _json(api_client, "/api/queues/scouts/", {"body": "x"}).json()["id"]
     _json(api_client, "/api/queues/scouts/claim", {"consumer": "gone"})
     assert _json(api_client, "/api/queues/scouts/claim", {"consumer": "other"}).json()["messages"] == []
-    time.sleep(0.5)
+    time.sleep(1.1)
     messages = _json(api_client, "/api/queues/scouts/claim", {"consumer": "other"}).json()["messages"]
     assert [(m["id"], m["redelivered"]) for m in messages] == [(message_id, True)]
 
@@ -115,4 +115,27 @@ def test_bee_decision_api__nan_in_context_is_422(api_client):
         "/api/bees/scout/decisions/", '{"decision": "x", "context": {"v": NaN}}', content_type="application/json"
     )
     assert response.status_code == 422, response.content
+    assert OutboxEvent.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queue_api__retried_publish_with_idempotency_key_publishes_once(api_client):
+    headers = {"Idempotency-Key": "publish-1"}
+    first = api_client.post("/api/queues/q/", {"body": "x"}, content_type="application/json", headers=headers)
+    again = api_client.post("/api/queues/q/", {"body": "x"}, content_type="application/json", headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert redis_client().xlen("omk:queue:q") == 1
+
+
+def test_queue_api__ack_of_ids_beyond_redis_range_is_422(api_client):
+    response = _json(api_client, "/api/queues/q/ack", {"ids": ["99999999999999999999-0"]})
+    assert response.status_code == 422
+    assert "ids" in response.json()["fields"]
+
+
+def test_bee_decision_api__nul_in_context_is_422(api_client):
+    response = _json(api_client, "/api/bees/scout/decisions/", {"decision": "x", "context": {"v": "a\x00"}})
+    assert response.status_code == 422
+    assert "context" in response.json()["fields"]
     assert OutboxEvent.objects.count() == 0

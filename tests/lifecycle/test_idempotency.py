@@ -96,3 +96,13 @@ def test_idempotent__concurrent_same_key_one_effect(api_token):
     assert len({r.json()["id"] for r in responses}) == 1
     assert Group.objects.filter(name="race").count() == 1
     assert sum(r.get("Idempotent-Replayed") == "true" for r in responses) == 7
+
+
+def test_idempotent__async_view_is_refused_at_import():
+    from lifecycle.idempotency import idempotent
+
+    async def view(request):
+        return None
+
+    with pytest.raises(TypeError, match="sync views only"):
+        idempotent(view)

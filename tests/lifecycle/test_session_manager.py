@@ -117,3 +117,19 @@ def test_async_session_manager__same_operations():
     session_id, data = asyncio.run(scenario())
     assert data == {"a": 1, "n": 50, "b": [1]}
     assert session_manager.get_session(session_id) is None
+
+
+@pytest.mark.django_db
+def test_session_manager__count_sessions_counts_both_kinds(client):
+    session_manager.create_session({"a": 1})
+    session_manager.create_session({"b": 2})
+    client.get("/")  # a Django user session
+    assert session_manager.count_sessions(include_user_sessions=False) == 2
+    assert session_manager.count_sessions() == 3
+
+
+@pytest.mark.django_db
+def test_session_manager__count_reachable_for_recovery(client):
+    session_manager.create_session()
+    client.get("/")
+    assert session_manager.count_reachable(deadline=time.monotonic() + 5) == 2

@@ -9,7 +9,9 @@ def test_schema__served_with_docs():
     schema = client.get("/api/openapi.json")
     assert schema.status_code == 200
     assert "/api/auth/login" in schema.json()["paths"]
-    assert client.get("/api/docs").status_code == 200
+    docs = client.get("/api/docs")
+    assert docs.status_code == 200
+    assert b"swagger-ui" in docs.content
 
 
 def test_body_limit__over_64_kib_is_413_before_auth():
@@ -40,3 +42,25 @@ def test_wrong_method__is_json_405():
     response = Client().delete("/api/auth/login")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
+
+
+def test_nul_character__is_422_naming_the_field(user):
+    body = '{"username": "al\\u0000ice", "password": "x"}'
+    response = Client().post("/api/auth/login", body, content_type="application/json")
+    assert response.status_code == 422
+    assert list(response.json()["fields"]) == ["username"]
+
+
+def test_escaped_backslash_u0000_is_not_a_nul(user):
+    body = '{"username": "al\\\\u0000ice", "password": "x"}'  # the text \\u0000, no NUL
+    assert Client().post("/api/auth/login", body, content_type="application/json").status_code == 401
+
+
+@pytest.mark.urls("tests.support.idempotency_urls")
+@pytest.mark.parametrize("debug", [False, True])
+def test_dependency_outage_in_a_view__is_503_with_retry_after(api_client, settings, debug):
+    settings.DEBUG = debug  # ninja's default handler would answer a traceback with 500 under DEBUG
+    response = api_client.get("/api/outage/")
+    assert response.status_code == 503
+    assert response["Retry-After"]
+    assert response.json()["error"] == "service_unavailable"

@@ -4,6 +4,7 @@ without depending on any feature app."""
 import time
 
 from django.contrib.auth.models import Group
+from django.db import OperationalError
 from django.urls import path
 from ninja import NinjaAPI, Schema, Status
 
@@ -42,6 +43,11 @@ def group_create(request, payload: GroupIn):
 def group_create_failing(request, payload: GroupIn):
     Group.objects.create(name=payload.name)
     raise Conflict("Refused after writing: the write and the key must both be rolled back.")
+
+
+@api.get("/outage/")
+def outage(request):
+    raise OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
 
 
 urlpatterns = [path("api/", api.urls)]

@@ -18,6 +18,7 @@ def test_check_lock_settings__defaults_pass():
         ("LIFECYCLE_LOCK_TTL", "30", "lifecycle.E010"),
         ("LIFECYCLE_LOCK_TIMEOUT", -1, "lifecycle.E011"),
         ("LIFECYCLE_LOCK_MAX_BLOCK", 0, "lifecycle.E012"),
+        ("LIFECYCLE_LOCK_FAIR_AFTER", -0.1, "lifecycle.E013"),
         ("LIFECYCLE_LOCK_MAX_BLOCK", 5.0, "lifecycle.E012"),  # above the 2 s socket timeout
     ],
 )

@@ -9,6 +9,9 @@ import time
 import pytest
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from lifecycle.errors import unavailable_dependency
 from lifecycle.locks import (
@@ -130,8 +133,8 @@ def test_release__hands_over_to_the_waiter_at_once():
         released = time.monotonic()
     assert granted.wait(2)
     thread.join()
-    # Woken by the release (not by the 30 s expiry nor a poll interval).
-    assert time.monotonic() - released < 0.2
+    # Woken by the release (not by the 30 s expiry, nor its own 1 s LOCK_MAX_BLOCK re-check).
+    assert time.monotonic() - released < 0.5
 
 
 def wait_for_queue(name: str, length: int) -> None:
@@ -141,7 +144,8 @@ def wait_for_queue(name: str, length: int) -> None:
         time.sleep(0.005)
 
 
-def test_release__newcomer_cannot_barge_ahead_of_a_waiter():
+def test_release__strict_fifo_newcomer_cannot_barge_ahead_of_a_waiter(settings):
+    settings.LIFECYCLE_LOCK_FAIR_AFTER = 0
     got: list[str] = []
     thread = None
     with distributed_lock.acquire("fair"):
@@ -177,6 +181,28 @@ def test_release__waiters_are_served_in_arrival_order():
     assert order == [0, 1, 2, 3]
 
 
+def test_release__young_waiter_is_woken_and_may_lose_a_round_old_waiter_gets_the_hand_over(settings):
+    settings.LIFECYCLE_LOCK_FAIR_AFTER = 0.3
+    client = redis_client()
+    waiter = _Keys("bounded", "w")
+    with distributed_lock.acquire("bounded"):
+        # A waiter (driven by hand here, so the test decides who is first) queues behind us.
+        granted, _, _ = _ACQUIRE(client, waiter.all, ["w", 30000, 10_000, 1, 0, 300])
+        assert not granted
+    # It had waited less than LOCK_FAIR_AFTER: the release only woke it, a newcomer may barge...
+    assert holder("bounded") is None
+    assert client.lrange(waiter.grant, 0, -1) == [b"0"]
+    with distributed_lock.acquire("bounded", timeout=0) as barger:
+        assert holder("bounded") == barger.token
+        time.sleep(0.35)
+    # ...but once it has waited LOCK_FAIR_AFTER, the next release hands the lock straight to it.
+    assert holder("bounded") == "w"
+    assert client.lpop(waiter.grant) == b"0"  # the wake-up it has not consumed, then its fence
+    assert int(client.lpop(waiter.grant)) > barger.fence
+    with pytest.raises(LockTimeout), distributed_lock.acquire("bounded", timeout=0):
+        pass
+
+
 def test_release__skips_a_dead_waiter():
     client = redis_client()
     with distributed_lock.acquire("deadwaiter", ttl=30) as lease:
@@ -209,8 +235,8 @@ def test_extend__resets_the_ttl_and_fails_once_lost():
 
 
 def test_renew__keeps_the_lock_past_its_ttl():
-    with distributed_lock.acquire("renewed", ttl=0.6, renew=True) as lease:
-        time.sleep(1.5)
+    with distributed_lock.acquire("renewed", ttl=1.0, renew=True) as lease:
+        time.sleep(2.2)
         assert holder("renewed") == lease.token
         assert not lease.lost
         with pytest.raises(LockTimeout), distributed_lock.acquire("renewed", timeout=0):
@@ -252,7 +278,7 @@ def test_critical_section__serialises_threads():
 
 
 def test_unavailable__closed_port_fails_closed():
-    down = DistributedLock(client=lambda: Redis(port=free_port(), socket_connect_timeout=0.5))
+    down = DistributedLock(client=lambda: Redis(port=free_port(), retry=Retry(NoBackoff(), 0)))
     with pytest.raises(LockUnavailable) as caught, down.acquire("anything", timeout=1):
         pytest.fail("granted without Redis")
     # Chained to the Redis error: the middleware answers 503 with Retry-After.
@@ -266,9 +292,40 @@ def test_metrics__acquired_counted():
     assert metric(LOCKS_ACQUIRED, "counted") == before + 1
 
 
+def test_metrics__wait_held_contention_timeout_and_lost_are_observed():
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"lock": "observed"}) or 0.0
+
+    names = [
+        "lock_wait_seconds_count",
+        "lock_held_seconds_count",
+        "lock_contention_seconds_count",
+        "locks_timeout_total",
+        "locks_lost_total",
+    ]
+    before = {name: sample(name) for name in names}
+    with distributed_lock.acquire("observed:1", ttl=0.3):
+        thread = threading.Thread(target=lambda: distributed_lock.acquire("observed:1", timeout=5).__enter__())
+        thread.start()
+        time.sleep(0.05)
+    thread.join()
+    with pytest.raises(LockTimeout), distributed_lock.acquire("observed:1", timeout=0):
+        pass
+    with pytest.raises(LockLost), distributed_lock.acquire("observed:2", ttl=0.05):
+        time.sleep(0.1)
+    after = {name: sample(name) for name in names}
+    assert after["lock_wait_seconds_count"] - before["lock_wait_seconds_count"] == 3
+    assert after["lock_held_seconds_count"] - before["lock_held_seconds_count"] == 2
+    assert after["lock_contention_seconds_count"] - before["lock_contention_seconds_count"] == 1
+    assert after["locks_timeout_total"] - before["locks_timeout_total"] == 1
+    assert after["locks_lost_total"] - before["locks_lost_total"] == 1
+
+
 def test_scripts__hash_tag_keeps_grant_keys_in_the_slot():
     # The scripts derive other waiters' grant keys from KEYS[1]; they must match _Keys.grant.
-    assert "lock .. ':grant:' .. who" in lua._HANDOFF
+    assert "lock .. ':grant:' .. who" in lua._COMMON
     assert _Keys("n", "t").grant == _Keys("n", "t").lock + ":grant:t"
 
 
@@ -321,8 +378,8 @@ def test_async__renew_keeps_and_failed_renew_loses():
     client = redis_client()
 
     async def main() -> None:
-        async with distributed_lock.acquire("async-renew", ttl=0.6, renew=True) as lease:
-            await asyncio.sleep(1.2)
+        async with distributed_lock.acquire("async-renew", ttl=1.0, renew=True) as lease:
+            await asyncio.sleep(2.2)
             assert holder("async-renew") == lease.token
         with pytest.raises(LockLost):  # noqa: PT012 (raised when the block exits)
             async with distributed_lock.acquire("async-renewfail", ttl=0.6, renew=True) as lease:
@@ -347,10 +404,26 @@ def test_async__cancelled_waiter_leaves_the_queue():
 
 
 def test_async__unavailable():
-    down = DistributedLock(async_client=lambda: AsyncRedis(port=free_port(), socket_connect_timeout=0.5))
+    down = DistributedLock(async_client=lambda: AsyncRedis(port=free_port(), retry=AsyncRetry(NoBackoff(), 0)))
 
     async def main() -> None:
         async with down.acquire("anything", timeout=1):
+            pytest.fail("granted without Redis")
+
+    with pytest.raises(LockUnavailable) as caught:
+        asyncio.run(main())
+    assert unavailable_dependency(caught.value) == "redis"
+
+
+def test_unavailable__service_clients_from_settings_fail_closed(settings):
+    # The default lock uses the service's own clients, built from CACHES: point them at a closed port.
+    cache = settings.CACHES["default"]
+    settings.CACHES = {"default": {**cache, "LOCATION": f"redis://127.0.0.1:{free_port()}/0"}}
+    with pytest.raises(LockUnavailable), distributed_lock.acquire("down", timeout=1):
+        pytest.fail("granted without Redis")
+
+    async def main() -> None:
+        async with distributed_lock.acquire("down", timeout=1):
             pytest.fail("granted without Redis")
 
     with pytest.raises(LockUnavailable) as caught:

@@ -1,0 +1,7 @@
+"""Settings for bench/votes.py's server: the service's own settings plus one bare insert view."""
+
+from settings.local import *  # noqa: F403
+
+DEBUG = False
+ROOT_URLCONF = "bench.urls"
+ALLOWED_HOSTS = ["*"]

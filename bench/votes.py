@@ -1,0 +1,245 @@
+"""Benchmark: POST /api/proposals/{id}/votes/ under load (wrk) against a bare Django view that does
+one INSERT, served by the same gunicorn in the same run, interleaved. Prints JSON.
+
+    apt-get install -y wrk     # once
+    .venv/bin/python bench/votes.py [--seconds 5] [--rounds 3] [--connections 8]
+
+Each vote is a browser-like request: session cookie (read from Redis, saved back: sliding expiry),
+CSRF header, a fresh Idempotency-Key (row written in the vote's transaction), the proposal row
+locked FOR KEY SHARE, the voter's stake summed, the vote inserted. Every request votes for a new
+(voter, proposal) pair, so each one is a real 201. The baseline is the same server and middleware,
+a csrf-exempt view doing one INSERT.
+
+Uses its own database (`omk_bench`, created and migrated) and Redis db (--redis-db, default 9);
+it drops nothing but its own rows.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (vote, insert) ")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--voters", type=int, default=100)
+    parser.add_argument("--proposals", type=int, default=400)
+    parser.add_argument("--database", default="omk_bench")
+    parser.add_argument("--redis-db", type=int, default=9)
+    return parser.parse_args()
+
+
+VOTE_LUA = """
+local voters = {VOTERS}
+local nvoters = #voters
+local proposals = {PROPOSALS}
+local counter = 0
+local thread_id = 0
+local nthreads = {THREADS}
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  thread_id = tonumber(tid)
+end
+request = function()
+  local g = thread_id + nthreads * counter + {OFFSET}
+  counter = counter + 1
+  local v = voters[(g % nvoters) + 1]
+  local p = proposals[math.floor(g / nvoters) % #proposals + 1]
+  local headers = {}
+  headers["Cookie"] = "sessionid=" .. v[1] .. "; csrftoken=" .. v[2]
+  headers["X-CSRFToken"] = v[2]
+  headers["Content-Type"] = "application/json"
+  headers["Idempotency-Key"] = "bench-{RUN}-" .. g
+  return wrk.format("POST", "/api/proposals/" .. p .. "/votes/", headers, '{"choice": "for"}')
+end
+"""
+
+INSERT_LUA = """
+request = function()
+  return wrk.format("POST", "/bench/insert", {["Content-Type"] = "application/json"}, '{"choice": "for"}')
+end
+"""
+
+
+def run_wrk(url: str, script: str, *, seconds: int, connections: int, threads: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    try:
+        output = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(handle.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    total = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: (.*)", output)
+    p99 = re.search(r"\s99%\s+([\d.]+\w+)", output)
+    return {
+        "rate": rate,
+        "requests": total,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+        "p99": p99.group(1) if p99 else None,
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    if shutil.which("wrk") is None:
+        print(json.dumps({"error": "wrk is not installed: apt-get install -y wrk"}))
+        return 2
+    database_url = f"postgres://postgres@127.0.0.1:5432/{args.database}"
+    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    env = {
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "false",
+    }
+    os.environ.update(env)
+    python = sys.executable
+    subprocess.run([python, "scripts/ensure_database.py"], cwd=ROOT, check=True, env={**os.environ})
+    subprocess.run([python, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, check=True, env={**os.environ})
+
+    import django
+
+    django.setup()
+    voters, proposals = prepare(args)
+
+    from tests.support.instances import GunicornInstance
+
+    run_dir = Path(tempfile.mkdtemp(prefix="omk-bench-"))
+    instance = GunicornInstance(
+        {**env, "WEB_CONCURRENCY": str(args.workers), "GUNICORN_THREADS": "4", "OMK_RUN_DIR": str(run_dir)},
+        log_path=run_dir / "gunicorn.log",
+    )
+    instance.start(wait_for="/health")
+    try:
+        # Warm both paths (connection pools, imports) before measuring.
+        run_wrk(instance.url, INSERT_LUA, seconds=1, connections=args.connections, threads=args.threads)
+        votes, inserts = [], []
+        offset = 0
+        run_id = str(int(time.time()))
+        lua_voters = "{" + ",".join(f'{{"{s}","{c}"}}' for s, c in voters) + "}"
+        lua_proposals = "{" + ",".join(str(p) for p in proposals) + "}"
+        for _ in range(args.rounds):
+            script = (
+                VOTE_LUA.replace("{VOTERS}", lua_voters)
+                .replace("{PROPOSALS}", lua_proposals)
+                .replace("{THREADS}", str(args.threads))
+                .replace("{OFFSET}", str(offset))
+                .replace("{RUN}", run_id)
+            )
+            result = run_wrk(
+                instance.url, script, seconds=args.seconds, connections=args.connections, threads=args.threads
+            )
+            offset += result["requests"] + args.connections * 4
+            votes.append(result)
+            inserts.append(
+                run_wrk(
+                    instance.url, INSERT_LUA, seconds=args.seconds, connections=args.connections, threads=args.threads
+                )
+            )
+    finally:
+        instance.stop()
+    capacity = len(voters) * len(proposals)
+    vote_rate = statistics.median(r["rate"] for r in votes)
+    insert_rate = statistics.median(r["rate"] for r in inserts)
+    report = {
+        "benchmark": "vote cast vs bare one-insert view, same gunicorn, interleaved rounds (medians)",
+        "vote_rate_per_s": vote_rate,
+        "bare_insert_rate_per_s": insert_rate,
+        "ratio": round(vote_rate / insert_rate, 3),
+        "goal_ratio": 0.8,
+        "vote_runs": votes,
+        "insert_runs": inserts,
+        "votes_non_2xx": sum(r["non_2xx"] for r in votes),
+        "vote_pairs_available": capacity,
+        "config": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "wrk_threads": args.threads,
+            "gunicorn_workers": args.workers,
+            "gunicorn_threads": 4,
+            "cpus": os.cpu_count(),
+        },
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[int]]:
+    """Voters with a stake and a logged-in session each, open proposals, the baseline table."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.utils import timezone
+    from django.utils.crypto import get_random_string
+
+    from governance.models import Proposal, StakingPosition
+    from lifecycle.idempotency.models import IdempotencyRecord
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_insert (id bigserial PRIMARY KEY, payload bytea, created_at timestamptz)"
+        )
+        cursor.execute("TRUNCATE bench_insert")
+    User = get_user_model()
+    staff, _ = User.objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
+    now = timezone.now()
+    Proposal.objects.filter(proposer=staff).delete()  # and, cascading, the votes of earlier runs
+    IdempotencyRecord.objects.filter(user__username__startswith="bench-voter-").delete()
+    proposals = Proposal.objects.bulk_create(
+        Proposal(
+            proposer=staff,
+            title=f"bench {i}",
+            status=Proposal.Status.OPEN,
+            voting_starts_at=now - timedelta(hours=1),
+            voting_ends_at=now + timedelta(days=1),
+            quorum=Decimal(1),
+        )
+        for i in range(args.proposals)
+    )
+    voters = []
+    for i in range(args.voters):
+        user, created = User.objects.get_or_create(username=f"bench-voter-{i}")
+        if created or not StakingPosition.objects.filter(owner=user).exists():
+            StakingPosition.objects.create(
+                owner=user, amount=Decimal(10), lock_days=30, started_at=now, unlocks_at=now + timedelta(days=30)
+            )
+        client = Client()
+        client.force_login(user)  # a real session in Redis, as a browser login leaves it
+        voters.append((client.cookies["sessionid"].value, get_random_string(32)))
+    return voters, [p.pk for p in proposals]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""One end-to-end run in a real browser (Debian's Chromium driven by Playwright) against a real
+gunicorn instance: log in, stake, vote, and see the vote counted."""
+
+import shutil
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from governance.models import StakingPosition, Vote
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="scripts/install-system-packages.sh installs chromium"),
+]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_browser__log_in_stake_vote_and_see_it_counted(start_instance, open_proposal):
+    from playwright.sync_api import expect, sync_playwright
+
+    get_user_model().objects.create_user(username="bea", password="bea-password-1")
+    instance = start_instance()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+
+            page.goto(f"{instance.url}/proposals/{open_proposal.pk}/")
+            assert "/login/" in page.url  # not logged in: sent to the login page
+            page.get_by_label("Username").fill("bea")
+            page.get_by_label("Password").fill("bea-password-1")
+            page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("heading", name="Plant more flowers")).to_be_visible()
+
+            # Voting without stake is refused, in words.
+            page.get_by_label("For", exact=True).check()
+            page.get_by_role("button", name="Vote").click()
+            expect(page.get_by_role("alert")).to_contain_text("You have no active stake")
+
+            page.get_by_role("link", name="Staking").first.click()
+            page.get_by_label("Amount").fill("42.5")
+            page.get_by_label("Lock period (days)").fill("30")
+            page.get_by_role("button", name="Stake").click()
+            expect(page.get_by_text("Staked 42.5, locked until")).to_be_visible()
+            expect(page.locator("#weight")).to_have_text("42.5")
+
+            page.goto(f"{instance.url}/proposals/")
+            page.get_by_role("link", name="Plant more flowers").click()
+            page.get_by_label("For", exact=True).check()
+            page.get_by_role("button", name="Vote").click()
+            expect(page.get_by_text("Your vote (for, weight 42.5) is counted.")).to_be_visible()
+            expect(page.locator("#tally-for")).to_have_text("42.5")
+            expect(page.locator("#my-vote")).to_contain_text("You voted for with weight 42.5")
+        finally:
+            browser.close()
+
+    vote = Vote.objects.get(proposal=open_proposal)
+    assert (vote.voter.username, vote.choice, vote.weight) == ("bea", "for", Decimal("42.5"))
+    assert StakingPosition.objects.get(owner=vote.voter).amount == Decimal("42.5")
