@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 import types
 from pathlib import Path
@@ -32,13 +33,14 @@ from lifecycle.drain import (
 )
 from lifecycle.platform import default_drain_delay, detect_platform
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
-from lifecycle.steps import Report, Step, StepContext, StepTimedOut, load_steps, run_step
+from lifecycle.steps import Report, Step, StepContext, StepTimedOut, load_steps, run_step, run_steps, time_after
 
 logger = logging.getLogger("lifecycle.gunicorn")
 
 
 class _State:
     instance_id: str = ""
+    shutdown_done: bool = False
     heartbeat: Heartbeat | None = None
     run_dir: Path = Path("/tmp/omk")
 
@@ -109,10 +111,47 @@ def _current_state() -> str:
     return "ready" if is_recovered() else "starting"
 
 
+def post_fork(server, worker) -> None:
+    """Settings were read in the master: name this worker's database connections after it."""
+    from django.conf import settings
+    from django.db import connections
+
+    name = f"omk-{os.getpid()}"
+    for databases in (settings.DATABASES, connections.settings):
+        for config in databases.values():
+            if "application_name" in config.get("OPTIONS", {}):
+                config["OPTIONS"]["application_name"] = name
+
+
 def post_worker_init(worker) -> None:
     from lifecycle.startup import start_web_startup_thread
 
     start_web_startup_thread(master_pid=worker.ppid)
+
+
+def worker_exit(server, worker) -> None:
+    """In the worker, after its last request: close the pools, flush the logs and leave.
+
+    The interpreter's own teardown of a worker with Django loaded takes 0.5-1 s (atexit handlers
+    and module teardown) and every stop would wait for it; nothing in it matters once the
+    connections are closed and the logs flushed.
+    """
+    from django.db import connections
+
+    from lifecycle.redis import redis_client
+
+    try:
+        for conn in connections.all(initialized_only=True):
+            conn.close()
+            close_pool = getattr(conn, "close_pool", None)
+            if close_pool is not None:
+                close_pool()
+        redis_client().connection_pool.disconnect()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def child_exit(server, worker) -> None:
@@ -131,6 +170,13 @@ def on_exit(server) -> None:
     clear_draining()
     Path(os.environ[RECOVERED_FLAG_ENV]).unlink(missing_ok=True)
     Path(os.environ[RECOVERED_FLAG_ENV]).with_suffix(".lead").unlink(missing_ok=True)
+    if state.shutdown_done:
+        # Our sequence stored the report and closed everything: skip the interpreter's slow
+        # teardown (see worker_exit). gunicorn would exit 0 here too.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class MarkDraining(Step):
@@ -184,7 +230,10 @@ class FinishRequests(Step):
             arbiter.reap_workers()
             time.sleep(0.05)
         if arbiter.WORKERS:
+            from lifecycle.metrics import PENDING_LOST
+
             left = inflight.count()
+            PENDING_LOST.labels(kind="request").inc(max(left, 0))
             arbiter.kill_workers(signal.SIGKILL)
             time.sleep(0.05)
             arbiter.reap_workers()
@@ -193,7 +242,17 @@ class FinishRequests(Step):
 
 
 def handle_term(arbiter) -> None:
-    """Replaces Arbiter.handle_term: our shutdown sequence, then gunicorn's halt."""
+    """Replaces Arbiter.handle_term: our shutdown sequence, then gunicorn's halt.
+
+    Should the sequence itself break, gunicorn's own graceful stop still runs (StopIteration)."""
+    try:
+        _shutdown_sequence(arbiter)
+    except Exception:
+        logger.exception("The shutdown sequence failed; falling back to gunicorn's graceful stop")
+    raise StopIteration
+
+
+def _shutdown_sequence(arbiter) -> None:
     from lifecycle.conf import lifecycle_settings
     from lifecycle.shutdown import ReportWriter, report_file, shutdown_finish
 
@@ -213,11 +272,11 @@ def handle_term(arbiter) -> None:
     context = StepContext(instance_id=state.instance_id, kind="web")
     configured = load_steps(lifecycle_settings.SHUTDOWN_STEPS, context)
     # Keep some of the budget for the steps after the requests (hand-back, outbox, close).
-    after_requests = min(2.0, info.shutdown_deadline * 0.2) if configured else 0.0
+    after_requests = time_after(len(configured), reserve, info.shutdown_deadline)
     logger.info("SIGTERM: draining for %.1f s, then stopping within %.1f s", delay_left, info.shutdown_deadline)
 
     def step(s: Step, step_deadline: float) -> None:
-        report.steps.append(run_step(s, deadline=step_deadline, reserve=reserve))
+        report.steps.append(run_step(s, deadline=step_deadline))
         report.duration = time.monotonic() - began_mono
         writer()
 
@@ -225,8 +284,12 @@ def handle_term(arbiter) -> None:
     if delay_left > 0:
         step(DrainDelay(context, seconds=delay_left), deadline - after_requests)
     step(FinishRequests(context, arbiter=arbiter), deadline - after_requests)
-    for configured_step in configured:
-        step(configured_step, deadline)
+
+    def on_result(result) -> None:
+        report.duration = time.monotonic() - began_mono
+        writer()
+
+    run_steps(configured, report=report, deadline=deadline, reserve=reserve, on_result=on_result)
     if state.heartbeat is not None:
         state.heartbeat.stop(clear=True)
     report.duration = time.monotonic() - began_mono
@@ -235,4 +298,4 @@ def handle_term(arbiter) -> None:
     )
     report.duration = time.monotonic() - began_mono
     writer(done=True)
-    raise StopIteration
+    state.shutdown_done = True

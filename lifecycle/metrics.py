@@ -4,7 +4,7 @@ Under gunicorn every worker is a process: prometheus-client writes each process'
 files in PROMETHEUS_MULTIPROC_DIR (emptied by the master at start, see omk/gunicorn.conf.py) and
 /metrics aggregates them. Without that variable (tests, manage.py) the default registry is used.
 
-Other helpers' metrics (locks_*, sessions_active, pending_operations_*) live in their modules.
+Other helpers' metrics (locks_*, lock_contention_seconds, outbox_*, hive_*) live in their modules.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -45,7 +46,21 @@ INSTANCE_SHUTDOWN_DURATION = histogram(
 )
 RECOVERY_SUCCESS = counter("instance_recovery_success_total", "Recovery passes whose steps all succeeded")
 RECOVERY_FAILURE = counter("instance_recovery_failure_total", "Recovery passes with a failed or timed-out step")
-SESSIONS_RECOVERED = counter("sessions_recovered_total", "Sessions found reachable in Redis by recovery passes")
+# Shared with hive.metrics (it counts the histories it rebuilds); defined here too so /metrics
+# always lists it.
+SESSIONS_RECOVERED = counter("sessions_recovered_total", "Sessions recovered after their instance or Redis went away")
+# Reachable sessions as counted by the last recovery pass (any process).
+SESSIONS_ACTIVE = _existing("sessions_active") or Gauge(
+    "sessions_active", "Sessions reachable in Redis at the last recovery pass", multiprocess_mode="mostrecent"
+)
+# Work an instance hands over when it stops: jobs and messages handed back, outbox events
+# exported. "Lost" counts what a shutdown could not hand over: requests cut off at the deadline.
+PENDING_FLUSHED = counter(
+    "pending_operations_flushed_total", "Pending operations handed over at shutdown, by kind", ("kind",)
+)
+PENDING_LOST = counter(
+    "pending_operations_lost_total", "Operations cut off at shutdown (in-flight requests past the deadline)", ("kind",)
+)
 
 
 def metrics_registry() -> CollectorRegistry:

@@ -12,7 +12,7 @@ import logging
 import time
 
 from lifecycle.conf import lifecycle_settings
-from lifecycle.metrics import RECOVERY_FAILURE, RECOVERY_SUCCESS, SESSIONS_RECOVERED
+from lifecycle.metrics import RECOVERY_FAILURE, RECOVERY_SUCCESS, SESSIONS_ACTIVE
 from lifecycle.steps import Report, Step, StepContext, StepSkipped, load_steps, run_steps
 
 logger = logging.getLogger(__name__)
@@ -80,11 +80,10 @@ class CountSessions(Step):
 
     def run(self, *, deadline: float) -> int:
         manager = optional_import("lifecycle.sessions", "session_manager")
-        counter = getattr(manager, "count_reachable", None) or getattr(manager, "count", None)
-        if counter is None:
+        if not hasattr(manager, "count_reachable"):
             raise StepSkipped("session_manager has no count_reachable()")
-        count = count_of(call_with_deadline(counter, deadline=deadline))
-        SESSIONS_RECOVERED.inc(count)
+        count = count_of(call_with_deadline(manager.count_reachable, deadline=deadline))
+        SESSIONS_ACTIVE.set(count)
         return count
 
 

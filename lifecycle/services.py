@@ -48,7 +48,20 @@ def instance_register(
         },
     )
     InstanceEvent.objects.create(instance=instance, state=state, at=now, detail="registered")
+    _record_lifecycle_event(instance_id=instance_id, state=state, detail="registered", kind=kind)
     return instance
+
+
+def _record_lifecycle_event(*, instance_id: str, state: str, detail: str, kind: str | None = None) -> None:
+    """The state change as an analytics event, in the same transaction (the outbox, issue 6)."""
+    try:
+        from lifecycle.outbox import record_event
+    except ImportError:
+        return
+    payload = {"instance_id": instance_id, "state": state, "detail": detail}
+    if kind is not None:
+        payload["kind"] = kind
+    record_event(kind="lifecycle_event", payload=payload)
 
 
 @transaction.atomic
@@ -57,6 +70,7 @@ def instance_set_state(*, instance_id: str, state: str, detail: str = "") -> Non
     updated = Instance.objects.filter(id=instance_id).update(state=state, state_changed_at=now)
     if updated:
         InstanceEvent.objects.create(instance_id=instance_id, state=state, at=now, detail=detail[:500])
+        _record_lifecycle_event(instance_id=instance_id, state=state, detail=detail[:500])
 
 
 @transaction.atomic
@@ -99,9 +113,9 @@ def instances_mark_lost(*, ttl: float | None = None) -> list[str]:
             if exists:
                 continue
             Instance.objects.filter(id=instance_id).update(state=InstanceState.LOST, state_changed_at=now)
-            InstanceEvent.objects.create(
-                instance_id=instance_id, state=InstanceState.LOST, at=now, detail=f"no heartbeat for over {ttl:g} s"
-            )
+            detail = f"no heartbeat for over {ttl:g} s"
+            InstanceEvent.objects.create(instance_id=instance_id, state=InstanceState.LOST, at=now, detail=detail)
+            _record_lifecycle_event(instance_id=instance_id, state=InstanceState.LOST, detail=detail)
             lost.append(instance_id)
     if lost:
         logger.warning("Instances lost (heartbeat expired without a clean stop): %s", ", ".join(lost))

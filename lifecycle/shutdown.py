@@ -31,8 +31,11 @@ class HandBackJobs(Step):
         if not self.context.running_job_ids:
             return 0
         from lifecycle.jobs import jobs_hand_back
+        from lifecycle.metrics import PENDING_FLUSHED
 
-        return len(jobs_hand_back(job_ids=self.context.running_job_ids))
+        count = len(jobs_hand_back(job_ids=self.context.running_job_ids))
+        PENDING_FLUSHED.labels(kind="job").inc(count)
+        return count
 
 
 class HandBackMessages(Step):
@@ -42,8 +45,12 @@ class HandBackMessages(Step):
     label = "Handing back unacked messages ({count})"
 
     def run(self, *, deadline: float) -> int:
+        from lifecycle.metrics import PENDING_FLUSHED
+
         release = optional_import("lifecycle.queues", "queue_release_claimed")
-        return count_of(call_with_deadline(release, deadline=deadline))
+        count = count_of(call_with_deadline(release, deadline=deadline))
+        PENDING_FLUSHED.labels(kind="message").inc(count)
+        return count
 
 
 class ExportOutbox(Step):
@@ -51,12 +58,18 @@ class ExportOutbox(Step):
     label = "Exporting outbox ({count} events)"
 
     def run(self, *, deadline: float) -> int:
+        from lifecycle.metrics import PENDING_FLUSHED
+
         export = optional_import("lifecycle.outbox", "outbox_export")
         # What is not exported now stays in PostgreSQL for the next instance: nothing is lost.
-        return int(export(max_seconds=max(0.0, deadline - time.monotonic())))
+        count = int(export(max_seconds=max(0.0, deadline - time.monotonic())))
+        PENDING_FLUSHED.labels(kind="outbox_event").inc(count)
+        return count
 
 
 class CloseConnections(Step):
+    """Close Redis and PostgreSQL connections (the pools close after the report is stored)."""
+
     name = "close_connections"
     label = "Closing connections"
 
@@ -68,9 +81,6 @@ class CloseConnections(Step):
         closed = 0
         for conn in connections.all(initialized_only=True):
             conn.close()
-            close_pool = getattr(conn, "close_pool", None)
-            if close_pool is not None:
-                close_pool()
             closed += 1
         redis_client().connection_pool.disconnect()
         return closed + 1
@@ -134,7 +144,9 @@ def shutdown_finish(*, instance_id: str, kind: str, report: Report, drain_starte
         extra={"report": report.as_dict(), "instance_id": instance_id},
     )
     try:
-        if drain_started_at is not None:
+        last = InstanceEvent.objects.filter(instance_id=instance_id).last()
+        # `manage.py drain` (preStop) may have recorded the drain already.
+        if drain_started_at is not None and (last is None or last.state != InstanceState.DRAINING):
             # The master could not write while it still forked workers: record the drain now,
             # at the time it began.
             InstanceEvent.objects.create(

@@ -118,6 +118,17 @@ class Report:
         )
 
 
+def _release_connections() -> None:
+    """Give the step thread's database connection back to the pool (threads keep theirs)."""
+    from django.conf import settings
+
+    if settings.configured:
+        from django.db import connections
+
+        for conn in connections.all(initialized_only=True):
+            conn.close()
+
+
 def load_steps(paths: Iterable[str], context: StepContext) -> list[Step]:
     return [import_string(path)(context) for path in paths]
 
@@ -144,6 +155,9 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
             outcome["count"] = exc.count
         except BaseException as exc:
             outcome["error"] = exc
+        finally:
+            if step.in_thread:
+                _release_connections()
 
     if step.in_thread:
         # A daemon thread: a hung step is abandoned and dies with the process.
@@ -172,6 +186,16 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
     return StepResult(step.name, label, StepStatus.OK, count, duration)
 
 
+# Seconds kept for each step still to come, so that a hung step cannot starve the ones after it
+# (closing connections, storing the report).
+STEP_FLOOR = 0.25
+
+
+def time_after(steps: int, reserve: float, deadline_seconds: float) -> float:
+    """Seconds to keep, after the requests or jobs are finished, for `steps` steps and the report."""
+    return max(reserve + STEP_FLOOR * steps, min(2.0, 0.2 * deadline_seconds))
+
+
 def run_steps(
     steps: Iterable[Step],
     *,
@@ -180,8 +204,13 @@ def run_steps(
     reserve: float = 0.0,
     on_result: Callable[[StepResult], None] | None = None,
 ) -> Report:
-    for step in steps:
-        result = run_step(step, deadline=deadline, reserve=reserve)
+    steps = list(steps)
+    limit = deadline - reserve
+    for index, step in enumerate(steps):
+        after = len(steps) - index - 1
+        # Leave a floor for each later step, but give this one its floor too while time remains.
+        step_deadline = max(limit - STEP_FLOOR * after, min(time.monotonic() + STEP_FLOOR, limit))
+        result = run_step(step, deadline=step_deadline)
         report.steps.append(result)
         if on_result is not None:
             on_result(result)
@@ -195,7 +224,7 @@ def format_report(report: Report, width: int = 40) -> list[str]:
         dots = "." * max(3, width - len(step.label))
         status = step.status if step.status != StepStatus.OK else "ok"
         line = f"{step.label} {dots} {status:<9} {step.duration:5.2f} s"
-        if step.detail and step.status != StepStatus.OK:
+        if step.detail:
             line += f"  ({step.detail})"
         lines.append(line)
     what = "Stopped" if report.kind == "shutdown" else "Recovered"

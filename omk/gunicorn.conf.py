@@ -38,6 +38,8 @@ configure_master_environment(_run_dir)
 
 on_starting = gunicorn_hooks.on_starting
 when_ready = gunicorn_hooks.when_ready
+post_fork = gunicorn_hooks.post_fork
 post_worker_init = gunicorn_hooks.post_worker_init
+worker_exit = gunicorn_hooks.worker_exit
 child_exit = gunicorn_hooks.child_exit
 on_exit = gunicorn_hooks.on_exit

@@ -8,7 +8,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("queues", nargs="*", help="queues to work (default: all)")
-        parser.add_argument("--concurrency", type=int, default=1, help="jobs run at once (sync jobs: keep 1-4)")
+        parser.add_argument(
+            "--concurrency", type=int, default=2, help="jobs run at once (the periodic recovery pass needs a slot too)"
+        )
 
     def handle(self, *args, queues: list[str], concurrency: int, **options) -> None:
         code = worker_run(queues=queues or None, concurrency=concurrency)
