@@ -69,7 +69,7 @@ def test_schedule__faults_can_be_turned_off():
 def test_classify__silent_close_with_no_server_is_explained_by_a_kill_at_that_moment():
     records = [
         InstanceRecord(name="web1", slot=0, port=1, started=0.0, ready=1.0, killed=10.0),
-        InstanceRecord(name="web2", slot=1, port=2, started=0.0, ready=1.0, drain_start=10.0),
+        InstanceRecord(name="web2", slot=1, port=2, started=0.0, ready=1.0, drain_start=10.0, exited=13.0),
     ]
     assert classify(_attempt(9.9, 10.05, server=None, status=None), records, []) == "sigkill"
     assert classify(_attempt(40.0, 40.1, server="<NOSRV>", status=503), records, []) == UNEXPLAINED
