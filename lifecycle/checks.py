@@ -39,60 +39,6 @@ def check_session_store(app_configs, **kwargs):
     return errors
 
 
-# --- distributed lock (lifecycle.locks, issue 4): ids lifecycle.E010-E019 ---
-@register(Tags.compatibility)
-def check_lock_settings(app_configs, **kwargs):
-    from lifecycle.conf import lifecycle_settings
-
-    errors = []
-
-    def number(name: str) -> float | None:
-        value = getattr(lifecycle_settings, name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value)
-
-    ttl = number("LOCK_TTL")
-    if ttl is None or ttl <= 0:
-        errors.append(
-            Error(
-                f"LIFECYCLE_LOCK_TTL is {lifecycle_settings.LOCK_TTL!r}: a lease needs a positive number of seconds.",
-                id="lifecycle.E010",
-                hint="30 (seconds) is the default: a dead holder's lock frees itself after it.",
-            )
-        )
-    timeout = number("LOCK_TIMEOUT")
-    if timeout is None or timeout < 0:
-        errors.append(
-            Error(
-                f"LIFECYCLE_LOCK_TIMEOUT is {lifecycle_settings.LOCK_TIMEOUT!r}: it must be 0 or more seconds.",
-                id="lifecycle.E011",
-            )
-        )
-    fair_after = number("LOCK_FAIR_AFTER")
-    if fair_after is None or fair_after < 0:
-        errors.append(
-            Error(
-                f"LIFECYCLE_LOCK_FAIR_AFTER is {lifecycle_settings.LOCK_FAIR_AFTER!r}: it must be 0 or more seconds.",
-                id="lifecycle.E013",
-                hint="0 (the default) hands the lock to the oldest waiter at every release.",
-            )
-        )
-    max_block = number("LOCK_MAX_BLOCK")
-    socket_timeout = settings.CACHES.get("default", {}).get("OPTIONS", {}).get("SOCKET_TIMEOUT")
-    if max_block is None or max_block <= 0 or (socket_timeout and max_block >= float(socket_timeout)):
-        errors.append(
-            Error(
-                f"LIFECYCLE_LOCK_MAX_BLOCK is {lifecycle_settings.LOCK_MAX_BLOCK!r}: a waiter's BLPOP must last "
-                f"more than 0 s and less than the Redis socket timeout ({socket_timeout} s), or the blocked read "
-                "itself times out.",
-                id="lifecycle.E012",
-                hint="Keep it at 1.0 (the default) or below REDIS_SOCKET_TIMEOUT.",
-            )
-        )
-    return errors
-
-
 @register(Tags.compatibility)
 def check_lifecycle_timings(app_configs, **kwargs):
     """Issue 7: registry, recovery and shutdown settings that would defeat their purpose."""
@@ -161,4 +107,58 @@ def check_lifecycle_steps(app_configs, **kwargs):
                         id="lifecycle.E034",
                     )
                 )
+    return errors
+
+
+# --- distributed lock (lifecycle.locks, issue 4): ids lifecycle.E010-E019 ---
+@register(Tags.compatibility)
+def check_lock_settings(app_configs, **kwargs):
+    from lifecycle.conf import lifecycle_settings
+
+    errors = []
+
+    def number(name: str) -> float | None:
+        value = getattr(lifecycle_settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+    ttl = number("LOCK_TTL")
+    if ttl is None or ttl <= 0:
+        errors.append(
+            Error(
+                f"LIFECYCLE_LOCK_TTL is {lifecycle_settings.LOCK_TTL!r}: a lease needs a positive number of seconds.",
+                id="lifecycle.E010",
+                hint="30 (seconds) is the default: a dead holder's lock frees itself after it.",
+            )
+        )
+    timeout = number("LOCK_TIMEOUT")
+    if timeout is None or timeout < 0:
+        errors.append(
+            Error(
+                f"LIFECYCLE_LOCK_TIMEOUT is {lifecycle_settings.LOCK_TIMEOUT!r}: it must be 0 or more seconds.",
+                id="lifecycle.E011",
+            )
+        )
+    fair_after = number("LOCK_FAIR_AFTER")
+    if fair_after is None or fair_after < 0:
+        errors.append(
+            Error(
+                f"LIFECYCLE_LOCK_FAIR_AFTER is {lifecycle_settings.LOCK_FAIR_AFTER!r}: it must be 0 or more seconds.",
+                id="lifecycle.E013",
+                hint="0 (the default) hands the lock to the oldest waiter at every release.",
+            )
+        )
+    max_block = number("LOCK_MAX_BLOCK")
+    socket_timeout = settings.CACHES.get("default", {}).get("OPTIONS", {}).get("SOCKET_TIMEOUT")
+    if max_block is None or max_block <= 0 or (socket_timeout and max_block >= float(socket_timeout)):
+        errors.append(
+            Error(
+                f"LIFECYCLE_LOCK_MAX_BLOCK is {lifecycle_settings.LOCK_MAX_BLOCK!r}: a waiter's BLPOP must last "
+                f"more than 0 s and less than the Redis socket timeout ({socket_timeout} s), or the blocked read "
+                "itself times out.",
+                id="lifecycle.E012",
+                hint="Keep it at 1.0 (the default) or below REDIS_SOCKET_TIMEOUT.",
+            )
+        )
     return errors

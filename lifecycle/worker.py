@@ -1,7 +1,8 @@
 """`manage.py worker`: procrastinate's worker with the same lifecycle as a web instance.
 
 Register (state starting), heartbeat, run recovery, go ready, run jobs (the periodic recovery
-task among them). On SIGTERM or SIGINT: state draining, stop fetching, wait for running jobs
+task among them) and export the outbox continuously. On SIGTERM or SIGINT: state draining, stop
+fetching and exporting, wait for running jobs
 within the budget, hand back the ones still running, run the configured shutdown steps, store
 the report, exit. A second signal exits at once and leaves the running jobs to recovery.
 """
@@ -12,8 +13,9 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from asgiref.sync import sync_to_async
 
@@ -56,17 +58,40 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
     instance_set_state(instance_id=instance_id, state=InstanceState.READY, detail="recovery done")
     logger.info("Worker %s ready", instance_id)
 
+    # The outbox is exported continuously here, beside the jobs; the shutdown step exports once
+    # more after this loop has stopped.
+    export_stop = threading.Event()
+    threading.Thread(target=_export_outbox, args=(export_stop,), name="outbox exporter", daemon=True).start()
+
     options = dict(getattr(settings, "PROCRASTINATE_WORKER_DEFAULTS", None) or {})
     options.update(concurrency=concurrency, install_signal_handlers=False, name=instance_id)
     if queues:
         options["queues"] = list(queues)
     try:
-        return asyncio.run(_serve(app, options, instance_id=instance_id, heartbeat=heartbeat, current=current))
+        return asyncio.run(
+            _serve(
+                app,
+                options,
+                instance_id=instance_id,
+                heartbeat=heartbeat,
+                current=current,
+                on_drain=export_stop.set,
+            )
+        )
     finally:
+        export_stop.set()
         instance_file("worker", pid).unlink(missing_ok=True)
 
 
-async def _serve(app, options: dict, *, instance_id: str, heartbeat: Heartbeat, current: dict) -> int:
+def _export_outbox(stop: threading.Event) -> None:
+    from lifecycle.outbox.exporter import outbox_export_loop
+
+    outbox_export_loop(stop=stop)
+
+
+async def _serve(
+    app, options: dict, *, instance_id: str, heartbeat: Heartbeat, current: dict, on_drain: Callable[[], None]
+) -> int:
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     received: list[float] = []
@@ -104,6 +129,7 @@ async def _serve(app, options: dict, *, instance_id: str, heartbeat: Heartbeat, 
             after_jobs = time_after(len(configured), reserve, info.shutdown_deadline)
 
             current["state"] = "draining"
+            on_drain()
             t = time.monotonic()
             worker.stop()
             report.steps.append(StepResult("drain", "Draining (no new jobs)", StepStatus.OK, 0, time.monotonic() - t))

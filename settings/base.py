@@ -167,7 +167,6 @@ PROCRASTINATE_WORKER_DEFAULTS = {
     "abort_job_polling_interval": 1.0,
 }
 PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
-
 # Web pages (governance issue): Django's login view; logged-in users land on the proposals.
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/proposals/"

@@ -13,6 +13,9 @@ from tests.support.workers import manage
 
 # GKE with a 10 s grace period: our deadline is 9 s (10 % margin, at least 1 s).
 GKE_10S = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "10"}
+# The shutdown exports the outbox (the instance's own lifecycle events at least): to a Redis set,
+# since no BigQuery answers here (with none, that step is cut off and reported, as it should be).
+SINK = {"OUTBOX_SINK": "tests.support.sinks.RedisSetSink"}
 
 
 def _instance_id(instance) -> str:
@@ -25,7 +28,7 @@ def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance)
     # Eight threads per worker: however the kernel spreads the five slow requests over the two
     # workers, a probe never waits for a thread (gthread queues a connection accepted by a worker
     # whose threads are all busy, and such a queued connection can be dropped when it stops).
-    instance = start_instance(wait_for="/ready", DRAIN_DELAY="2", GUNICORN_THREADS="8", **GKE_10S)
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="2", GUNICORN_THREADS="8", **GKE_10S, **SINK)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=5)
     slow = [pool.submit(requests.get, instance.url + "/_test/slow?seconds=3", timeout=20) for _ in range(5)]
     time.sleep(0.7)  # all five are being served
@@ -106,7 +109,7 @@ def test_sigterm__hung_step_is_cut_off_before_the_budget(start_instance):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_stop_command__prints_the_report_and_exits_0(start_instance, service_env):
-    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0")
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **SINK)
     slow = concurrent.futures.ThreadPoolExecutor(1).submit(
         requests.get, instance.url + "/_test/slow?seconds=5", timeout=20
     )
@@ -173,7 +176,7 @@ def test_sigterm__outbox_is_exported_by_the_shutdown(start_instance):
     from lifecycle.redis import redis_client
     from tests.support.sinks import SINK_KEY
 
-    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **SINK)
     ids = {str(record_event(kind="bee_decision", payload={"n": n})) for n in range(3)}
     # The instance's own state changes so far (registered, ready) are events too.
     pending = set(OutboxEvent.objects.filter(exported_at__isnull=True).values_list("id", flat=True))

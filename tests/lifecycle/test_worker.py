@@ -74,3 +74,24 @@ def test_worker_sigterm__running_job_is_handed_back_within_budget(start_worker):
     assert steps["hand_back_jobs"]["count"] >= 1
     assert steps["hand_back_jobs"]["status"] == "ok"
     assert Instance.objects.get(pid=worker.pid).state == "stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_worker__exports_the_outbox_continuously(start_worker):
+    from lifecycle.outbox import record_event
+    from lifecycle.outbox.models import OutboxEvent
+    from tests.support.sinks import SINK_KEY
+
+    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
+    event_ids = {str(record_event(kind="bee_decision", payload={"bee": "b1", "n": n})) for n in range(5)}
+
+    exported = wait_for(
+        lambda: event_ids <= {m.decode() for m in redis_client().smembers(SINK_KEY)} or None,
+        timeout=15,
+        message="events exported by the running worker",
+    )
+    assert exported
+    assert worker.process.poll() is None  # exported while running, not by a shutdown
+    assert not OutboxEvent.objects.filter(exported_at__isnull=True).exists()
