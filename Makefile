@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services system-packages database lint pytest clean
+.PHONY: run test install install-dev services system-packages database lint pytest clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,3 +60,9 @@ test: lint pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# --- chaos harness (issue 9): autoscaling, kills and restarts under load, with an invariant report.
+DURATION ?= 60
+SEED ?= 1
+chaos: install-dev system-packages
+	$(BIN)/python -m chaos --duration $(DURATION) --seed $(SEED)

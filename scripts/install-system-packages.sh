@@ -8,6 +8,8 @@ PACKAGES=(
   chromium
   # deploy (issue 8): promtool checks and unit-tests the alert rules (tests/deploy/).
   prometheus
+  # chaos (issue 9): the load balancer in front of the instances (tests/chaos/test_run.py, make chaos).
+  haproxy
 )
 
 missing=()

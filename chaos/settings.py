@@ -1,0 +1,21 @@
+"""Settings of the service processes a chaos run starts (and of the harness's own checker).
+
+The production code paths with this machine's addresses; only timings are shortened so that
+recovery (visibility timeouts, heartbeats, lock TTLs) happens within a run of a minute.
+"""
+
+from settings.base import *  # noqa: F403
+
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+
+# A message a killed consumer held comes back after this many seconds (production: 60).
+LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 5
+
+# The run creates and logs in a dozen users at start: a slow password hash on two shared cores
+# would spend seconds of the CI budget on set-up, and hashing is not what the run tests.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# A lock lease short enough that the SIGSTOP fault (--pause-seconds, 5 s) outlives it: the paused
+# holder's late write must then be refused by the fencing token.
+LIFECYCLE_LOCK_TTL = 3.0

@@ -1,0 +1,424 @@
+"""The processes of a chaos run, all real and all on this machine.
+
+Each piece is owned by the harness (its own Redis server, its own PostgreSQL cluster, its own
+HAProxy), so restarting or killing one disturbs nothing outside the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return True
+        time.sleep(interval)
+    return False
+
+
+def _kill_group(process: subprocess.Popen | None, signum: int) -> None:
+    if process is not None and process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signum)
+
+
+class RedisServer:
+    """A Redis with persistence as production would run it: every write in the AOF before the reply."""
+
+    def __init__(self, directory: Path, port: int | None = None):
+        self.dir = directory
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = (self.dir / "redis.out").open("ab")
+        self.process = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.dir),
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+                "--logfile", str(self.dir / "redis.log"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        if not wait_until(self.ping, 15):
+            raise RuntimeError(f"Redis did not start on port {self.port}; see {self.dir / 'redis.log'}")
+
+    def ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def crash(self) -> None:
+        """SIGKILL: what survives is what the AOF had (appendfsync always: every acknowledged write)."""
+        _kill_group(self.process, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.crash()
+        self.start()
+
+    def stop(self) -> None:
+        _kill_group(self.process, signal.SIGTERM)
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.crash()
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of the run's own (initdb + pg_ctl), so its restart touches no one else.
+
+    The machine's PostgreSQL on 5432 is shared by every test run: restarting it would break them.
+    """
+
+    def __init__(self, directory: Path, port: int | None = None):
+        self.dir = directory
+        self.datadir = directory / "data"
+        self.port = port or free_port()
+        self._as_postgres = os.geteuid() == 0  # PostgreSQL refuses to run as root
+
+    def url(self, dbname: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        cmd = list(args)
+        if self._as_postgres:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def _tool(self, name: str) -> str:
+        found = shutil.which(name)
+        if found:
+            return found
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/" + name))
+        if not versions:
+            raise RuntimeError(f"{name} not found (PostgreSQL server binaries are needed)")
+        return str(versions[-1])
+
+    def init(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._as_postgres and not self._reachable_by_postgres(self.dir.parent):
+            # e.g. pytest's 0700 tmp_path: the cluster goes to /tmp, a link keeps it findable.
+            moved = Path(tempfile.mkdtemp(prefix="omk-chaos-pg-"))
+            moved.chmod(0o755)
+            shutil.rmtree(self.dir)
+            self.dir.symlink_to(moved)
+            self.dir = moved
+            self.datadir = moved / "data"
+        (self.dir / "harness.pid").write_text(str(os.getpid()))
+        if self._as_postgres:
+            shutil.chown(self.dir, "postgres", "postgres")
+        result = self._run(
+            self._tool("initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed: {result.stderr or result.stdout}")
+
+    @staticmethod
+    def _reachable_by_postgres(path: Path) -> bool:
+        check = ["runuser", "-u", "postgres", "--", "test", "-w", str(path), "-o", "-x", str(path)]
+        return subprocess.run(check, capture_output=True, check=False).returncode == 0
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
+            " -c max_connections=300 -c shared_buffers=64MB"
+        )
+        result = self._run(
+            self._tool("pg_ctl"), "-D", str(self.datadir), "-l", str(self.dir / "postgres.log"),
+            "-o", options, "-w", "-t", "60", "start",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {result.stderr or result.stdout}")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(self._tool("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def restart(self) -> None:
+        """An immediate stop is a crash for PostgreSQL: the next start replays the WAL."""
+        self.stop(mode="immediate")
+        self.start()
+
+    def create_database(self, name: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def remove(self) -> None:
+        self.stop(mode="immediate")
+        shutil.rmtree(self.datadir, ignore_errors=True)
+        if self.dir.name.startswith("omk-chaos-pg-"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class HAProxy:
+    """HAProxy in front of a fixed set of server slots, changed at runtime over its stats socket.
+
+    Slots start in maintenance; an instance that passed its own readiness is put in a slot and
+    the slot set `ready`, from then on HAProxy's health checks of `/ready` decide (as a
+    Kubernetes readiness probe would). Each request's outcome is logged with the id the client
+    sent, so the checker knows which instance served (or failed) each attempt.
+    """
+
+    BACKEND = "web"
+
+    def __init__(self, directory: Path, slot_ports: list[int], port: int | None = None):
+        self.dir = directory
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.slot_ports = slot_ports
+        self.socket_path = directory / "haproxy.sock"
+        self.config_path = directory / "haproxy.cfg"
+        self.log_path = directory / "haproxy.log"
+        self.process: subprocess.Popen | None = None
+
+    def config(self) -> str:
+        servers = "\n".join(f"    server s{i} 127.0.0.1:{port} disabled" for i, port in enumerate(self.slot_ports))
+        return f"""# Generated by chaos/topology.py for one chaos run.
+global
+    log stdout format raw local0
+    stats socket {self.socket_path} mode 600 level admin
+    maxconn 4000
+
+defaults
+    mode http
+    log global
+    # id the client sent | server | status | termination state | retries | total ms
+    log-format "%[capture.req.hdr(0)] %s %ST %tsc %rc %Ta %{{+Q}}r"
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout check 2s
+    timeout http-keep-alive 5s
+    # A connection refused by an instance that died is retried on another one (safe: the request
+    # never reached the application). Nothing else is retried here: the client owns that.
+    retries 3
+    option redispatch 1
+
+frontend api
+    bind 127.0.0.1:{self.port}
+    http-request capture req.hdr(X-Chaos-Id) len 64
+    default_backend {self.BACKEND}
+
+backend {self.BACKEND}
+    balance roundrobin
+    option httpchk GET /ready
+    http-check expect status 200
+    default-server check inter 500ms fastinter 250ms downinter 500ms fall 2 rise 1
+{servers}
+"""
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self.config())
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        check = subprocess.run([binary, "-c", "-f", str(self.config_path)], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"HAProxy config invalid:\n{check.stdout}{check.stderr}")
+        self.process = subprocess.Popen(
+            [binary, "-db", "-f", str(self.config_path)],
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not wait_until(lambda: self.command("show info") != "", 10):
+            raise RuntimeError("HAProxy did not open its stats socket")
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(3)
+            sock.connect(str(self.socket_path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def set_state(self, slot: int, state: str) -> None:
+        """state: ready (health checks decide), drain, maint."""
+        self.command(f"set server {self.BACKEND}/s{slot} state {state}")
+
+    def server_status(self) -> dict[int, str]:
+        """Slot -> HAProxy's status of it (UP, DOWN, MAINT, ...)."""
+        text = self.command("show stat")
+        rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+        status = {}
+        for row in rows:
+            if row.get("pxname") == self.BACKEND and (row.get("svname") or "").startswith("s"):
+                status[int(row["svname"][1:])] = row.get("status", "")
+        return status
+
+    def stop(self) -> None:
+        _kill_group(self.process, signal.SIGTERM)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            _kill_group(self.process, signal.SIGKILL)
+
+
+class WebInstance:
+    """One gunicorn master and its workers on a port of its own, as a pod or a Cloud Run instance."""
+
+    def __init__(self, name: str, slot: int, port: int, env: Mapping[str, str], directory: Path):
+        self.name = name
+        self.slot = slot
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.dir = directory
+        self.run_dir = directory / "run"
+        inherited = {k: v for k, v in os.environ.items() if k != "OMK_DRAIN_FLAG"}
+        self.env = {
+            **inherited,
+            **env,
+            "PORT": str(port),
+            "OMK_RUN_DIR": str(self.run_dir),
+            "PROMETHEUS_MULTIPROC_DIR": str(directory / "prometheus"),
+        }
+        self.process: subprocess.Popen | None = None
+        self.started_at: float | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "prometheus").mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [str(BIN / "gunicorn"), "-c", "omk/gunicorn.conf.py"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=(self.dir / "gunicorn.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ready(self) -> bool:
+        return requests.get(self.url + "/ready", timeout=2).status_code == 200
+
+    def mark_draining(self) -> None:
+        """What a preStop hook does: readiness turns 503 at once (the drain flag of the foundation).
+
+        `manage.py drain`, when present, does the same through the same flag; touching it here
+        costs no Django start-up on a busy machine.
+        """
+        flag = self.run_dir / f"gunicorn-{self.pid}.draining"
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+
+    def run_manage(self, args: list[str], timeout: float) -> int | None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return subprocess.run(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=(self.dir / "manage.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            ).returncode
+        return None
+
+    def terminate(self) -> None:
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
+
+    def kill(self) -> None:
+        _kill_group(self.process, signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        _kill_group(self.process, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        _kill_group(self.process, signal.SIGCONT)
+
+
+class WorkerProcess:
+    """`python manage.py worker`: the durable background worker, with the web instance's lifecycle."""
+
+    def __init__(self, name: str, env: Mapping[str, str], directory: Path, command: list[str]):
+        self.name = name
+        self.dir = directory
+        self.env = {**os.environ, **env, "OMK_RUN_DIR": str(directory / "run")}
+        self.command = command
+        self.kind = "worker"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        (self.dir / "run").mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", *self.command],
+            cwd=ROOT,
+            env=self.env,
+            stdout=(self.dir / "worker.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        _kill_group(self.process, signal.SIGKILL)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+
+    def stop(self, timeout: float) -> int | None:
+        if self.process is None:
+            return None
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode

@@ -1,0 +1,112 @@
+"""The flows' checks against the real PostgreSQL: each one fails when the data is wrong.
+
+A fake run (recorder and users only) stands in for a chaos run; the rows are written with the
+services, then tampered with the way a bug would (a lost row, a write applied twice).
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+from types import SimpleNamespace
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from chaos.flows.base import User
+from chaos.flows.governance import ProposalFlow, PurchaseFlow, StakeFlow
+from chaos.recorder import ACKED, REJECTED, Recorder
+from governance import services
+from governance.models import Proposal, Purchase, StakingPosition
+
+
+@pytest.fixture
+def run(db):
+    users = [User(name="chaos-voter", password="x"), User(name="chaos-other", password="x")]
+    for user in users:
+        get_user_model().objects.create_user(username=user.name, password="x")
+    staff = User(name="chaos-staff", password="x", staff=True)
+    get_user_model().objects.create_user(username=staff.name, password="x", is_staff=True)
+    return SimpleNamespace(recorder=Recorder(), users=users, staff=[staff], platform=None)
+
+
+def _acked(run, flow: str, kind: str, data: dict, body: dict, outcome: str = ACKED) -> None:
+    op = run.recorder.new_op(flow, kind, data)
+    op.outcome, op.body = outcome, body
+
+
+def _owner(name: str):
+    return get_user_model().objects.get(username=name)
+
+
+def test_stake_check__clean_then_lost_then_duplicated(run):
+    stake = services.stake_create(owner=_owner("chaos-voter"), amount=Decimal("101"), lock_days=30)
+    _acked(run, "stakes", "stake", {"user": "chaos-voter", "amount": "101"}, {"id": stake.pk})
+    assert StakeFlow(run).check().violations == []
+
+    # The same logical stake stored twice (a retried key applied twice).
+    StakingPosition.objects.create(
+        owner=stake.owner, amount=stake.amount, lock_days=30, started_at=stake.started_at, unlocks_at=stake.unlocks_at
+    )
+    assert StakeFlow(run).check().duplicated == 1
+
+    StakingPosition.objects.all().delete()
+    result = StakeFlow(run).check()
+    assert result.lost == 1
+    assert result.violations
+
+
+def test_purchase_check__duplicate_and_half_written_refusal(run):
+    sale = services.sale_create(
+        actor=_owner("chaos-staff"),
+        token_price=Decimal("0.5"),
+        allocation=Decimal("1000"),
+        per_buyer_cap=Decimal("500"),
+        starts_at=timezone.now() - timedelta(minutes=1),
+        ends_at=timezone.now() + timedelta(days=1),
+    )
+    wallet = "0x" + "ab" * 20
+    purchase = services.purchase_create(
+        buyer=_owner("chaos-voter"), sale_id=sale.pk, wallet=wallet, amount=Decimal("10")
+    )
+    flow = PurchaseFlow(run)
+    flow.sales = [sale.pk]
+    _acked(run, "purchases", "buy", {"wallet": wallet}, {"id": purchase.pk, "tokens": str(purchase.tokens)})
+    assert flow.check().violations == []
+
+    Purchase.objects.create(
+        sale=sale, buyer=purchase.buyer, wallet=wallet, amount=purchase.amount, tokens=purchase.tokens
+    )
+    assert flow.check().duplicated == 1
+
+    refused = "0x" + "cd" * 20
+    services.purchase_create(buyer=_owner("chaos-other"), sale_id=sale.pk, wallet=refused, amount=Decimal("10"))
+    _acked(run, "purchases", "buy", {"wallet": refused}, {"error": "sold_out"}, outcome=REJECTED)
+    assert any("refused" in v for v in flow.check().violations)
+
+
+def test_proposal_check__two_acknowledged_executions_and_a_wrong_tally(run):
+    staff = _owner("chaos-staff")
+    proposal = services.proposal_create(
+        proposer=staff,
+        title="t",
+        voting_starts_at=timezone.now() - timedelta(minutes=1),
+        voting_ends_at=timezone.now() + timedelta(minutes=5),
+        quorum=Decimal("1"),
+    )
+    services.proposal_open(actor=staff, proposal_id=proposal.pk)
+    services.stake_create(owner=_owner("chaos-voter"), amount=Decimal("100"), lock_days=30)
+    vote = services.vote_cast(voter=_owner("chaos-voter"), proposal_id=proposal.pk, choice="for")
+    services.proposal_close(actor=staff, proposal_id=proposal.pk)
+    services.proposal_execute(actor=staff, proposal_id=proposal.pk)
+    flow = ProposalFlow(run)
+    flow.proposals = {proposal.pk: SimpleNamespace(id=proposal.pk)}
+    _acked(run, "proposals", "vote", {"proposal": proposal.pk, "user": "chaos-voter"}, {"id": vote.pk})
+    _acked(run, "proposals", "close", {"proposal": proposal.pk}, {"status": "closed"})
+    _acked(run, "proposals", "execute", {"proposal": proposal.pk}, {"status": "executed"})
+    assert flow.check().violations == []
+
+    _acked(run, "proposals", "execute", {"proposal": proposal.pk}, {"status": "executed"})
+    assert flow.check().double_executions == 1
+
+    Proposal.objects.filter(pk=proposal.pk).update(tally_for=Decimal("1"))
+    assert flow.check().details["tally_mismatches"] == 1
