@@ -17,7 +17,7 @@ from pydantic import model_validator
 from hive import selectors, services
 from hive.conf import hive_settings
 from lifecycle.conf import lifecycle_settings
-from lifecycle.idempotency import idempotent
+from lifecycle.idempotency import idempotency_effect_token, idempotent
 from lifecycle.queues import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
 from omk.errors import NO_NUL
 from omk.schemas import ERRORS
@@ -142,7 +142,9 @@ class BoardPageQuery(Schema):
 )
 @idempotent
 def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
-    post = services.board_post_create(author=request.auth.get_username(), body=payload.body)
+    post = services.board_post_create(
+        author=request.auth.get_username(), body=payload.body, dedupe=idempotency_effect_token(request)
+    )
     return Status(201, {"id": post.id})
 
 
@@ -202,7 +204,8 @@ def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn)
     queue_validate_name(name)
     if len(payload.body) > hive_settings.MAX_MESSAGE_CHARS:
         raise ValidationError({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
-    return Status(201, {"id": queue_publish(name=name, body=payload.body)})
+    message_id = queue_publish(name=name, body=payload.body, dedupe=idempotency_effect_token(request))
+    return Status(201, {"id": message_id})
 
 
 @router.post("/queues/{name}/claim", response={200: QueueClaimOut, **ERRORS}, summary="Claim messages for a consumer")

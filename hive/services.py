@@ -3,6 +3,7 @@ Redis), board posts (Redis with expiry), bee decisions (outbox)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -147,7 +148,22 @@ def board_post_key(post_id: str) -> str:
     return f"{hive_settings.BOARD_KEY_PREFIX}post:{post_id}"
 
 
-def board_post_create(*, author: str, body: str) -> BoardPost:
+# KEYS: post, index, dedupe mark. ARGV: post id, post json, ttl ms, created ms. A mark set by an
+# earlier attempt of the same request returns that attempt's post id and writes nothing.
+_BOARD_POST_ONCE = """
+local existing = redis.call('GET', KEYS[3])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
+return ARGV[1]
+"""
+
+
+def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> BoardPost:
+    """Post on the board. `dedupe` (see lifecycle.idempotency.idempotency_effect_token) names the
+    request: posting again under the same name returns the first post and adds none."""
     errors: dict[str, str] = {}
     _require_text(errors, "body", body, hive_settings.BOARD_MAX_POST_CHARS)
     if errors:
@@ -165,13 +181,16 @@ def board_post_create(*, author: str, body: str) -> BoardPost:
     )
     created_ms = int(now.timestamp() * 1000)
     client = redis_client()
-    # One MULTI: a post is never in the index without its key, nor the other way round. The post
+    # One script: a post is never in the index without its key, nor the other way round. The post
     # expires by itself; the index entry (scored by creation time) is dropped by the listing.
-    with client.pipeline(transaction=True) as pipe:
-        pipe.set(board_post_key(post.id), post.as_json(), px=ttl_ms)
-        pipe.zadd(board_index_key(), {post.id: created_ms})
-        pipe.pexpire(board_index_key(), ttl_ms)
-        pipe.execute()
+    mark = board_index_key() + f":posted:{dedupe or post.id}"
+    post_id = client.register_script(_BOARD_POST_ONCE)(
+        keys=[board_post_key(post.id), board_index_key(), mark],
+        args=[post.id, post.as_json(), ttl_ms, created_ms],
+        client=client,
+    ).decode()
+    if post_id != post.id:
+        return dataclasses.replace(post, id=post_id)
     return post
 
 

@@ -187,11 +187,33 @@ def _ensure_group(key: str) -> None:
             raise
 
 
-def queue_publish(*, name: str, body: str) -> str:
-    """Append a message; returns its id. Trims what is past retention in the same command."""
+# KEYS: stream, dedupe mark. ARGV: min id, body field, body, mark ttl (ms). A mark set by an
+# earlier attempt of the same request returns that attempt's message instead of a second one.
+_PUBLISH_ONCE = """
+local existing = redis.call('GET', KEYS[2])
+if existing then return existing end
+local id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', ARGV[2], ARGV[3])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[4])
+return id
+"""
+
+
+def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
+    """Append a message; returns its id. Trims what is past retention in the same command.
+
+    `dedupe` (see lifecycle.idempotency.idempotency_effect_token) names the request: publishing
+    again under the same name returns the first message's id and appends nothing.
+    """
     key = _key(name)
-    # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
-    message_id = redis_client().xadd(key, {BODY_FIELD: body}, minid=_min_id(), approximate=False)
+    client = redis_client()
+    if dedupe is None:
+        # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
+        message_id = client.xadd(key, {BODY_FIELD: body}, minid=_min_id(), approximate=False)
+    else:
+        mark_ttl_ms = int(float(lifecycle_settings.QUEUE_RETENTION_SECONDS) * 1000)
+        message_id = client.register_script(_PUBLISH_ONCE)(
+            keys=[key, f"{key}:published:{dedupe}"], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
+        )
     return message_id.decode()
 
 

@@ -36,10 +36,10 @@ def recovery_pass(timestamp: int) -> int:
 def idempotency_purge_pass(timestamp: int) -> int:
     from datetime import timedelta
 
-    from lifecycle.conf import lifecycle_settings
     from lifecycle.idempotency import idempotency_purge
+    from lifecycle.idempotency.conf import idempotency_settings
 
     try:
-        return idempotency_purge(older_than=timedelta(seconds=lifecycle_settings.IDEMPOTENCY_RETENTION_SECONDS))
+        return idempotency_purge(older_than=timedelta(seconds=idempotency_settings.RETENTION_SECONDS))
     finally:
         close_old_connections()

@@ -180,3 +180,19 @@ def idempotency_purge(*, older_than: timedelta) -> int:
 
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=timezone.now() - older_than).delete()
     return deleted
+
+
+def idempotency_effect_token(request: HttpRequest) -> str | None:
+    """A stable name for this request's Idempotency-Key (per user and path), or None without one.
+
+    A write to Redis cannot join the key's PostgreSQL transaction: if the instance dies after
+    the Redis write and before COMMIT, the client's retry runs the view again. Such a write
+    records its result under this token in the same Redis script (SET NX), so the retry finds
+    the first result instead of writing a second time.
+    """
+    key = request.headers.get(HEADER)
+    user = getattr(request, "auth", None) or getattr(request, "user", None)
+    if not key or user is None or not user.is_authenticated:
+        return None
+    digest = hashlib.sha256(f"{request.path}\n{key}".encode()).hexdigest()[:32]
+    return f"{user.pk}:{digest}"

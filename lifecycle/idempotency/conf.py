@@ -8,6 +8,9 @@ DEFAULTS: dict[str, Any] = {
     # Tests only: seconds a creating POST sleeps after COMMIT, before its response is sent (the
     # window in which an instance's death must lose nothing and duplicate nothing).
     "PAUSE_AFTER_COMMIT": 0.0,
+    # Seconds a key (and its stored response) is kept: clients retry within minutes. The worker
+    # purges older keys hourly; effects outside PostgreSQL keep their dedupe marks as long.
+    "RETENTION_SECONDS": 24 * 3600,
 }
 
 

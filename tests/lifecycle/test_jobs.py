@@ -76,7 +76,7 @@ def test_idempotency_purge_pass__deletes_only_keys_past_retention(settings, djan
     from lifecycle.idempotency.models import IdempotencyRecord
     from lifecycle.tasks import idempotency_purge_pass
 
-    settings.LIFECYCLE_IDEMPOTENCY_RETENTION_SECONDS = 3600
+    settings.IDEMPOTENCY_RETENTION_SECONDS = 3600
     user = django_user_model.objects.create_user("purger")
     old = IdempotencyRecord.objects.create(user=user, key="old", request_hash="x", method="POST", path="/api/x")
     fresh = IdempotencyRecord.objects.create(user=user, key="fresh", request_hash="x", method="POST", path="/api/x")
