@@ -39,6 +39,77 @@ def check_session_store(app_configs, **kwargs):
     return errors
 
 
+@register(Tags.compatibility)
+def check_lifecycle_timings(app_configs, **kwargs):
+    """Issue 7: registry, recovery and shutdown settings that would defeat their purpose."""
+    from lifecycle.conf import lifecycle_settings
+
+    errors = []
+    interval, ttl = lifecycle_settings.HEARTBEAT_INTERVAL, lifecycle_settings.HEARTBEAT_TTL
+    if ttl < 2 * interval:
+        errors.append(
+            Error(
+                f"The instance heartbeat TTL ({ttl:g} s) is under twice its interval ({interval:g} s): "
+                "a live instance would be marked lost after one late beat.",
+                id="lifecycle.E030",
+                hint="Set INSTANCE_HEARTBEAT_TTL to at least twice INSTANCE_HEARTBEAT_INTERVAL.",
+            )
+        )
+    job_heartbeat = (getattr(settings, "PROCRASTINATE_WORKER_DEFAULTS", None) or {}).get(
+        "update_heartbeat_interval", 10.0
+    )
+    if 2 * job_heartbeat > lifecycle_settings.STALLED_JOB_SECONDS:
+        errors.append(
+            Error(
+                f"STALLED_JOB_SECONDS ({lifecycle_settings.STALLED_JOB_SECONDS:g}) is under twice the job "
+                f"workers' heartbeat interval ({job_heartbeat:g} s): running jobs would be retried while "
+                "their worker is alive.",
+                id="lifecycle.E031",
+                hint="Raise STALLED_JOB_SECONDS or lower PROCRASTINATE_WORKER_DEFAULTS['update_heartbeat_interval'].",
+            )
+        )
+    try:
+        deadline = detect_platform().shutdown_deadline
+    except ValueError:
+        return errors  # lifecycle.E001 says why
+    delay = lifecycle_settings.DRAIN_DELAY
+    if delay is not None and delay >= deadline:
+        errors.append(
+            Error(
+                f"The drain delay ({delay:g} s) does not fit in the shutdown deadline ({deadline:g} s): "
+                "in-flight requests would have no time left.",
+                id="lifecycle.E032",
+                hint="Lower DRAIN_DELAY (0 on Cloud Run) or raise the grace period.",
+            )
+        )
+    return errors
+
+
+@register(Tags.compatibility)
+def check_lifecycle_steps(app_configs, **kwargs):
+    from django.utils.module_loading import import_string
+
+    from lifecycle.conf import lifecycle_settings
+    from lifecycle.steps import Step
+
+    errors = []
+    for setting in ("SHUTDOWN_STEPS", "RECOVERY_STEPS"):
+        for path in getattr(lifecycle_settings, setting):
+            try:
+                step = import_string(path)
+            except ImportError as exc:
+                errors.append(Error(f"LIFECYCLE_{setting}: {path!r} cannot be imported ({exc}).", id="lifecycle.E033"))
+                continue
+            if not (isinstance(step, type) and issubclass(step, Step)):
+                errors.append(
+                    Error(
+                        f"LIFECYCLE_{setting}: {path!r} is not a lifecycle.steps.Step subclass.",
+                        id="lifecycle.E034",
+                    )
+                )
+    return errors
+
+
 # --- distributed lock (lifecycle.locks, issue 4): ids lifecycle.E010-E019 ---
 @register(Tags.compatibility)
 def check_lock_settings(app_configs, **kwargs):

@@ -9,6 +9,34 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_AFTER_SECONDS": 5,
     # Directory for pidfiles and drain flags of the instances on this host.
     "RUN_DIR": "/tmp/omk",
+    # Instance registry: each instance writes its heartbeat to Redis this often, and an instance
+    # whose heartbeat is older than the TTL (and that did not stop cleanly) is lost.
+    "HEARTBEAT_INTERVAL": 5.0,
+    "HEARTBEAT_TTL": 15.0,
+    # Seconds between readiness turning 503 and the listener closing, so load balancers stop
+    # sending first. None: the platform's default (lifecycle.platform.default_drain_delay).
+    "DRAIN_DELAY": None,
+    # A job whose procrastinate worker sent no heartbeat for this long is retried by recovery.
+    "STALLED_JOB_SECONDS": 3.0,
+    # Seconds between two recovery passes run by the job workers.
+    "RECOVERY_INTERVAL": 5,
+    # Pluggable steps (dotted paths of lifecycle.steps.Step subclasses), run in this order.
+    "SHUTDOWN_STEPS": [
+        "lifecycle.shutdown.HandBackJobs",
+        "lifecycle.shutdown.HandBackMessages",
+        "lifecycle.shutdown.ExportOutbox",
+        "lifecycle.shutdown.CloseConnections",
+    ],
+    "RECOVERY_STEPS": [
+        "lifecycle.recovery.MarkLostInstances",
+        "lifecycle.recovery.RetryStalledJobs",
+        "lifecycle.recovery.RedeliverMessages",
+        "lifecycle.recovery.CountSessions",
+    ],
+    # Seconds kept back from the shutdown deadline to store the report and exit.
+    "REPORT_RESERVE": 0.5,
+    # Test-only views (a slow endpoint for the shutdown tests); never enabled in production.
+    "TEST_VIEWS": False,
     # Idempotency (governance issue). Tests only: seconds a creating POST sleeps after COMMIT,
     # before its response is sent (the window where an instance's death must lose nothing).
     "IDEMPOTENCY_PAUSE_AFTER_COMMIT": 0.0,

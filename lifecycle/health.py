@@ -7,7 +7,7 @@ from health_check.checks import Database
 from health_check.exceptions import ServiceUnavailable
 from redis.exceptions import RedisError
 
-from lifecycle.drain import is_draining
+from lifecycle.drain import is_draining, is_recovered
 from lifecycle.redis import redis_client
 
 
@@ -34,3 +34,14 @@ class NotDrainingCheck(HealthCheck):
     def run(self) -> None:
         if is_draining():
             raise ServiceUnavailable("The instance is draining and takes no new traffic")
+
+
+@dataclasses.dataclass
+class RecoveredCheck(HealthCheck):
+    """503 until this instance's startup recovery has completed (see lifecycle.startup)."""
+
+    name = "recovery"
+
+    def run(self) -> None:
+        if not is_recovered():
+            raise ServiceUnavailable("Startup recovery has not completed yet")

@@ -1,3 +1,4 @@
+import uuid
 from collections.abc import Callable
 
 from asgiref.sync import async_to_sync, iscoroutinefunction
@@ -5,10 +6,12 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.http import HttpRequest, HttpResponse
 from django.urls import resolve
 
+from lifecycle import inflight
 from lifecycle.errors import unavailable_dependency
+from lifecycle.logs import request_id_var
 from lifecycle.responses import service_unavailable
 
-PROBE_PATHS = frozenset({"/health", "/ready"})
+PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 class ProbeMiddleware:
@@ -56,3 +59,24 @@ class SessionMiddleware(DjangoSessionMiddleware):
             if dependency is None:
                 raise
             return service_unavailable(request, dependency)
+
+
+class RequestContextMiddleware:
+    """Outermost: a request id for the logs (the load balancer's, else a new one) and the
+    in-flight count the shutdown report shows."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        header = request.META.get("HTTP_X_REQUEST_ID") or request.META.get("HTTP_X_CLOUD_TRACE_CONTEXT", "")
+        request_id = header.split("/", 1)[0][:64] if header else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        inflight.enter()
+        try:
+            response = self.get_response(request)
+        finally:
+            inflight.leave()
+            request_id_var.reset(token)
+        response["X-Request-ID"] = request_id
+        return response

@@ -50,3 +50,12 @@ def detect_platform(environ: Mapping[str, str] | None = None) -> PlatformInfo:
             raise ValueError(f"TERMINATION_GRACE_PERIOD must be positive, got {raw!r}")
         return PlatformInfo(Platform.GKE, budget)
     return PlatformInfo(Platform.LOCAL, LOCAL_BUDGET_SECONDS)
+
+
+def default_drain_delay(info: PlatformInfo) -> float:
+    """Seconds to keep serving after readiness turns 503, before the listener closes.
+
+    Cloud Run stops routing to an instance before it sends SIGTERM: nothing to wait for. A
+    Kubernetes Service or load balancer needs a few probe periods to take the pod out.
+    """
+    return 0.0 if info.platform is Platform.CLOUD_RUN else 5.0

@@ -23,6 +23,7 @@ class ReadinessView(HealthCheckView):
         "lifecycle.health.DatabaseCheck",
         "lifecycle.health.RedisCheck",
         "lifecycle.health.NotDrainingCheck",
+        "lifecycle.health.RecoveredCheck",
     )
 
     async def get(self, request, *args, **kwargs):

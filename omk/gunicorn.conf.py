@@ -1,5 +1,5 @@
-"""gunicorn settings. Imported by the master before Django exists: stick to the standard library
-and lifecycle.platform (pure Python)."""
+"""gunicorn settings. Imported by the master before Django exists: nothing here may import Django
+or prometheus_client (lifecycle.gunicorn_hooks imports them inside the hooks)."""
 
 import os
 import sys
@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lifecycle.drain import DRAIN_FLAG_ENV, clear_draining
+from lifecycle import gunicorn_hooks
+from lifecycle.gunicorn_hooks import configure_master_environment
 from lifecycle.platform import detect_platform
 
 platform_info = detect_platform()
@@ -17,7 +18,8 @@ bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-# No preload_app: Django, its DB pool and Redis pool are created in each worker after fork.
+# No preload_app: the DB and Redis pools are created in each worker after fork (the master imports
+# Django in on_starting but opens no connection before its workers are gone).
 preload_app = False
 # In-flight requests get what the platform leaves after our safety margin.
 graceful_timeout = int(platform_info.shutdown_deadline)
@@ -29,10 +31,15 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-# Workers inherit the flag's path: the master's SIGTERM makes all of them report not-ready.
+# Lifecycle (issue 7): the master's instance id, drain and recovered flags and metrics directory
+# are set in its environment here, before anything forks; the hooks below do the rest.
 _run_dir = Path(os.environ.get("OMK_RUN_DIR", "/tmp/omk"))
-os.environ.setdefault(DRAIN_FLAG_ENV, str(_run_dir / f"gunicorn-{os.getpid()}.draining"))
+configure_master_environment(_run_dir)
 
-
-def on_starting(server):
-    clear_draining()
+on_starting = gunicorn_hooks.on_starting
+when_ready = gunicorn_hooks.when_ready
+post_fork = gunicorn_hooks.post_fork
+post_worker_init = gunicorn_hooks.post_worker_init
+worker_exit = gunicorn_hooks.worker_exit
+child_exit = gunicorn_hooks.child_exit
+on_exit = gunicorn_hooks.on_exit

@@ -2,7 +2,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from lifecycle import metrics as lifecycle_metrics
 from lifecycle import views as lifecycle_views
+from lifecycle.conf import lifecycle_settings
 from omk import views
 from omk.api import api
 
@@ -19,5 +21,12 @@ urlpatterns = [
     # --- hive (issue 5) ---
     path("hive/", include("hive.urls")),
 ]
+
+# Lifecycle (issue 7): Prometheus metrics, and a slow view for the shutdown tests only.
+urlpatterns += [path("metrics", lifecycle_metrics.metrics, name="metrics")]
+if lifecycle_settings.TEST_VIEWS:
+    from lifecycle import testing_views
+
+    urlpatterns += [path("_test/slow", testing_views.slow, name="test-slow")]
 
 handler500 = "lifecycle.views.server_error"

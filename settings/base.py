@@ -25,6 +25,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Lifecycle (issue 7): durable jobs (procrastinate's models and migrations).
+    "procrastinate.contrib.django",
     "lifecycle",
     "governance",
     "hive",
@@ -35,7 +37,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: probes are answered before host validation, sessions or auth (kubelet sends the
+    # Lifecycle (issue 7): a request id for the logs and the in-flight count the shutdown reports.
+    "lifecycle.middleware.RequestContextMiddleware",
+    # Then: probes are answered before host validation, sessions or auth (kubelet sends the
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
     "lifecycle.middleware.DependencyUnavailableMiddleware",
@@ -142,6 +146,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LIFECYCLE_RETRY_AFTER_SECONDS = env_int("RETRY_AFTER_SECONDS", 5)
 LIFECYCLE_RUN_DIR = env_str("OMK_RUN_DIR", "/tmp/omk")
 
+# Lifecycle (issue 7): registry, recovery, shutdown, durable jobs. Defaults in lifecycle/conf.py.
+LIFECYCLE_HEARTBEAT_INTERVAL = env_float("INSTANCE_HEARTBEAT_INTERVAL", 5.0)
+LIFECYCLE_HEARTBEAT_TTL = env_float("INSTANCE_HEARTBEAT_TTL", 15.0)
+# None: the platform's default (0 on Cloud Run, where traffic stops before SIGTERM; 5 s elsewhere).
+LIFECYCLE_DRAIN_DELAY = env_float("DRAIN_DELAY", 0.0) if os.environ.get("DRAIN_DELAY") else None
+LIFECYCLE_STALLED_JOB_SECONDS = env_float("STALLED_JOB_SECONDS", 3.0)
+LIFECYCLE_RECOVERY_INTERVAL = env_int("RECOVERY_INTERVAL", 5)
+if os.environ.get("LIFECYCLE_SHUTDOWN_STEPS"):
+    LIFECYCLE_SHUTDOWN_STEPS = env_list("LIFECYCLE_SHUTDOWN_STEPS", [])
+if os.environ.get("LIFECYCLE_RECOVERY_STEPS"):
+    LIFECYCLE_RECOVERY_STEPS = env_list("LIFECYCLE_RECOVERY_STEPS", [])
+# The worker heartbeats every second and a worker silent for 3 s is stalled: a SIGKILLed worker's
+# job is retried seconds after the kill (25 s with procrastinate's defaults). A retried job is
+# not announced by NOTIFY, so the polling interval bounds how soon it is picked up again.
+PROCRASTINATE_WORKER_DEFAULTS = {
+    "update_heartbeat_interval": 1.0,
+    "stalled_worker_timeout": LIFECYCLE_STALLED_JOB_SECONDS,
+    "fetch_job_polling_interval": env_float("JOB_POLLING_INTERVAL", 0.5),
+    "abort_job_polling_interval": 1.0,
+}
+PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
 # Web pages (governance issue): Django's login view; logged-in users land on the proposals.
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/proposals/"
@@ -157,21 +182,27 @@ LOGGING = {
         # Cloud Logging reads `severity` and `message` from one JSON object per line.
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(instance_id)s",
             "rename_fields": {"levelname": "severity", "asctime": "time"},
         },
     },
+    # Lifecycle (issue 7): every record carries the request id and the instance id.
+    "filters": {"context": {"()": "lifecycle.logs.ContextFilter"}},
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": LOG_FORMAT,
+            "filters": ["context"],
         },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
         # A probe or a dependency outage must not print a traceback per request.
         "health_check": {"level": "ERROR"},
+        # Lifecycle (issue 7): procrastinate announces every task registration at INFO.
+        "procrastinate.blueprints": {"level": "WARNING"},
+        "procrastinate.periodic": {"level": "WARNING"},
     },
 }
 

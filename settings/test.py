@@ -16,5 +16,7 @@ if "REDIS_URL" not in os.environ:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
 
+# Lifecycle (issue 7): the slow view the shutdown tests keep in flight (never in production).
+LIFECYCLE_TEST_VIEWS = True
 # Idempotency (governance issue): lets a test kill an instance after COMMIT, before the response.
 IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)

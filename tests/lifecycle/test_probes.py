@@ -13,7 +13,8 @@ CLOSED_PORT_DATABASE = "postgres://postgres@127.0.0.1:1/omk"
 def test_ready__all_checks_pass(client):
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "draining": "ok"}}
+    checks = {"database": "ok", "redis": "ok", "draining": "ok", "recovery": "ok"}
+    assert response.json() == {"status": "ok", "checks": checks}
 
 
 def test_health__answers_without_dependencies(client):

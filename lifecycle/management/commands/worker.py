@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand
+
+from lifecycle.worker import worker_run
+
+
+class Command(BaseCommand):
+    help = "Run a durable-job worker (procrastinate) with the instance lifecycle: registry, recovery, graceful stop."
+
+    def add_arguments(self, parser):
+        parser.add_argument("queues", nargs="*", help="queues to work (default: all)")
+        parser.add_argument(
+            "--concurrency", type=int, default=2, help="jobs run at once (the periodic recovery pass needs a slot too)"
+        )
+
+    def handle(self, *args, queues: list[str], concurrency: int, **options) -> None:
+        code = worker_run(queues=queues or None, concurrency=concurrency)
+        if code:
+            raise SystemExit(code)

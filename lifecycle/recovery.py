@@ -1,0 +1,122 @@
+"""Startup (and periodic) recovery: take over the work of instances that vanished.
+
+Run before an instance reports ready, every few seconds by the job workers, and by hand with
+`manage.py recover`. Every step is idempotent and safe to run on several instances at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import time
+
+from lifecycle.conf import lifecycle_settings
+from lifecycle.metrics import RECOVERY_FAILURE, RECOVERY_SUCCESS, SESSIONS_ACTIVE
+from lifecycle.steps import Report, Step, StepContext, StepSkipped, load_steps, run_steps
+
+logger = logging.getLogger(__name__)
+
+
+def optional_import(module: str, attribute: str):
+    """The attribute, or StepSkipped when another issue's piece is not merged yet."""
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise StepSkipped(f"{module}.{attribute} is not installed") from exc
+
+
+def call_with_deadline(func, *, deadline: float, **kwargs):
+    """Call `func`, passing what it accepts of `deadline`/`max_seconds` (its owner decides)."""
+    params = inspect.signature(func).parameters
+    if "deadline" in params:
+        kwargs["deadline"] = deadline
+    if "max_seconds" in params:
+        kwargs["max_seconds"] = max(0.0, deadline - time.monotonic())
+    return func(**kwargs)
+
+
+def count_of(result) -> int:
+    if isinstance(result, int):
+        return result
+    try:
+        return len(result)
+    except TypeError:
+        return 0
+
+
+class MarkLostInstances(Step):
+    name = "mark_lost_instances"
+    label = "Marking lost instances ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        from lifecycle.services import instances_mark_lost
+
+        return len(instances_mark_lost())
+
+
+class RetryStalledJobs(Step):
+    name = "retry_stalled_jobs"
+    label = "Retrying stalled jobs ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        from lifecycle.jobs import jobs_retry_stalled
+
+        return len(jobs_retry_stalled())
+
+
+class RedeliverMessages(Step):
+    name = "redeliver_messages"
+    label = "Re-delivering claimed messages ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        reclaim = optional_import("lifecycle.queues", "queue_reclaim_stale")
+        return count_of(call_with_deadline(reclaim, deadline=deadline))
+
+
+class CountSessions(Step):
+    name = "count_sessions"
+    label = "Counting reachable sessions ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        manager = optional_import("lifecycle.sessions", "session_manager")
+        if not hasattr(manager, "count_reachable"):
+            raise StepSkipped("session_manager has no count_reachable()")
+        count = count_of(call_with_deadline(manager.count_reachable, deadline=deadline))
+        SESSIONS_ACTIVE.set(count)
+        return count
+
+
+def recovery_run(
+    *,
+    instance_id: str | None,
+    kind: str = "web",
+    record: bool | None = True,
+    budget: float = 10.0,
+) -> Report:
+    """Run the recovery steps within `budget` seconds; store the report.
+
+    `record=None` stores it only when the pass found something or failed (the periodic pass
+    would otherwise write a row every few seconds).
+    """
+    report = Report(kind="recovery", started_at=time.time(), budget=budget)
+    started = time.monotonic()
+    steps = load_steps(lifecycle_settings.RECOVERY_STEPS, StepContext(instance_id=instance_id, kind=kind))
+    run_steps(steps, report=report, deadline=started + budget)
+    report.duration = time.monotonic() - started
+    (RECOVERY_SUCCESS if report.ok else RECOVERY_FAILURE).inc()
+    found = sum(s.count for s in report.steps if s.name != CountSessions.name)
+    if instance_id and (record or (record is None and (found or not report.ok))):
+        from lifecycle.services import report_record
+
+        report_record(instance_id=instance_id, report=report)
+    log = logger.info if report.ok else logger.error
+    log(
+        "Recovery pass: %s",
+        ", ".join(f"{s.name} {s.status} {s.count} in {s.duration:.3f}s" for s in report.steps),
+        extra={"report": report.as_dict()},
+    )
+    return report
+
+
+__all__ = ["CountSessions", "MarkLostInstances", "RedeliverMessages", "RetryStalledJobs", "Step", "recovery_run"]

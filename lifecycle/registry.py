@@ -1,0 +1,97 @@
+"""Instance registry: who is alive (Redis heartbeats) and what happened (PostgreSQL history).
+
+The heartbeat part is plain redis-py with no Django import, because the gunicorn master runs it
+before and while it forks workers and must not hold Django's connection pools.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "omk:lifecycle:instance:{}"
+INSTANCE_ID_ENV = "OMK_INSTANCE_ID"
+
+
+def new_instance_id(kind: str) -> str:
+    host = socket.gethostname().split(".")[0][:40]
+    return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def instance_version() -> str:
+    # Cloud Run names the revision; a build sets OMK_VERSION.
+    return os.environ.get("OMK_VERSION") or os.environ.get("K_REVISION") or "dev"
+
+
+def heartbeat_key(instance_id: str) -> str:
+    return HEARTBEAT_KEY.format(instance_id)
+
+
+def heartbeat_write(client: Redis, *, instance_id: str, state: str, ttl: float) -> None:
+    client.set(heartbeat_key(instance_id), state, px=int(ttl * 1000))
+
+
+def heartbeat_delete(client: Redis, *, instance_id: str) -> None:
+    client.delete(heartbeat_key(instance_id))
+
+
+class Heartbeat:
+    """A daemon thread that writes the instance's heartbeat (and current state) every interval.
+
+    A Redis outage is logged and retried at the next beat: the instance keeps serving, and if the
+    outage outlasts the TTL other instances may count it lost, which only makes them retry work
+    that must be idempotent anyway.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Redis,
+        instance_id: str,
+        state: Callable[[], str],
+        interval: float,
+        ttl: float,
+    ):
+        self.client = client
+        self.instance_id = instance_id
+        self.state = state
+        self.interval = interval
+        self.ttl = ttl
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        try:
+            heartbeat_write(self.client, instance_id=self.instance_id, state=self.state(), ttl=self.ttl)
+        except RedisError as exc:
+            logger.warning("Instance heartbeat failed: %r", exc)
+
+    def start(self) -> Heartbeat:
+        self.beat()
+        self._thread = threading.Thread(target=self._loop, name="lifecycle-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.beat()
+
+    def stop(self, *, clear: bool = True) -> None:
+        """Stop beating; with `clear`, remove the key (a clean stop, never counted lost)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if clear:
+            try:
+                heartbeat_delete(self.client, instance_id=self.instance_id)
+            except RedisError as exc:
+                logger.warning("Could not clear the instance heartbeat: %r", exc)

@@ -1,0 +1,174 @@
+"""Graceful shutdown: the configurable steps and the sequence that keeps them in the budget.
+
+The web instance (gunicorn master, lifecycle/gunicorn_hooks.py) and the job worker
+(lifecycle/worker.py) each run their own first steps (drain, finish requests or jobs) and then
+the configured LIFECYCLE_SHUTDOWN_STEPS, then `shutdown_finish` stores and logs the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lifecycle.conf import lifecycle_settings
+from lifecycle.recovery import call_with_deadline, count_of, optional_import
+from lifecycle.steps import Report, Step, StepResult, StepStatus
+
+logger = logging.getLogger(__name__)
+
+
+class HandBackJobs(Step):
+    """Jobs this process claimed and did not finish go back to `todo` for another worker."""
+
+    name = "hand_back_jobs"
+    label = "Handing back claimed jobs ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        if not self.context.running_job_ids:
+            return 0
+        from lifecycle.jobs import jobs_hand_back
+        from lifecycle.metrics import PENDING_FLUSHED
+
+        count = len(jobs_hand_back(job_ids=self.context.running_job_ids))
+        PENDING_FLUSHED.labels(kind="job").inc(count)
+        return count
+
+
+class HandBackMessages(Step):
+    """Stream messages this instance claimed and did not ack are released for re-delivery."""
+
+    name = "hand_back_messages"
+    label = "Handing back unacked messages ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        from lifecycle.metrics import PENDING_FLUSHED
+
+        release = optional_import("lifecycle.queues", "queue_release_claimed")
+        count = count_of(call_with_deadline(release, deadline=deadline))
+        PENDING_FLUSHED.labels(kind="message").inc(count)
+        return count
+
+
+class ExportOutbox(Step):
+    name = "export_outbox"
+    label = "Exporting outbox ({count} events)"
+
+    def run(self, *, deadline: float) -> int:
+        from lifecycle.metrics import PENDING_FLUSHED
+
+        export = optional_import("lifecycle.outbox", "outbox_export")
+        # What is not exported now stays in PostgreSQL for the next instance: nothing is lost.
+        count = int(export(max_seconds=max(0.0, deadline - time.monotonic())))
+        PENDING_FLUSHED.labels(kind="outbox_event").inc(count)
+        return count
+
+
+class CloseConnections(Step):
+    """Close Redis and PostgreSQL connections (the pools close after the report is stored)."""
+
+    name = "close_connections"
+    label = "Closing connections"
+
+    def run(self, *, deadline: float) -> int:
+        from django.db import connections
+
+        from lifecycle.redis import redis_client
+
+        closed = 0
+        for conn in connections.all(initialized_only=True):
+            conn.close()
+            closed += 1
+        redis_client().connection_pool.disconnect()
+        return closed + 1
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("OMK_RUN_DIR") or lifecycle_settings.RUN_DIR)
+
+
+def instance_file(kind: str, pid: int) -> Path:
+    return run_dir() / f"{kind}-{pid}.json"
+
+
+def report_file(kind: str, pid: int) -> Path:
+    return run_dir() / f"{kind}-{pid}.report.json"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: `manage.py stop` reads these files while they change."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class ReportWriter:
+    """Keeps the report file up to date after every step, so `manage.py stop` can follow it."""
+
+    def __init__(self, report: Report, path: Path, **extra: Any):
+        self.report = report
+        self.path = path
+        self.extra = extra
+
+    def __call__(self, result: StepResult | None = None, *, done: bool = False) -> None:
+        try:
+            write_json(self.path, {**self.report.as_dict(), **self.extra, "done": done})
+        except OSError as exc:
+            logger.warning("Could not write the shutdown report file: %r", exc)
+
+
+def shutdown_finish(*, instance_id: str, kind: str, report: Report, drain_started_at: float | None) -> None:
+    """Store the report and the instance's last states in PostgreSQL, and log it."""
+    import datetime as dt
+
+    from django.db import connections
+
+    from lifecycle.metrics import INSTANCE_SHUTDOWN, INSTANCE_SHUTDOWN_DURATION
+    from lifecycle.models import InstanceEvent, InstanceState
+    from lifecycle.services import instance_set_state, report_record
+
+    outcome = "clean" if report.ok else "unclean"
+    INSTANCE_SHUTDOWN.labels(kind=kind, outcome=outcome).inc()
+    INSTANCE_SHUTDOWN_DURATION.observe(report.duration)
+    log = logger.info if report.ok else logger.error
+    log(
+        "Shutdown %s in %.2f s of a %s s budget: %s",
+        outcome,
+        report.duration,
+        report.budget,
+        "; ".join(f"{s.name} {s.status} {s.count} {s.duration:.2f}s" for s in report.steps),
+        extra={"report": report.as_dict(), "instance_id": instance_id},
+    )
+    try:
+        last = InstanceEvent.objects.filter(instance_id=instance_id).last()
+        # `manage.py drain` (preStop) may have recorded the drain already.
+        if drain_started_at is not None and (last is None or last.state != InstanceState.DRAINING):
+            # The master could not write while it still forked workers: record the drain now,
+            # at the time it began.
+            InstanceEvent.objects.create(
+                instance_id=instance_id,
+                state=InstanceState.DRAINING,
+                at=dt.datetime.fromtimestamp(drain_started_at, tz=dt.UTC),
+                detail="readiness 503",
+            )
+        report_record(instance_id=instance_id, report=report)
+        detail = (
+            "clean stop"
+            if report.ok
+            else "stopped with failed steps: "
+            + ", ".join(s.name for s in report.steps if s.status not in (StepStatus.OK, StepStatus.SKIPPED))
+        )
+        instance_set_state(instance_id=instance_id, state=InstanceState.STOPPED, detail=detail)
+    except Exception as exc:
+        # The report is in the log; PostgreSQL being down must not keep the process alive.
+        logger.error("Could not store the shutdown report: %r", exc)
+    finally:
+        for conn in connections.all(initialized_only=True):
+            conn.close()
+            close_pool = getattr(conn, "close_pool", None)
+            if close_pool is not None:
+                close_pool()

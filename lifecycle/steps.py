@@ -1,0 +1,236 @@
+"""Pluggable shutdown and recovery steps, and the runner that keeps them inside a deadline.
+
+A step is a class with a `name`, a `label` for the report and `run(*, deadline) -> int` (the
+count of things it handled). Settings list them by dotted path (LIFECYCLE_SHUTDOWN_STEPS,
+LIFECYCLE_RECOVERY_STEPS). The runner gives each step what is left of the deadline and runs it
+in a thread: a step that hangs is abandoned at its deadline and reported `timed_out`, so the
+process still exits before the platform's SIGKILL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+logger = logging.getLogger(__name__)
+
+
+class StepStatus:
+    OK = "ok"
+    FAILED = "failed"
+    TIMED_OUT = "timed out"
+    SKIPPED = "skipped"
+
+
+class StepSkipped(Exception):
+    """The piece a step drives is not installed (another issue's branch not merged yet)."""
+
+
+class StepTimedOut(Exception):
+    """Raised by a step that enforces its own deadline (one that cannot run in a thread)."""
+
+    def __init__(self, message: str, count: int = 0):
+        super().__init__(message)
+        self.count = count
+
+
+@dataclasses.dataclass
+class StepContext:
+    """What a step may need to know about the process it runs in."""
+
+    instance_id: str | None = None
+    kind: str = "web"
+    # The procrastinate worker id of a job worker (its claimed jobs are handed back).
+    job_worker_id: int | None = None
+    # The jobs a job worker was still running when it stopped waiting for them.
+    running_job_ids: list[int] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Step:
+    name: str = "step"
+    # The report line; `{count}` is replaced by the step's count.
+    label: str = "Step ({count})"
+    # Seconds this step may take at most; None: whatever is left of the deadline.
+    timeout: float | None = None
+    # Steps that drive the process itself (gunicorn's arbiter) must run in the calling thread.
+    in_thread: bool = True
+
+    def __init__(self, context: StepContext | None = None):
+        self.context = context or StepContext()
+
+    def run(self, *, deadline: float) -> int:
+        """Do the step's work before `deadline` (a time.monotonic() value); return a count."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class StepResult:
+    name: str
+    label: str
+    status: str
+    count: int = 0
+    duration: float = 0.0
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Report:
+    kind: str
+    started_at: float  # time.time()
+    budget: float | None = None
+    steps: list[StepResult] = dataclasses.field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        in_budget = self.budget is None or self.duration <= self.budget
+        return in_budget and all(s.status in (StepStatus.OK, StepStatus.SKIPPED) for s in self.steps)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "started_at": self.started_at,
+            "budget": self.budget,
+            "duration": self.duration,
+            "ok": self.ok,
+            "steps": [s.as_dict() for s in self.steps],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        steps = [StepResult(**s) for s in data.get("steps", [])]
+        return cls(
+            kind=data["kind"],
+            started_at=data["started_at"],
+            budget=data.get("budget"),
+            steps=steps,
+            duration=data.get("duration", 0.0),
+        )
+
+
+def _release_connections() -> None:
+    """Give the step thread's database connection back to the pool (threads keep theirs)."""
+    from django.conf import settings
+
+    if settings.configured:
+        from django.db import connections
+
+        for conn in connections.all(initialized_only=True):
+            conn.close()
+
+
+def load_steps(paths: Iterable[str], context: StepContext) -> list[Step]:
+    return [import_string(path)(context) for path in paths]
+
+
+def format_label(step_label: str, count: int) -> str:
+    return step_label.replace("{count}", str(count))
+
+
+def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult:
+    """Run one step; never take longer than its timeout or `deadline - reserve`."""
+    started = time.monotonic()
+    step_deadline = deadline - reserve
+    if step.timeout is not None:
+        step_deadline = min(step_deadline, started + step.timeout)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["count"] = int(step.run(deadline=step_deadline) or 0)
+        except StepSkipped as exc:
+            outcome["skipped"] = str(exc)
+        except StepTimedOut as exc:
+            outcome["timed_out"] = str(exc)
+            outcome["count"] = exc.count
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            if step.in_thread:
+                _release_connections()
+
+    if step.in_thread:
+        # A daemon thread: a hung step is abandoned and dies with the process.
+        thread = threading.Thread(target=target, name=f"lifecycle-step-{step.name}", daemon=True)
+        thread.start()
+        thread.join(max(0.0, step_deadline - time.monotonic()))
+        alive = thread.is_alive()
+    else:
+        target()
+        alive = False
+    duration = time.monotonic() - started
+    count = outcome.get("count", 0)
+    label = format_label(step.label, count)
+    if alive:
+        logger.error("Lifecycle step %s did not finish in %.2f s: cut off", step.name, duration)
+        return StepResult(step.name, label, StepStatus.TIMED_OUT, count, duration, "cut off at its deadline")
+    if "timed_out" in outcome:
+        logger.error("Lifecycle step %s timed out: %s", step.name, outcome["timed_out"])
+        return StepResult(step.name, label, StepStatus.TIMED_OUT, count, duration, outcome["timed_out"])
+    if "skipped" in outcome:
+        return StepResult(step.name, label, StepStatus.SKIPPED, 0, duration, outcome["skipped"])
+    if "error" in outcome:
+        exc = outcome["error"]
+        logger.error("Lifecycle step %s failed: %r", step.name, exc, exc_info=exc)
+        return StepResult(step.name, label, StepStatus.FAILED, count, duration, f"{type(exc).__name__}: {exc}")
+    return StepResult(step.name, label, StepStatus.OK, count, duration)
+
+
+# Seconds kept for each step still to come, so that a hung step cannot starve the ones after it
+# (closing connections, storing the report).
+STEP_FLOOR = 0.25
+
+
+def time_after(steps: int, reserve: float, deadline_seconds: float) -> float:
+    """Seconds to keep, after the requests or jobs are finished, for `steps` steps and the report."""
+    return max(reserve + STEP_FLOOR * steps, min(2.0, 0.2 * deadline_seconds))
+
+
+def run_steps(
+    steps: Iterable[Step],
+    *,
+    report: Report,
+    deadline: float,
+    reserve: float = 0.0,
+    on_result: Callable[[StepResult], None] | None = None,
+) -> Report:
+    steps = list(steps)
+    limit = deadline - reserve
+    for index, step in enumerate(steps):
+        after = len(steps) - index - 1
+        # Leave a floor for each later step, but give this one its floor too while time remains.
+        step_deadline = max(limit - STEP_FLOOR * after, min(time.monotonic() + STEP_FLOOR, limit))
+        result = run_step(step, deadline=step_deadline)
+        report.steps.append(result)
+        if on_result is not None:
+            on_result(result)
+    return report
+
+
+def format_report(report: Report, width: int = 40) -> list[str]:
+    """The report as `manage.py stop` prints it, one line per step and a summary."""
+    lines = []
+    for step in report.steps:
+        dots = "." * max(3, width - len(step.label))
+        status = step.status if step.status != StepStatus.OK else "ok"
+        line = f"{step.label} {dots} {status:<9} {step.duration:5.2f} s"
+        if step.detail:
+            line += f"  ({step.detail})"
+        lines.append(line)
+    what = "Stopped" if report.kind == "shutdown" else "Recovered"
+    budget = f" of a {report.budget:g} s budget" if report.budget else ""
+    tail = "; nothing left in memory." if report.ok else "; NOT clean: see the steps above."
+    if report.budget and report.duration > report.budget:
+        tail = "; budget EXCEEDED."
+    lines.append(f"{what} in {report.duration:.2f} s{budget}{tail}")
+    return lines

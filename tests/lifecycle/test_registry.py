@@ -1,0 +1,98 @@
+"""Instance registry: registration, heartbeats, lost instances, `manage.py instances`, recovery."""
+
+import datetime as dt
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from lifecycle.models import Instance, InstanceEvent, InstanceState, LifecycleReport
+from lifecycle.outbox.models import OutboxEvent
+from lifecycle.recovery import recovery_run
+from lifecycle.redis import redis_client
+from lifecycle.registry import heartbeat_key
+from lifecycle.services import instance_register, instance_set_state, instances_mark_lost
+
+
+def _age(instance_id: str, seconds: float) -> None:
+    Instance.objects.filter(id=instance_id).update(state_changed_at=timezone.now() - dt.timedelta(seconds=seconds))
+
+
+@pytest.mark.django_db
+def test_instance_register__row_event_and_heartbeat():
+    instance = instance_register(instance_id="web-a", kind="web", pid=123)
+    assert instance.state == InstanceState.STARTING
+    assert instance.pid == 123
+    assert redis_client().get(heartbeat_key("web-a")) == b"starting"
+    assert 0 < redis_client().pttl(heartbeat_key("web-a")) <= 15_000
+    assert list(InstanceEvent.objects.values_list("state", flat=True)) == ["starting"]
+
+
+@pytest.mark.django_db
+def test_instances_mark_lost__only_expired_heartbeats_without_clean_stop():
+    instance_register(instance_id="alive", kind="web")
+    instance_register(instance_id="dead", kind="worker")
+    instance_register(instance_id="stopped", kind="web")
+    instance_set_state(instance_id="stopped", state=InstanceState.STOPPED)
+    for instance_id in ("alive", "dead", "stopped"):
+        _age(instance_id, 60)
+    redis_client().delete(heartbeat_key("dead"), heartbeat_key("stopped"))
+
+    assert instances_mark_lost() == ["dead"]
+    assert Instance.objects.get(id="dead").state == InstanceState.LOST
+    assert Instance.objects.get(id="alive").state == InstanceState.STARTING
+    assert Instance.objects.get(id="stopped").state == InstanceState.STOPPED
+    assert InstanceEvent.objects.filter(instance_id="dead", state=InstanceState.LOST).count() == 1
+    # Each state change is also an analytics event, written in the same transaction.
+    lost_events = OutboxEvent.objects.filter(kind="lifecycle_event", payload__instance_id="dead", payload__state="lost")
+    assert lost_events.count() == 1
+    # A second pass finds nothing more: each loss is recorded once.
+    assert instances_mark_lost() == []
+
+
+@pytest.mark.django_db
+def test_instances_mark_lost__recent_state_change_is_not_lost_yet():
+    instance_register(instance_id="young", kind="web")
+    redis_client().delete(heartbeat_key("young"))
+    assert instances_mark_lost() == []
+
+
+# transaction=True: the steps run in threads of their own, with their own connections.
+@pytest.mark.django_db(transaction=True)
+def test_recovery_run__report_with_each_step_is_stored():
+    instance_register(instance_id="web-r", kind="web")
+    instance_register(instance_id="gone", kind="web")
+    _age("gone", 60)
+    redis_client().delete(heartbeat_key("gone"))
+
+    report = recovery_run(instance_id="web-r")
+
+    stored = LifecycleReport.objects.get(instance_id="web-r", kind="recovery")
+    steps = {s["name"]: s for s in stored.steps}
+    assert steps["mark_lost_instances"]["count"] == 1
+    assert steps["mark_lost_instances"]["status"] == "ok"
+    assert steps["retry_stalled_jobs"]["status"] == "ok"
+    assert set(steps) == {"mark_lost_instances", "retry_stalled_jobs", "redeliver_messages", "count_sessions"}
+    # The queues and sessions pieces (issue 5) are wired in, not skipped.
+    assert steps["redeliver_messages"]["status"] == "ok"
+    assert steps["count_sessions"]["status"] == "ok"
+    assert stored.ok == report.ok
+
+
+@pytest.mark.django_db
+def test_instances_command__lists_live_and_gone(capsys):
+    instance_register(instance_id="web-live", kind="web", pid=42)
+    instance_register(instance_id="worker-gone", kind="worker")
+    instance_set_state(instance_id="worker-gone", state=InstanceState.LOST)
+    redis_client().delete(heartbeat_key("worker-gone"))
+
+    call_command("instances")
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["ID", "KIND", "STATE"]
+    live = next(line for line in out if line.startswith("web-live"))
+    assert live.split()[1:3] == ["web", "starting"]
+    assert "s left" in live
+    gone = next(line for line in out if line.startswith("worker-gone"))
+    assert gone.split()[1:3] == ["worker", "lost"]
+    assert gone.rstrip().endswith("-")

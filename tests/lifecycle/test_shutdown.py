@@ -1,0 +1,195 @@
+"""Graceful shutdown of real gunicorn instances: SIGTERM with requests in flight, the drain, the
+report, a hung step, and `manage.py stop`."""
+
+import concurrent.futures
+import signal
+import time
+
+import pytest
+import requests
+
+from lifecycle.models import Instance, InstanceEvent, LifecycleReport
+from tests.support.workers import manage
+
+# GKE with a 10 s grace period: our deadline is 9 s (10 % margin, at least 1 s).
+GKE_10S = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "10"}
+# The shutdown exports the outbox (the instance's own lifecycle events at least): to a Redis set,
+# since no BigQuery answers here (with none, that step is cut off and reported, as it should be).
+SINK = {"OUTBOX_SINK": "tests.support.sinks.RedisSetSink"}
+
+
+def _instance_id(instance) -> str:
+    return Instance.objects.get(pid=instance.pid, kind="web").id
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance):
+    # Eight threads per worker: however the kernel spreads the five slow requests over the two
+    # workers, a probe never waits for a thread (gthread queues a connection accepted by a worker
+    # whose threads are all busy, and such a queued connection can be dropped when it stops).
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="2", GUNICORN_THREADS="8", **GKE_10S, **SINK)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=5)
+    slow = [pool.submit(requests.get, instance.url + "/_test/slow?seconds=3", timeout=20) for _ in range(5)]
+    time.sleep(0.7)  # all five are being served
+
+    sent = time.monotonic()
+    instance.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # During the drain delay: readiness is 503 in every worker, and new connections are served.
+    probes = [requests.get(instance.url + "/ready", timeout=5) for _ in range(4)]
+    assert [p.status_code for p in probes] == [503] * 4
+    assert probes[0].json()["checks"]["draining"].startswith("Unavailable")
+    assert requests.get(instance.url + "/health", timeout=5).status_code == 200
+
+    assert instance.process.wait(timeout=15) == 0
+    took = time.monotonic() - sent
+    responses = [f.result() for f in slow]
+    assert [r.status_code for r in responses] == [200] * 5
+    assert took < 9.0, f"exited after {took:.1f} s, past the 9 s deadline"
+
+    report = LifecycleReport.objects.get(kind="shutdown")
+    assert report.ok
+    assert report.budget == 10
+    assert report.duration < 9.0
+    steps = {s["name"]: s for s in report.steps}
+    assert list(steps)[:3] == ["drain", "drain_delay", "finish_requests"]
+    assert steps["drain_delay"]["duration"] >= 1.9
+    assert steps["finish_requests"]["count"] == 5
+    assert steps["finish_requests"]["status"] == "ok"
+    assert {"hand_back_jobs", "hand_back_messages", "export_outbox", "close_connections"} <= set(steps)
+    instance_row = Instance.objects.get(id=report.instance_id)
+    assert instance_row.state == "stopped"
+    states = list(InstanceEvent.objects.filter(instance=instance_row).values_list("state", flat=True))
+    assert states == ["starting", "ready", "draining", "stopped"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm__without_drain_delay_new_connections_are_refused(start_instance):
+    """The control for the test above: gunicorn's own stop closes the listener at once."""
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **GKE_10S)
+    slow = concurrent.futures.ThreadPoolExecutor(1).submit(
+        requests.get, instance.url + "/_test/slow?seconds=2", timeout=20
+    )
+    time.sleep(0.5)
+    instance.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(instance.url + "/health", timeout=5)
+    assert slow.result().status_code == 200
+    assert instance.process.wait(timeout=15) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm__hung_step_is_cut_off_before_the_budget(start_instance):
+    steps = "tests.support.steps.HangingStep,lifecycle.shutdown.CloseConnections"
+    instance = start_instance(
+        wait_for="/ready",
+        DRAIN_DELAY="0",
+        LIFECYCLE_SHUTDOWN_STEPS=steps,
+        KUBERNETES_SERVICE_HOST="10.0.0.1",
+        TERMINATION_GRACE_PERIOD="5",
+    )
+    sent = time.monotonic()
+    instance.signal(signal.SIGTERM)
+    instance.process.wait(timeout=10)
+    took = time.monotonic() - sent
+    assert took < 5.0, f"exited after {took:.1f} s: the platform would have SIGKILLed it"
+
+    report = LifecycleReport.objects.get(kind="shutdown")
+    assert not report.ok
+    statuses = {s["name"]: s["status"] for s in report.steps}
+    assert statuses["hanging"] == "timed out"
+    assert statuses["close_connections"] == "ok"
+    assert report.duration < 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_stop_command__prints_the_report_and_exits_0(start_instance, service_env):
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **SINK)
+    slow = concurrent.futures.ThreadPoolExecutor(1).submit(
+        requests.get, instance.url + "/_test/slow?seconds=5", timeout=20
+    )
+    time.sleep(0.5)
+
+    # `manage.py stop` itself takes a second or two to start: the request is still in flight.
+    result = manage({**service_env, "DRAIN_DELAY": "0"}, "stop")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Stopping web instance web-")
+    assert f"(pid {instance.pid})" in lines[0]
+    assert lines[1].startswith("Draining (readiness 503) ...")
+    assert " ok " in lines[1]
+    assert lines[2].startswith("Finishing in-flight requests (1) ...")
+    assert " ok " in lines[2]
+    assert any(line.startswith("Closing connections ...") for line in lines)
+    assert lines[-1].startswith("Stopped in ")
+    assert lines[-1].endswith("of a 30 s budget; nothing left in memory.")
+    assert slow.result().status_code == 200
+    assert instance.process.wait(timeout=5) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_stop_command__failed_step_exits_1_and_nothing_to_stop_exits_2(start_instance, service_env):
+    start_instance(
+        wait_for="/ready",
+        DRAIN_DELAY="0",
+        LIFECYCLE_SHUTDOWN_STEPS="tests.support.steps.HangingStep",
+        KUBERNETES_SERVICE_HOST="10.0.0.1",
+        TERMINATION_GRACE_PERIOD="3",
+    )
+    env = {**service_env, "KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "3"}
+
+    result = manage(env, "stop")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    hung = next(line for line in result.stdout.splitlines() if line.startswith("Hanging forever"))
+    assert "timed out" in hung
+    assert "NOT clean" in result.stdout.splitlines()[-1]
+
+    nothing = manage(env, "stop")
+    assert nothing.returncode == 2
+    assert "No running instance" in nothing.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_drain_command__readiness_503_before_sigterm(start_instance, service_env):
+    instance = start_instance(wait_for="/ready")
+    result = manage({**service_env, "DRAIN_DELAY": "0"}, "drain")
+    assert result.returncode == 0, result.stderr
+    assert requests.get(instance.url + "/ready", timeout=5).status_code == 503
+    assert requests.get(instance.url + "/health", timeout=5).status_code == 200
+    assert Instance.objects.get(pid=instance.pid).state == "draining"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm__outbox_is_exported_by_the_shutdown(start_instance):
+    from lifecycle.outbox import record_event
+    from lifecycle.outbox.models import OutboxEvent
+    from lifecycle.redis import redis_client
+    from tests.support.sinks import SINK_KEY
+
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **SINK)
+    ids = {str(record_event(kind="bee_decision", payload={"n": n})) for n in range(3)}
+    # The instance's own state changes so far (registered, ready) are events too.
+    pending = set(OutboxEvent.objects.filter(exported_at__isnull=True).values_list("id", flat=True))
+    assert len(pending) == 5
+
+    instance.signal(signal.SIGTERM)
+    assert instance.process.wait(timeout=15) == 0
+
+    exported = {member.decode() for member in redis_client().smembers(SINK_KEY)}
+    assert exported == {str(i) for i in pending}
+    assert ids <= exported
+    assert not OutboxEvent.objects.filter(id__in=pending, exported_at__isnull=True).exists()
+    steps = {s["name"]: s for s in LifecycleReport.objects.get(kind="shutdown").steps}
+    assert steps["export_outbox"]["status"] == "ok"
+    assert steps["export_outbox"]["count"] == 5
+    assert steps["hand_back_messages"]["status"] == "ok"

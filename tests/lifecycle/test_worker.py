@@ -1,0 +1,97 @@
+"""Job workers (`manage.py worker`): a SIGKILLed worker's job completes on another one, and the
+dead instance is found lost; a SIGTERMed worker hands its running job back."""
+
+import signal
+import time
+
+import pytest
+from procrastinate.contrib.django.models import ProcrastinateJob
+
+from lifecycle.models import Instance, LifecycleReport
+from lifecycle.redis import redis_client
+from tests.support.tasks import slow_job
+from tests.support.workers import wait_for
+
+# Fast registry for the test: heartbeat every second, lost after 3 s without one.
+FAST_REGISTRY = {"INSTANCE_HEARTBEAT_INTERVAL": "1", "INSTANCE_HEARTBEAT_TTL": "3"}
+
+
+def _ready(worker) -> bool:
+    return Instance.objects.filter(pid=worker.pid, kind="worker", state="ready").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_worker_sigkill__job_completes_elsewhere_and_instance_is_lost(start_worker):
+    workers = [start_worker(**FAST_REGISTRY), start_worker(**FAST_REGISTRY)]
+    for worker in workers:
+        wait_for(lambda w=worker: _ready(w), timeout=20, message=f"worker {worker.pid} ready")
+    client = redis_client()
+
+    job_id = slow_job.defer(key="job", seconds=2)
+    started_by = int(wait_for(lambda: client.lindex("job:started", 0), timeout=10, message="job started"))
+    victim = next(w for w in workers if w.pid == started_by)
+    survivor = next(w for w in workers if w.pid != started_by)
+    victim.kill()
+    killed_at = time.monotonic()
+
+    wait_for(lambda: client.lrange("job:done", 0, -1), timeout=15, message="job done elsewhere")
+    assert time.monotonic() - killed_at < 15
+    assert [int(pid) for pid in client.lrange("job:done", 0, -1)] == [survivor.pid]
+    # Run twice from the start (jobs are idempotent), never more.
+    assert [int(pid) for pid in client.lrange("job:started", 0, -1)] == [victim.pid, survivor.pid]
+    assert ProcrastinateJob.objects.get(id=job_id).status == "succeeded"
+
+    lost = wait_for(
+        lambda: Instance.objects.filter(pid=victim.pid, state="lost").first(), timeout=15, message="victim lost"
+    )
+    assert time.monotonic() - killed_at < 15
+    assert lost.events.last().state == "lost"
+    assert Instance.objects.get(pid=survivor.pid).state == "ready"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_worker_sigterm__running_job_is_handed_back_within_budget(start_worker):
+    budget = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "4"}
+    worker = start_worker(**budget)
+    wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
+    client = redis_client()
+    job_id = slow_job.defer(key="long", seconds=30)
+    wait_for(lambda: client.lindex("long:started", 0), timeout=10, message="job started")
+
+    sent = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    worker.wait(timeout=10)
+    assert time.monotonic() - sent < 4.0
+
+    assert ProcrastinateJob.objects.get(id=job_id).status == "todo"  # back in the queue, not lost
+    report = LifecycleReport.objects.get(kind="shutdown", instance__pid=worker.pid)
+    steps = {s["name"]: s for s in report.steps}
+    # The periodic recovery pass may have been running too.
+    assert steps["finish_jobs"]["count"] >= 1
+    assert "handed back" in steps["finish_jobs"]["detail"]
+    assert steps["hand_back_jobs"]["count"] >= 1
+    assert steps["hand_back_jobs"]["status"] == "ok"
+    assert Instance.objects.get(pid=worker.pid).state == "stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_worker__exports_the_outbox_continuously(start_worker):
+    from lifecycle.outbox import record_event
+    from lifecycle.outbox.models import OutboxEvent
+    from tests.support.sinks import SINK_KEY
+
+    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
+    event_ids = {str(record_event(kind="bee_decision", payload={"bee": "b1", "n": n})) for n in range(5)}
+
+    exported = wait_for(
+        lambda: event_ids <= {m.decode() for m in redis_client().smembers(SINK_KEY)} or None,
+        timeout=15,
+        message="events exported by the running worker",
+    )
+    assert exported
+    assert worker.process.poll() is None  # exported while running, not by a shutdown
+    assert not OutboxEvent.objects.filter(exported_at__isnull=True).exists()

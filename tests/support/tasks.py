@@ -1,0 +1,17 @@
+"""Jobs for the lifecycle tests (loaded by workers through PROCRASTINATE_IMPORT_PATHS)."""
+
+import os
+import time
+
+from procrastinate.contrib.django import app
+
+from lifecycle.redis import redis_client
+
+
+@app.task(name="tests.slow_job", pass_context=True)
+def slow_job(context, *, key: str, seconds: float) -> None:
+    """Records each start and the completion (with the worker's pid) in Redis."""
+    client = redis_client()
+    client.rpush(f"{key}:started", os.getpid())
+    time.sleep(seconds)
+    client.rpush(f"{key}:done", os.getpid())
