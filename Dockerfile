@@ -26,6 +26,9 @@ RUN mkdir -p /tmp/omk && chown omk:omk /tmp/omk
 WORKDIR /app
 # The code stays owned by root: the service user can run it, not change it.
 COPY . /app
+# Static files (the admin's CSS and scripts) collected into the image, served by whitenoise.
+RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost DJANGO_SETTINGS_MODULE=settings.production \
+    /opt/venv/bin/python manage.py collectstatic --no-input
 # Cloud Run sets PORT itself (8080 by default); Kubernetes uses this default. No
 # PROMETHEUS_MULTIPROC_DIR here: gunicorn's config gives each master its own under OMK_RUN_DIR,
 # and a process outside gunicorn (manage.py) keeps its metrics in memory.

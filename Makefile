@@ -33,10 +33,11 @@ database: install services
 	$(BIN)/python scripts/ensure_database.py
 	$(BIN)/python manage.py migrate --no-input
 
-# Outbox (issue 6): the outbox exporter loop runs beside gunicorn (and stops with it).
+# The background worker (durable jobs, recovery passes, the outbox exporter) runs beside
+# gunicorn and stops with it.
 run: database bigquery-local
 	@echo "Serving on http://127.0.0.1:$(PORT)"
-	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py outbox_export --loop & \
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py worker & \
 		trap 'kill $$! 2>/dev/null' EXIT; \
 	PORT=$(PORT) DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} \
 		$(BIN)/gunicorn -c omk/gunicorn.conf.py

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     # Idempotency (governance issue). Tests only: seconds a creating POST sleeps after COMMIT,
     # before its response is sent (the window where an instance's death must lose nothing).
     "IDEMPOTENCY_PAUSE_AFTER_COMMIT": 0.0,
+    # Seconds an Idempotency-Key (and its stored response) is kept; purged hourly by the worker.
+    "IDEMPOTENCY_RETENTION_SECONDS": 24 * 3600,
     # --- sessions and queues (issue 5, hive helper) ---
     # Seconds a session_manager session lives after its last use (sliding).
     "SESSION_TTL_SECONDS": 3600,

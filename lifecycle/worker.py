@@ -2,9 +2,9 @@
 
 Register (state starting), heartbeat, run recovery, go ready, run jobs (the periodic recovery
 task among them) and export the outbox continuously. On SIGTERM or SIGINT: state draining, stop
-fetching and exporting, wait for running jobs
-within the budget, hand back the ones still running, run the configured shutdown steps, store
-the report, exit. A second signal exits at once and leaves the running jobs to recovery.
+fetching and exporting, wait for running jobs within the budget, hand back the ones still
+running, run the configured shutdown steps, store the report, exit. A second signal exits at
+once and leaves the running jobs to recovery.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ MIDDLEWARE = [
     # Before sessions: a 64 KiB+ body under /api/ is refused before any work (omk/conf.py).
     "omk.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves collected static files (the admin's CSS and scripts) from each instance.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "lifecycle.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

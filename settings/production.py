@@ -38,3 +38,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 OUTBOX_BIGQUERY_PROJECT = os.environ.get("BIGQUERY_PROJECT", "")
 OUTBOX_BIGQUERY_DATASET = os.environ.get("BIGQUERY_DATASET", "") or "omk"
 OUTBOX_BIGQUERY_EMULATOR_URL = ""
+
+# Collected into the image at build time (Dockerfile), hashed names cached for a year.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}

@@ -20,3 +20,6 @@ ALLOWED_HOSTS = ["*"]
 LIFECYCLE_TEST_VIEWS = True
 # Idempotency (governance issue): lets a test kill an instance after COMMIT, before the response.
 IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)
+
+# Static files straight from the apps (no collectstatic before the tests).
+WHITENOISE_USE_FINDERS = True

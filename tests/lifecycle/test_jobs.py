@@ -65,3 +65,22 @@ def test_jobs_hand_back__running_job_goes_back_to_todo():
     job_id = _running_job(heartbeat_age_seconds=0)
     assert jobs_hand_back(job_ids=[job_id]) == [job_id]
     assert ProcrastinateJob.objects.get(id=job_id).status == "todo"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idempotency_purge_pass__deletes_only_keys_past_retention(settings, django_user_model):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from lifecycle.idempotency.models import IdempotencyRecord
+    from lifecycle.tasks import idempotency_purge_pass
+
+    settings.LIFECYCLE_IDEMPOTENCY_RETENTION_SECONDS = 3600
+    user = django_user_model.objects.create_user("purger")
+    old = IdempotencyRecord.objects.create(user=user, key="old", request_hash="x", method="POST", path="/api/x")
+    fresh = IdempotencyRecord.objects.create(user=user, key="fresh", request_hash="x", method="POST", path="/api/x")
+    IdempotencyRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=2))
+
+    assert idempotency_purge_pass(0) == 1
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == [fresh.key]
