@@ -14,7 +14,9 @@ Races are settled by PostgreSQL, never by a check-then-write in Python alone:
   paused past its lease cannot write after a newer holder did.
 """
 
+import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -28,6 +30,8 @@ from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from governance.wallets import InvalidWallet, normalize_wallet
 from lifecycle.locks import LockLost, LockTimeout, critical_section, distributed_lock
+from lifecycle.outbox import record_event
+from lifecycle.outbox.models import EventKind, OutboxEvent, StrictJSONEncoder
 from omk.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -156,6 +160,16 @@ def proposal_close(*, actor, proposal_id: int, fence: int | None = None) -> Prop
         proposal.status = Proposal.Status.CLOSED
         proposal.closed_at = timezone.now()
         proposal.save(update_fields=["tally_for", "tally_against", "tally_abstain", "passed", "status", "closed_at"])
+        record_event(
+            kind=EventKind.GOVERNANCE_EVENT,
+            payload={
+                "action": "proposal_closed",
+                "proposal_id": proposal_id,
+                "actor_id": actor.pk,
+                "tally": tally,
+                "passed": proposal.passed,
+            },
+        )
         return proposal
 
 
@@ -184,6 +198,10 @@ def proposal_execute(*, actor, proposal_id: int, fence: int | None = None) -> Pr
                     code="proposal_not_passed",
                 )
             raise _transition_conflict(proposal_id, "execute", "closed")
+        record_event(
+            kind=EventKind.GOVERNANCE_EVENT,
+            payload={"action": "proposal_executed", "proposal_id": proposal_id, "actor_id": actor.pk},
+        )
         return selectors.proposal_get(proposal_id=proposal_id)
 
 
@@ -240,19 +258,36 @@ def proposal_execute_exclusive(*, actor, proposal_id: int) -> Proposal:
     return _exclusive(proposal_id, lambda fence: proposal_execute(actor=actor, proposal_id=proposal_id, fence=fence))
 
 
-# The vote's reads in one round trip: the proposal row, locked FOR KEY SHARE (votes run side by
-# side, but closing takes FOR UPDATE and so waits for them; a vote that starts after the close
-# sees `closed`), and the voter's weight. Django has no FOR KEY SHARE, hence SQL.
-_VOTE_CONTEXT_SQL = """
-    SELECT p.status, p.voting_starts_at, p.voting_ends_at,
-           (SELECT COALESCE(SUM(s.amount), 0) FROM {stake} s WHERE s.owner_id = %s AND s.status = %s)
-    FROM {proposal} p WHERE p.id = %s FOR KEY SHARE OF p
-"""
-# ON CONFLICT on the one-vote-per-voter constraint: a second vote (even concurrent: it waits for
-# the first to commit) inserts nothing, without an error that would need a savepoint.
-_VOTE_INSERT_SQL = """
-    INSERT INTO {vote} (proposal_id, voter_id, choice, weight, created_at) VALUES (%s, %s, %s, %s, %s)
-    ON CONFLICT (proposal_id, voter_id) DO NOTHING RETURNING id
+# The whole vote in one statement (one round trip), each part as the separate statements had it:
+# - `p`: the proposal row, locked FOR KEY SHARE (votes run side by side, but closing takes FOR
+#   UPDATE and so waits for them; a vote that starts after the close re-reads the row and sees
+#   `closed`, so it inserts nothing). Django has no FOR KEY SHARE, hence SQL.
+# - `w`: the voter's weight, the active stake summed now.
+# - `v`: the vote, inserted only if the proposal is open, inside its window and the weight is
+#   positive; ON CONFLICT on the one-vote-per-voter constraint, so a second vote (even a
+#   concurrent one: it waits for the first to commit) inserts nothing, without an error that
+#   would need a savepoint.
+# - `e`: the `governance_event` outbox row, written if and only if the vote is.
+# The outer SELECT returns what the refusal message needs; no row means no such proposal.
+_VOTE_SQL = """
+    WITH p AS (
+        SELECT id, status, voting_starts_at, voting_ends_at FROM {proposal} WHERE id = %(proposal_id)s
+        FOR KEY SHARE
+    ), w AS (
+        SELECT COALESCE(SUM(amount), 0) AS weight FROM {stake} WHERE owner_id = %(voter_id)s AND status = %(active)s
+    ), v AS (
+        INSERT INTO {vote} (proposal_id, voter_id, choice, weight, created_at)
+        SELECT p.id, %(voter_id)s, %(choice)s, w.weight, %(now)s FROM p, w
+        WHERE p.status = %(open)s AND p.voting_starts_at <= %(now)s AND %(now)s < p.voting_ends_at
+              AND w.weight > 0
+        ON CONFLICT (proposal_id, voter_id) DO NOTHING RETURNING id
+    ), e AS (
+        INSERT INTO {outbox} (id, kind, payload, created_at, attempts, last_error)
+        SELECT %(event_id)s, %(kind)s,
+               %(payload)s::jsonb || jsonb_build_object('vote_id', v.id, 'weight', w.weight::text), %(now)s, 0, ''
+        FROM v, w
+    )
+    SELECT p.status, p.voting_starts_at, p.voting_ends_at, w.weight, (SELECT id FROM v) FROM p, w
 """
 
 
@@ -263,28 +298,37 @@ def vote_cast(*, voter, proposal_id: int, choice: str) -> Vote:
         "proposal": Proposal._meta.db_table,
         "stake": StakingPosition._meta.db_table,
         "vote": Vote._meta.db_table,
+        "outbox": OutboxEvent._meta.db_table,
     }
-    # savepoint=False saves two round trips per vote inside a caller's transaction (the
-    # Idempotency-Key's). Refusals are raised after the block exits normally, so they do not doom
-    # the caller's transaction (a page goes on to render the form with the message).
-    refusal: Exception | None = None
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute(_VOTE_CONTEXT_SQL.format(**tables), [voter.pk, StakingPosition.Status.ACTIVE, proposal_id])
+    now = timezone.now()
+    payload = {"action": "vote_cast", "proposal_id": proposal_id, "voter_id": voter.pk, "choice": choice}
+    params = {
+        "proposal_id": proposal_id,
+        "voter_id": voter.pk,
+        "active": StakingPosition.Status.ACTIVE,
+        "choice": choice,
+        "now": now,
+        "open": Proposal.Status.OPEN,
+        "event_id": uuid.uuid4(),
+        "kind": EventKind.GOVERNANCE_EVENT,
+        "payload": json.dumps(payload, cls=StrictJSONEncoder),
+    }
+    # One statement, so no transaction of its own is needed: under a caller's transaction (the
+    # Idempotency-Key's) it joins it; alone it is atomic by itself. Refusals are raised after the
+    # statement completed normally, so they do not doom the caller's transaction (a page goes on
+    # to render the form with the message).
+    with connection.cursor() as cursor:
+        cursor.execute(_VOTE_SQL.format(**tables), params)
         row = cursor.fetchone()
-        now = timezone.now()
-        if row is None:
-            refusal = NotFound(f"No proposal with id {proposal_id}.")
-        else:
-            refusal = _vote_refusal(proposal_id, *row, now=now)
-        if refusal is None:
-            weight = row[3]
-            cursor.execute(_VOTE_INSERT_SQL.format(**tables), [proposal_id, voter.pk, choice, weight, now])
-            inserted = cursor.fetchone()
-            if inserted is None:
-                refusal = Conflict(f"You have already voted on proposal {proposal_id}.", code="already_voted")
+    if row is None:
+        raise NotFound(f"No proposal with id {proposal_id}.")
+    status, starts_at, ends_at, weight, vote_id = row
+    refusal = _vote_refusal(proposal_id, status, starts_at, ends_at, weight, now=now)
+    if refusal is None and vote_id is None:
+        refusal = Conflict(f"You have already voted on proposal {proposal_id}.", code="already_voted")
     if refusal is not None:
         raise refusal
-    return Vote(id=inserted[0], proposal_id=proposal_id, voter=voter, choice=choice, weight=weight, created_at=now)
+    return Vote(id=vote_id, proposal_id=proposal_id, voter=voter, choice=choice, weight=weight, created_at=now)
 
 
 def _vote_refusal(proposal_id: int, status: str, starts_at, ends_at, weight: Decimal, *, now) -> Exception | None:

@@ -28,6 +28,8 @@ class EventKind(models.TextChoices):
     LLM_CONVERSATION = "llm_conversation", "LLM conversation turn"
     BEE_DECISION = "bee_decision", "Bee decision"
     LIFECYCLE_EVENT = "lifecycle_event", "Lifecycle event"
+    # Votes cast, proposals closed and executed (written by governance/services.py).
+    GOVERNANCE_EVENT = "governance_event", "Governance event"
 
 
 # The BigQuery table each kind is exported to.
@@ -35,6 +37,7 @@ KIND_TABLES: dict[str, str] = {
     EventKind.LLM_CONVERSATION: "llm_conversations",
     EventKind.BEE_DECISION: "bee_decisions",
     EventKind.LIFECYCLE_EVENT: "lifecycle_events",
+    EventKind.GOVERNANCE_EVENT: "governance_events",
 }
 
 

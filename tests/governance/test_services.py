@@ -199,3 +199,46 @@ def test_stake__lock_days_bounds(user):
     with pytest.raises(InvalidInput) as err:
         services.stake_create(owner=user, amount=Decimal(1), lock_days=0)
     assert list(err.value.fields) == ["lock_days"]
+
+
+def _governance_events() -> list[dict]:
+    from lifecycle.outbox.models import OutboxEvent
+
+    return list(
+        OutboxEvent.objects.filter(kind="governance_event").order_by("created_at").values_list("payload", flat=True)
+    )
+
+
+def test_vote_cast__writes_one_governance_event_with_the_vote(open_proposal, staked_user):
+    vote = services.vote_cast(voter=staked_user, proposal_id=open_proposal.pk, choice="against")
+    events = _governance_events()
+    assert Decimal(events[0].pop("weight")) == Decimal("25.5")  # a string: decimals stay exact
+    assert events == [
+        {
+            "action": "vote_cast",
+            "proposal_id": open_proposal.pk,
+            "voter_id": staked_user.pk,
+            "choice": "against",
+            "vote_id": vote.pk,
+        }
+    ]
+
+
+def test_vote_cast__refused_vote_writes_no_event(open_proposal, staked_user, user):
+    services.vote_cast(voter=staked_user, proposal_id=open_proposal.pk, choice="for")
+    with pytest.raises(Conflict):
+        services.vote_cast(voter=staked_user, proposal_id=open_proposal.pk, choice="for")
+    with pytest.raises(NotFound):
+        services.vote_cast(voter=staked_user, proposal_id=open_proposal.pk + 1000, choice="for")
+    assert [e["action"] for e in _governance_events()] == ["vote_cast"]
+    assert Vote.objects.count() == 1
+
+
+def test_close_and_execute__write_governance_events(open_proposal, staff_user, staked_user):
+    services.vote_cast(voter=staked_user, proposal_id=open_proposal.pk, choice="for")
+    services.proposal_close(actor=staff_user, proposal_id=open_proposal.pk)
+    services.proposal_execute(actor=staff_user, proposal_id=open_proposal.pk)
+    events = _governance_events()
+    assert [e["action"] for e in events] == ["vote_cast", "proposal_closed", "proposal_executed"]
+    assert {k: Decimal(v) for k, v in events[1]["tally"].items()} == {"for": 25.5, "against": 0, "abstain": 0}
+    assert events[1]["passed"] is True

@@ -190,7 +190,7 @@ def test_bigquery_setup__idempotent_day_partitions_on_created_at_expiring_after_
     call_command("bigquery_setup")
     call_command("bigquery_setup")
 
-    for name in ("llm_conversations", "bee_decisions", "lifecycle_events"):
+    for name in ("llm_conversations", "bee_decisions", "lifecycle_events", "governance_events"):
         table = bigquery.client.get_table(f"{bigquery.dataset_id}.{name}")
         assert table.time_partitioning.type_ == "DAY"
         assert table.time_partitioning.field == "created_at"
