@@ -10,7 +10,7 @@ locked FOR KEY SHARE, the voter's stake summed, the vote inserted. Every request
 (voter, proposal) pair, so each one is a real 201. The baseline is the same server and middleware,
 a csrf-exempt view doing one INSERT.
 
-Uses its own database (`omk_bench`, created and migrated) and Redis db (--redis-db, default 9);
+Uses its own database (`omk_bench`, created and migrated) and Redis db (--redis-db, default 14);
 it drops nothing but its own rows.
 """
 
@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--voters", type=int, default=100)
     parser.add_argument("--proposals", type=int, default=400)
     parser.add_argument("--database", default="omk_bench")
-    parser.add_argument("--redis-db", type=int, default=9)
+    parser.add_argument("--redis-db", type=int, default=14)
     return parser.parse_args()
 
 

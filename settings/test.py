@@ -23,3 +23,5 @@ IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMM
 
 # Static files straight from the apps (no collectstatic before the tests).
 WHITENOISE_USE_FINDERS = True
+# Nothing is collected before the tests: no STATIC_ROOT to scan (whitenoise would warn).
+STATIC_ROOT = None
