@@ -1,3 +1,4 @@
+import logging
 import sys
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -6,6 +7,11 @@ from health_check.views import HealthCheckView
 
 from lifecycle.errors import unavailable_dependency
 from lifecycle.responses import service_unavailable, wants_json
+
+logger = logging.getLogger("lifecycle.ready")
+# Checks that fail by design during an instance's life (draining, start-up recovery).
+EXPECTED = frozenset({"draining", "recovery"})
+
 
 
 def health(request: HttpRequest) -> HttpResponse:
@@ -37,6 +43,12 @@ class ReadinessView(HealthCheckView):
         response = JsonResponse(body, status=status)
         if status == 503:
             response["Retry-After"] = "1"
+            # Draining and recovering instances answer 503 on purpose, at every probe: that is no
+            # error line each time (Django logs every 5xx). A failed dependency is a warning.
+            response._has_been_logged = True
+            failed = [f"{name}: {state}" for name, state in checks.items() if state != "ok" and name not in EXPECTED]
+            if failed:
+                logger.warning("Not ready: %s", "; ".join(failed))
         return response
 
 

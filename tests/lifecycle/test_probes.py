@@ -76,3 +76,13 @@ def test_instance__database_down(start_instance):
     assert page.headers["Retry-After"] == "5"
     assert "database" in page.text
     assert "Traceback" not in page.text
+
+
+@pytest.mark.django_db
+def test_ready__draining_is_not_logged_as_an_error(client, monkeypatch, tmp_path, caplog):
+    flag = tmp_path / "draining"
+    flag.touch()
+    monkeypatch.setenv(DRAIN_FLAG_ENV, str(flag))
+    with caplog.at_level("INFO"):
+        assert client.get("/ready").status_code == 503
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
