@@ -13,7 +13,6 @@ logger = logging.getLogger("lifecycle.ready")
 EXPECTED = frozenset({"draining", "recovery"})
 
 
-
 def health(request: HttpRequest) -> HttpResponse:
     """Liveness: the process answers. No dependency is checked, on purpose."""
     return JsonResponse({"status": "ok"})
