@@ -6,43 +6,14 @@ Run before an instance reports ready, every few seconds by the job workers, and 
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import time
 
 from lifecycle.conf import lifecycle_settings
 from lifecycle.metrics import RECOVERY_FAILURE, RECOVERY_SUCCESS, SESSIONS_ACTIVE
-from lifecycle.steps import Report, Step, StepContext, StepSkipped, load_steps, run_steps
+from lifecycle.steps import Report, Step, StepContext, load_steps, run_steps
 
 logger = logging.getLogger(__name__)
-
-
-def optional_import(module: str, attribute: str):
-    """The attribute, or StepSkipped when another issue's piece is not merged yet."""
-    try:
-        return getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise StepSkipped(f"{module}.{attribute} is not installed") from exc
-
-
-def call_with_deadline(func, *, deadline: float, **kwargs):
-    """Call `func`, passing what it accepts of `deadline`/`max_seconds` (its owner decides)."""
-    params = inspect.signature(func).parameters
-    if "deadline" in params:
-        kwargs["deadline"] = deadline
-    if "max_seconds" in params:
-        kwargs["max_seconds"] = max(0.0, deadline - time.monotonic())
-    return func(**kwargs)
-
-
-def count_of(result) -> int:
-    if isinstance(result, int):
-        return result
-    try:
-        return len(result)
-    except TypeError:
-        return 0
 
 
 class MarkLostInstances(Step):
@@ -70,8 +41,9 @@ class RedeliverMessages(Step):
     label = "Re-delivering claimed messages ({count})"
 
     def run(self, *, deadline: float) -> int:
-        reclaim = optional_import("lifecycle.queues", "queue_reclaim_stale")
-        return count_of(call_with_deadline(reclaim, deadline=deadline))
+        from lifecycle.queues import queue_reclaim_stale
+
+        return queue_reclaim_stale(deadline=deadline)
 
 
 class CountSessions(Step):
@@ -79,10 +51,9 @@ class CountSessions(Step):
     label = "Counting reachable sessions ({count})"
 
     def run(self, *, deadline: float) -> int:
-        manager = optional_import("lifecycle.sessions", "session_manager")
-        if not hasattr(manager, "count_reachable"):
-            raise StepSkipped("session_manager has no count_reachable()")
-        count = count_of(call_with_deadline(manager.count_reachable, deadline=deadline))
+        from lifecycle.sessions import session_manager
+
+        count = session_manager.count_reachable(deadline=deadline)
         SESSIONS_ACTIVE.set(count)
         return count
 

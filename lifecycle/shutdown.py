@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.conf import lifecycle_settings
-from lifecycle.recovery import call_with_deadline, count_of, optional_import
 from lifecycle.steps import Report, Step, StepResult, StepStatus
 
 logger = logging.getLogger(__name__)
@@ -46,9 +45,9 @@ class HandBackMessages(Step):
 
     def run(self, *, deadline: float) -> int:
         from lifecycle.metrics import PENDING_FLUSHED
+        from lifecycle.queues import queue_release_claimed
 
-        release = optional_import("lifecycle.queues", "queue_release_claimed")
-        count = count_of(call_with_deadline(release, deadline=deadline))
+        count = queue_release_claimed(deadline=deadline)
         PENDING_FLUSHED.labels(kind="message").inc(count)
         return count
 
@@ -59,10 +58,10 @@ class ExportOutbox(Step):
 
     def run(self, *, deadline: float) -> int:
         from lifecycle.metrics import PENDING_FLUSHED
+        from lifecycle.outbox import outbox_export
 
-        export = optional_import("lifecycle.outbox", "outbox_export")
         # What is not exported now stays in PostgreSQL for the next instance: nothing is lost.
-        count = int(export(max_seconds=max(0.0, deadline - time.monotonic())))
+        count = outbox_export(max_seconds=max(0.0, deadline - time.monotonic()))
         PENDING_FLUSHED.labels(kind="outbox_event").inc(count)
         return count
 

@@ -9,6 +9,7 @@ process still exits before the platform's SIGKILL.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import threading
@@ -53,7 +54,9 @@ class StepContext:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class Step:
+class Step(abc.ABC):
+    """What a shutdown or recovery step (LIFECYCLE_*_STEPS, dotted paths) must provide."""
+
     name: str = "step"
     # The report line; `{count}` is replaced by the step's count.
     label: str = "Step ({count})"
@@ -65,9 +68,9 @@ class Step:
     def __init__(self, context: StepContext | None = None):
         self.context = context or StepContext()
 
+    @abc.abstractmethod
     def run(self, *, deadline: float) -> int:
         """Do the step's work before `deadline` (a time.monotonic() value); return a count."""
-        raise NotImplementedError
 
 
 @dataclasses.dataclass

@@ -617,16 +617,3 @@ def critical_section(
         return run  # type: ignore[return-value]
 
     return decorate
-
-
-__all__ = [
-    "AsyncLease",
-    "DistributedLock",
-    "Lease",
-    "LockError",
-    "LockLost",
-    "LockTimeout",
-    "LockUnavailable",
-    "critical_section",
-    "distributed_lock",
-]

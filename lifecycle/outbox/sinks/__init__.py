@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime as dt
 import uuid
@@ -33,17 +34,19 @@ class RowsRejected(Exception):
         self.errors = errors or {}
 
 
-class OutboxSink:
-    """Base class. `send` must be idempotent per event id: a batch may be sent again (after a
-    crash between the send and the marking of the rows) and must not appear twice."""
+class OutboxSink(abc.ABC):
+    """What a sink (OUTBOX_SINK, a dotted path) must provide. `send` must be idempotent per
+    event id: a batch may be sent again (after a crash between the send and the marking of the
+    rows) and must not appear twice."""
 
+    @abc.abstractmethod
     def send(self, events: Sequence[Event], *, timeout: float | None = None) -> None:
         """Deliver the events, within `timeout` seconds when given, or raise SinkError/RowsRejected."""
-        raise NotImplementedError
 
     def setup(self) -> list[str]:
         """Create what the sink needs (idempotent); return a line per thing done."""
         return []
 
     def close(self) -> None:
-        pass
+        """Optional: most sinks hold nothing to close."""
+        return None
