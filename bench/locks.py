@@ -16,6 +16,7 @@ your own all the same.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -68,9 +69,15 @@ def contender(kind: str, seconds: float, start: Any, results: Any) -> None:
         override_settings(LIFECYCLE_LOCK_FAIR_AFTER=0.005).enable()
     client = redis_client()  # a fresh pool in this process (redis-py resets it after fork)
     waits: list[float] = []
-    # Open this process's connection before the start line: a TCP connect and handshake in the
-    # first timed acquire would dominate the worst wait of both locks.
-    client.ping()
+    # One untimed cycle on a key of its own before the start line: this process's first TCP
+    # connect and handshake, and its first pass through each code path, would otherwise dominate
+    # the worst wait of either lock (and of whoever queues behind it).
+    if kind.startswith("ours"):
+        with distributed_lock.acquire(f"bench-warm-{os.getpid()}", ttl=10):
+            pass
+    else:
+        with client.lock(f"bench:redispy-warm-{os.getpid()}", timeout=10):
+            pass
     start.wait()
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -88,6 +95,10 @@ def contender(kind: str, seconds: float, start: Any, results: Any) -> None:
 
 def contended(kind: str, processes: int, seconds: float) -> dict[str, Any]:
     cleanup()
+    # What the children inherit goes to the permanent generation, as a pre-fork server would do:
+    # otherwise their first full collections, in step since their heaps are alike, stall whoever
+    # holds the lock for 100-200 ms in every run, whichever lock it is.
+    gc.freeze()
     ctx = mp.get_context("fork")
     start, results = ctx.Event(), ctx.Queue()
     workers = [ctx.Process(target=contender, args=(kind, seconds, start, results)) for _ in range(processes)]

@@ -25,7 +25,7 @@ from django.dispatch import receiver
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lifecycle.conf import lifecycle_settings
@@ -99,23 +99,60 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
         _shared_client = None
 
 
+def _round_trip(client: Redis, *commands: tuple[Any, ...]) -> list[Any]:
+    """Send `commands` in one write on a pooled connection and read their replies.
+
+    The sync lock's commands take this short path rather than `client.execute_command`: redis-py's
+    per-command layers (events, observability, response callbacks) cost as much CPU as Redis's own
+    work for a lock operation, and with four processes on one key that CPU is the hand-over's
+    latency. Connection errors are retried by the connection's own policy, as the client would.
+    The first error reply is raised after every reply has been read, so the connection goes back
+    to the pool clean.
+    """
+    pool = client.connection_pool
+    connection = pool.get_connection()
+
+    def send_and_read() -> list[Any]:
+        connection.send_packed_command(connection.pack_commands(commands))
+        return [_read_reply(connection) for _ in commands]
+
+    try:
+        replies = connection.retry.call_with_retry(send_and_read, lambda _error: connection.disconnect())
+    except BaseException:
+        connection.disconnect()  # replies may be left unread: never hand this connection out again
+        raise
+    finally:
+        pool.release(connection)
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
+def _read_reply(connection: Any) -> Any:
+    try:
+        return connection.read_response()
+    except ResponseError as exc:  # an error reply; the connection itself is fine
+        return exc
+
+
 class _Script:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def args(self, keys: list[str], argv: list[Any]) -> tuple[Any, ...]:
-        return (self.sha, len(keys), *keys, *argv)
+        return ("EVALSHA", self.sha, len(keys), *keys, *argv)
 
     def __call__(self, client: Redis, keys: list[str], argv: list[Any]) -> Any:
         try:
-            return client.evalsha(*self.args(keys, argv))
+            return _round_trip(client, self.args(keys, argv))[0]
         except NoScriptError:
-            return client.eval(self.source, len(keys), *keys, *argv)
+            return _round_trip(client, ("EVAL", self.source, len(keys), *keys, *argv))[0]
 
     async def run_async(self, client: AsyncRedis, keys: list[str], argv: list[Any]) -> Any:
         try:
-            return await client.evalsha(*self.args(keys, argv))
+            return await client.execute_command(*self.args(keys, argv))
         except NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *argv)
 
@@ -405,11 +442,14 @@ def _sync_try(client: Redis, plan: _Plan, block: float | None) -> tuple[int, int
     """One ACQUIRE; with `block`, pipelined with a BLPOP of that long: one round trip to queue
     (or stay queued) and wait."""
     if block is not None:
-        pipe = client.pipeline(transaction=False)
-        pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
-        pipe.blpop([plan.keys.grant], timeout=block)
         try:
-            return plan.after_pipeline(*pipe.execute())
+            return plan.after_pipeline(
+                *_round_trip(
+                    client,
+                    _ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)),
+                    ("BLPOP", plan.keys.grant, block),
+                )
+            )
         except NoScriptError:
             pass  # Redis lost its scripts (restart): the plain call below reloads ours
     return _ACQUIRE(client, plan.keys.all, plan.acquire_argv())
@@ -454,7 +494,7 @@ def _sync_abandon(client: Redis, plan: _Plan) -> None:
 async def _async_try(client: AsyncRedis, plan: _Plan, block: float | None) -> tuple[int, int, int]:
     if block is not None:
         pipe = client.pipeline(transaction=False)
-        pipe.evalsha(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
+        pipe.execute_command(*_ACQUIRE.args(plan.keys.all, plan.acquire_argv(push=True)))
         pipe.blpop([plan.keys.grant], timeout=block)
         try:
             return plan.after_pipeline(*(await pipe.execute()))

@@ -11,6 +11,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from lifecycle.errors import unavailable_dependency
@@ -23,7 +24,7 @@ from lifecycle.locks import (
     distributed_lock,
     lua,
 )
-from lifecycle.locks.lock import _ACQUIRE, _Keys
+from lifecycle.locks.lock import _ACQUIRE, _Keys, _recently_contended, _round_trip
 from lifecycle.locks.metrics import LOCKS_ACQUIRED, LOCKS_LOST, LOCKS_TIMEOUT
 from lifecycle.redis import redis_client
 from tests.support.instances import free_port
@@ -327,6 +328,30 @@ def test_scripts__hash_tag_keeps_grant_keys_in_the_slot():
     # The scripts derive other waiters' grant keys from KEYS[1]; they must match _Keys.grant.
     assert "lock .. ':grant:' .. who" in lua._COMMON
     assert _Keys("n", "t").grant == _Keys("n", "t").lock + ":grant:t"
+
+
+def test_scripts__reloaded_after_redis_lost_them():
+    client = redis_client()
+    with distributed_lock.acquire("flushed"):
+        pass
+    client.script_flush()
+    with distributed_lock.acquire("flushed") as lease:  # the plain call
+        assert holder("flushed") == lease.token
+    _recently_contended["flushed"] = None  # next call: ACQUIRE and BLPOP pipelined
+    client.script_flush()
+    with distributed_lock.acquire("flushed", timeout=0.3) as lease:
+        assert holder("flushed") == lease.token
+    assert holder("flushed") is None
+
+
+def test_round_trip__an_error_reply_is_raised_after_all_replies_are_read():
+    client = redis_client()
+    client.set("test:clean", "value")
+    with pytest.raises(ResponseError):
+        _round_trip(client, ("EVALSHA", "0" * 40, 0), ("GET", "test:clean"))
+    # The GET's reply was consumed: the pooled connection answers the next command, not that one.
+    assert client.incr("test:counter") == 1
+    assert client.get("test:clean") == b"value"
 
 
 # --- asyncio: the same names with `async with` ---
