@@ -16,4 +16,16 @@ def bare_insert(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"id": row_id}, status=201)
 
 
-urlpatterns = [path("bench/insert", bare_insert), *service_urlpatterns]
+def session_insert(request: HttpRequest) -> HttpResponse:
+    """The same INSERT behind what every browser API call pays: the session read from Redis, the
+    user loaded, the CSRF check (this view is not exempt)."""
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "unauthorized"}, status=401)
+    return bare_insert(request)
+
+
+urlpatterns = [
+    path("bench/insert", bare_insert),
+    path("bench/session-insert", session_insert),
+    *service_urlpatterns,
+]

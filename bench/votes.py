@@ -4,11 +4,13 @@ one INSERT, served by the same gunicorn in the same run, interleaved. Prints JSO
     apt-get install -y wrk     # once
     .venv/bin/python bench/votes.py [--seconds 5] [--rounds 3] [--connections 8]
 
-Each vote is a browser-like request: session cookie (read from Redis, saved back: sliding expiry),
-CSRF header, a fresh Idempotency-Key (row written in the vote's transaction), the proposal row
-locked FOR KEY SHARE, the voter's stake summed, the vote inserted. Every request votes for a new
-(voter, proposal) pair, so each one is a real 201. The baseline is the same server and middleware,
-a csrf-exempt view doing one INSERT.
+Each vote is a browser-like request: session cookie (read from Redis, its expiry slid), CSRF
+header, a fresh Idempotency-Key (row written in the vote's transaction), the proposal row locked
+FOR KEY SHARE, the voter's stake summed, the vote and its outbox row inserted. Every request
+votes for a new (voter, proposal) pair, so each one is a real 201. The baseline is the same
+server and middleware, a csrf-exempt view doing one INSERT. Two runs in between say where the
+difference goes: the same INSERT behind the session, user and CSRF check every browser call
+pays, and the vote without an Idempotency-Key.
 
 Uses its own database (`omk_bench`, created and migrated) and Redis db (--redis-db, default 14);
 it drops nothing but its own rows.
@@ -38,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--voters", type=int, default=100)
-    parser.add_argument("--proposals", type=int, default=400)
+    parser.add_argument("--proposals", type=int, default=1000)
     parser.add_argument("--database", default="omk_bench")
     parser.add_argument("--redis-db", type=int, default=14)
     return parser.parse_args()
@@ -50,7 +52,6 @@ local nvoters = #voters
 local proposals = {PROPOSALS}
 local counter = 0
 local thread_id = 0
-local nthreads = {THREADS}
 local threads = {}
 function setup(thread)
   thread:set("tid", #threads)
@@ -60,7 +61,8 @@ function init(args)
   thread_id = tonumber(tid)
 end
 request = function()
-  local g = thread_id + nthreads * counter + {OFFSET}
+  -- Each thread walks its own block of (voter, proposal) pairs: never one used before.
+  local g = {OFFSET} + thread_id * {BLOCK} + counter
   counter = counter + 1
   local v = voters[(g % nvoters) + 1]
   local p = proposals[math.floor(g / nvoters) % #proposals + 1]
@@ -68,8 +70,22 @@ request = function()
   headers["Cookie"] = "sessionid=" .. v[1] .. "; csrftoken=" .. v[2]
   headers["X-CSRFToken"] = v[2]
   headers["Content-Type"] = "application/json"
-  headers["Idempotency-Key"] = "bench-{RUN}-" .. g
+  {KEY_HEADER}
   return wrk.format("POST", "/api/proposals/" .. p .. "/votes/", headers, '{"choice": "for"}')
+end
+"""
+
+SESSION_INSERT_LUA = """
+local voters = {VOTERS}
+local counter = 0
+request = function()
+  counter = counter + 1
+  local v = voters[(counter % #voters) + 1]
+  local headers = {}
+  headers["Cookie"] = "sessionid=" .. v[1] .. "; csrftoken=" .. v[2]
+  headers["X-CSRFToken"] = v[2]
+  headers["Content-Type"] = "application/json"
+  return wrk.format("POST", "/bench/session-insert", headers, '{"choice": "for"}')
 end
 """
 
@@ -122,8 +138,9 @@ def main() -> int:
     }
     os.environ.update(env)
     python = sys.executable
-    subprocess.run([python, "scripts/ensure_database.py"], cwd=ROOT, check=True, env={**os.environ})
-    subprocess.run([python, "manage.py", "migrate", "--no-input", "-v0"], cwd=ROOT, check=True, env={**os.environ})
+    # Their output goes to stderr: stdout is the JSON report alone.
+    for command in (["scripts/ensure_database.py"], ["manage.py", "migrate", "--no-input", "-v0"]):
+        subprocess.run([python, *command], cwd=ROOT, check=True, env={**os.environ}, stdout=sys.stderr)
 
     import django
 
@@ -141,44 +158,64 @@ def main() -> int:
     try:
         # Warm both paths (connection pools, imports) before measuring.
         run_wrk(instance.url, INSERT_LUA, seconds=1, connections=args.connections, threads=args.threads)
-        votes, inserts = [], []
-        offset = 0
-        run_id = str(int(time.time()))
         lua_voters = "{" + ",".join(f'{{"{s}","{c}"}}' for s, c in voters) + "}"
         lua_proposals = "{" + ",".join(str(p) for p in proposals) + "}"
-        for _ in range(args.rounds):
-            script = (
+        run_id = str(int(time.time()))
+        offset = 0  # every vote run takes (voter, proposal) pairs no earlier run has used
+        block = len(voters) * len(proposals) // (2 * args.rounds * args.threads)
+
+        def vote_script(key_header: str) -> str:
+            return (
                 VOTE_LUA.replace("{VOTERS}", lua_voters)
                 .replace("{PROPOSALS}", lua_proposals)
-                .replace("{THREADS}", str(args.threads))
+                .replace("{BLOCK}", str(block))
                 .replace("{OFFSET}", str(offset))
-                .replace("{RUN}", run_id)
+                .replace("{KEY_HEADER}", key_header)
             )
-            result = run_wrk(
-                instance.url, script, seconds=args.seconds, connections=args.connections, threads=args.threads
-            )
-            offset += result["requests"] + args.connections * 4
-            votes.append(result)
-            inserts.append(
-                run_wrk(
-                    instance.url, INSERT_LUA, seconds=args.seconds, connections=args.connections, threads=args.threads
+
+        scripts = {
+            "vote": lambda: vote_script(f'headers["Idempotency-Key"] = "bench-{run_id}-" .. g'),
+            "vote_without_key": lambda: vote_script(""),
+            "session_insert": lambda: SESSION_INSERT_LUA.replace("{VOTERS}", lua_voters),
+            "bare_insert": lambda: INSERT_LUA,
+        }
+        runs: dict[str, list[dict]] = {kind: [] for kind in scripts}
+        for round_ in range(args.rounds):
+            # Alternate the order, so a drift in the machine's speed hits every kind alike.
+            for kind in list(scripts) if round_ % 2 == 0 else list(scripts)[::-1]:
+                script = scripts[kind]()
+                result = run_wrk(
+                    instance.url, script, seconds=args.seconds, connections=args.connections, threads=args.threads
                 )
-            )
+                if kind.startswith("vote"):
+                    offset += block * args.threads
+                runs[kind].append(result)
     finally:
         instance.stop()
     capacity = len(voters) * len(proposals)
-    vote_rate = statistics.median(r["rate"] for r in votes)
-    insert_rate = statistics.median(r["rate"] for r in inserts)
+    rates = {kind: statistics.median(r["rate"] for r in results) for kind, results in runs.items()}
+    bare = rates["bare_insert"]
     report = {
         "benchmark": "vote cast vs bare one-insert view, same gunicorn, interleaved rounds (medians)",
-        "vote_rate_per_s": vote_rate,
-        "bare_insert_rate_per_s": insert_rate,
-        "ratio": round(vote_rate / insert_rate, 3),
+        "vote_rate_per_s": rates["vote"],
+        "bare_insert_rate_per_s": bare,
+        "ratio": round(rates["vote"] / bare, 3),
         "goal_ratio": 0.8,
-        "vote_runs": votes,
-        "insert_runs": inserts,
-        "votes_non_2xx": sum(r["non_2xx"] for r in votes),
+        # Where the gap lies: each row adds a layer to the one below it.
+        "breakdown_ratio_to_bare_insert": {
+            "session_insert (+ session read, user load, CSRF check)": round(rates["session_insert"] / bare, 3),
+            "vote_without_key (+ API schema, vote statement with outbox row)": round(
+                rates["vote_without_key"] / bare, 3
+            ),
+            "vote (+ Idempotency-Key: transaction, key row with the response)": round(rates["vote"] / bare, 3),
+        },
+        "rates_per_s": rates,
+        "runs": runs,
+        "votes_non_2xx": sum(r["non_2xx"] for kind in ("vote", "vote_without_key") for r in runs[kind]),
+        "session_insert_non_2xx": sum(r["non_2xx"] for r in runs["session_insert"]),
         "vote_pairs_available": capacity,
+        # A wrk thread sending more votes than this in one run would reuse pairs (-> 409s above).
+        "vote_pairs_per_thread_and_run": block,
         "config": {
             "seconds": args.seconds,
             "rounds": args.rounds,

@@ -128,6 +128,9 @@ SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 3600)
 # Sliding expiry: every request that uses the session pushes its expiry an hour ahead.
 SESSION_SAVE_EVERY_REQUEST = True
 
+# Django's ModelBackend with the per-request user lookup compiled once (accounts/backends.py).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -6,15 +6,20 @@ Usage, on any django-ninja operation that creates something (below the route dec
     @idempotent
     def purchase_create_view(request, payload: PurchaseIn): ...
 
-How it holds when instances die: the key row is INSERTed (ON CONFLICT DO NOTHING) in the same
-transaction as the effect, before the view runs, and the rendered response is written to it
-before COMMIT. So either the effect and its stored response are both committed, or neither is:
+How it holds when instances die: the view runs inside one transaction, and its last statement
+INSERTs the key row with the rendered response (ON CONFLICT DO NOTHING). So either the effect
+and its stored response are both committed, or neither is:
 
-- retry after the first instance died after COMMIT: the row is there -> its response, no effect;
+- retry after the first instance died after COMMIT: the view runs again inside the transaction,
+  the key's INSERT finds the committed row (or the view itself refuses, "already voted") -> the
+  transaction is rolled back and the stored response is answered: one effect;
 - retry after it died before COMMIT: PostgreSQL rolled both back -> the retry runs normally;
-- two requests with one key at once: the second INSERT waits on the first's uncommitted unique
-  index entry, then finds the committed row (-> replay) or none (first rolled back -> it runs);
+- two requests with one key at once: the second's INSERT (or an earlier write on the same row)
+  waits for the first's COMMIT, then it is rolled back and replays the first's response;
 - the same key with a different method, path or body -> 422 (the client reused a key by mistake).
+
+Claiming the key last, not first, costs a retry the view's work (rolled back), and saves every
+first request a statement: retries are rare, first requests are all the traffic.
 
 Error responses (4xx) are not stored: their transaction is rolled back with the key, so a retry
 re-evaluates (a sold-out sale may have room again), and nothing is half-written.
@@ -31,24 +36,19 @@ from functools import wraps
 from typing import Any
 
 from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from ninja import Header
 from ninja.decorators import decorate_view
 from ninja.utils import contribute_operation_args
 
 from lifecycle.idempotency.conf import idempotency_settings
-from omk.errors import InvalidInput, ServiceError
+from omk.errors import InvalidInput, error_body
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 _ATTR = "_idempotency_claim"
-
-
-class KeyInUse(ServiceError):
-    status = 409
-    code = "idempotency_key_in_use"
 
 
 def request_fingerprint(request: HttpRequest) -> str:
@@ -65,39 +65,62 @@ def request_fingerprint(request: HttpRequest) -> str:
     return digest.hexdigest()
 
 
-def _claim(*, user_id: int, key: str, request_hash: str, request: HttpRequest) -> int | None:
-    """INSERT the key row; its id, or None when a committed row for (user, key) already exists."""
+def _record(*, claim: "_Claim", request: HttpRequest, response: HttpResponse) -> bool:
+    """INSERT the key row with the response; False when a committed row for (user, key) exists.
+
+    Last statement of the effect's transaction: a twin request holding the same key uncommitted
+    makes this INSERT wait until the twin commits (-> False) or rolls back (-> True).
+    """
     from lifecycle.idempotency.models import IdempotencyRecord
 
     table = connection.ops.quote_name(IdempotencyRecord._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (user_id, key, request_hash, method, path, response_body, "
-            "response_content_type, created_at) VALUES (%s, %s, %s, %s, %s, '', '', %s) "
+            f"INSERT INTO {table} (user_id, key, request_hash, method, path, response_status, response_body, "
+            "response_content_type, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (user_id, key) DO NOTHING RETURNING id",
-            [user_id, key, request_hash, request.method, request.path[:500], timezone.now()],
+            [
+                claim.user_id,
+                claim.key,
+                claim.request_hash,
+                request.method,
+                request.path[:500],
+                response.status_code,
+                response.content.decode(response.charset or "utf-8"),
+                response.get("Content-Type", "application/json"),
+                timezone.now(),
+            ],
         )
-        row = cursor.fetchone()
-    return row[0] if row else None
+        return cursor.fetchone() is not None
 
 
-def _replay(*, user_id: int, key: str, request_hash: str) -> HttpResponse:
+def _stored_response(claim: "_Claim") -> HttpResponse | None:
+    """The committed response for this key, a 422 if the key was used for another request, or None."""
     from lifecycle.idempotency.models import IdempotencyRecord
 
-    record = IdempotencyRecord.objects.get(user_id=user_id, key=key)
-    if record.request_hash != request_hash:
+    record = IdempotencyRecord.objects.filter(user_id=claim.user_id, key=claim.key).first()
+    if record is None:
+        return None
+    if record.request_hash != claim.request_hash:
         detail = (
             f"This {HEADER} was already used with a different request (method, path or body). "
             "Use a new key for a new request."
         )
-        raise InvalidInput(detail, code="idempotency_key_reused", fields={HEADER: [detail]})
-    if record.response_status is None:  # defensive: rows are only committed with a response
-        raise KeyInUse(f"A request with this {HEADER} is still being processed; retry shortly.")
+        return JsonResponse(
+            error_body(422, detail, code="idempotency_key_reused", fields={HEADER: [detail]}), status=422
+        )
     response = HttpResponse(
         record.response_body, status=record.response_status, content_type=record.response_content_type
     )
     response[REPLAYED_HEADER] = "true"
     return response
+
+
+class _Claim:
+    __slots__ = ("key", "request_hash", "user_id")
+
+    def __init__(self, user_id: int, key: str, request_hash: str) -> None:
+        self.user_id, self.key, self.request_hash = user_id, key, request_hash
 
 
 def _user_id(request: HttpRequest) -> int | None:
@@ -112,32 +135,41 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
     @wraps(run)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        with transaction.atomic():
-            response = run(request, *args, **kwargs)
-            claim_id = getattr(request, _ATTR, None)
-            if claim_id is None:
-                return response
-            if 200 <= response.status_code < 300:
-                from lifecycle.idempotency.models import IdempotencyRecord
-
-                pause = idempotency_settings.PAUSE_AFTER_COMMIT
-                if pause:
-                    # Tests only: hold the response after COMMIT so a test can kill the instance
-                    # in exactly the window this module exists for.
-                    transaction.on_commit(lambda: time.sleep(pause))
-
-                IdempotencyRecord.objects.filter(pk=claim_id).update(
-                    response_status=response.status_code,
-                    response_body=response.content.decode(response.charset or "utf-8"),
-                    response_content_type=response.get("Content-Type", "application/json"),
-                )
-            else:
-                # The error response is returned as is; the key (and anything the view wrote
-                # before failing) is discarded, so a retry starts afresh.
+        try:
+            with transaction.atomic():
+                response = run(request, *args, **kwargs)
+                claim = getattr(request, _ATTR, None)
+                if claim is None:
+                    return response
+                if 200 <= response.status_code < 300 and _record(claim=claim, request=request, response=response):
+                    pause = idempotency_settings.PAUSE_AFTER_COMMIT
+                    if pause:
+                        # Tests only: hold the response after COMMIT so a test can kill the
+                        # instance in exactly the window this module exists for.
+                        transaction.on_commit(lambda: time.sleep(pause))
+                    return response
+                # An error, or a twin request committed this key first: discard everything the
+                # view wrote, then answer what the key already holds, if anything.
                 transaction.set_rollback(True)
-            return response
+        except Exception:
+            claim = getattr(request, _ATTR, None)
+            if claim is None:
+                raise
+            # Often the twin's doing (a unique row it committed first): the stored response, if any.
+            replay = _stored_response_or_none(claim)
+            if replay is None:
+                raise
+            return replay
+        return _stored_response(claim) or response
 
     return wrapper
+
+
+def _stored_response_or_none(claim: _Claim) -> HttpResponse | None:
+    try:
+        return _stored_response(claim)
+    except Exception:  # the original error is the one to report
+        return None
 
 
 def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -154,11 +186,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
         if not _KEY_RE.match(idempotency_key):
             detail = f"{HEADER} must be 1 to 255 printable ASCII characters without spaces."
             raise InvalidInput(detail, fields={HEADER: [detail]})
-        request_hash = request_fingerprint(request)
-        claim_id = _claim(user_id=user_id, key=idempotency_key, request_hash=request_hash, request=request)
-        if claim_id is None:
-            return _replay(user_id=user_id, key=idempotency_key, request_hash=request_hash)
-        setattr(request, _ATTR, claim_id)
+        setattr(request, _ATTR, _Claim(user_id, idempotency_key, request_fingerprint(request)))
         return view(request, *args, **kwargs)
 
     contribute_operation_args(
@@ -185,10 +213,10 @@ def idempotency_purge(*, older_than: timedelta) -> int:
 def idempotency_effect_token(request: HttpRequest) -> str | None:
     """A stable name for this request's Idempotency-Key (per user and path), or None without one.
 
-    A write to Redis cannot join the key's PostgreSQL transaction: if the instance dies after
-    the Redis write and before COMMIT, the client's retry runs the view again. Such a write
-    records its result under this token in the same Redis script (SET NX), so the retry finds
-    the first result instead of writing a second time.
+    A write to Redis cannot join the key's PostgreSQL transaction, and a retry (or a twin sent
+    at the same time) runs the view again before its key INSERT finds the first's row. Such a
+    write records its result under this token in the same Redis script (SET NX), so the retry
+    finds the first result instead of writing a second time.
     """
     key = request.headers.get(HEADER)
     user = getattr(request, "auth", None) or getattr(request, "user", None)

@@ -49,6 +49,26 @@ def test_idempotent__same_key_different_body_is_422(api_client):
 
 
 @pytest.mark.django_db
+def test_idempotent__retry_of_a_view_that_checks_nothing_is_rolled_back_and_replayed(api_client):
+    first = _post(api_client, "/api/groups-unchecked/", {"name": "free"}, "key-u")
+    second = _post(api_client, "/api/groups-unchecked/", {"name": "free"}, "key-u")
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert second["Idempotent-Replayed"] == "true"
+    assert Group.objects.filter(name__startswith="free-").count() == 1
+    assert IdempotencyRecord.objects.get().response_status == 201
+
+
+@pytest.mark.django_db
+def test_idempotent__reused_key_whose_view_fails_is_still_422(api_client):
+    assert _post(api_client, "/api/groups/", {"name": "a"}, "key-f").status_code == 201
+    response = _post(api_client, "/api/groups-failing/", {"name": "b"}, "key-f")
+    assert response.status_code == 422
+    assert response.json()["error"] == "idempotency_key_reused"
+    assert not Group.objects.filter(name="b").exists()
+
+
+@pytest.mark.django_db
 def test_idempotent__keys_are_per_user(api_client, staff_client):
     assert _post(api_client, "/api/groups/", {"name": "a"}, "shared").status_code == 201
     # Another user's identical key is a different key: it runs (and conflicts on the name).
@@ -96,6 +116,27 @@ def test_idempotent__concurrent_same_key_one_effect(api_token):
     assert len({r.json()["id"] for r in responses}) == 1
     assert Group.objects.filter(name="race").count() == 1
     assert sum(r.get("Idempotent-Replayed") == "true" for r in responses) == 7
+
+
+@pytest.mark.django_db(transaction=True)
+def test_idempotent__concurrent_same_key_without_own_checks_one_effect(api_token):
+    """The twins all create their group; the key's INSERT keeps one and replays it to the rest."""
+    start = threading.Barrier(4)
+
+    def send(i: int):
+        client = Client(headers={"Authorization": f"Bearer {api_token}"})
+        start.wait()
+        try:
+            return _post(client, "/api/groups-unchecked/", {"name": "twin", "delay": 0.3}, "twin-key")
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(send, range(4)))
+    assert [r.status_code for r in responses] == [201] * 4
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert Group.objects.filter(name__startswith="twin-").count() == 1
+    assert sum(r.get("Idempotent-Replayed") == "true" for r in responses) == 3
 
 
 def test_idempotent__async_view_is_refused_at_import():

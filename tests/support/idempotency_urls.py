@@ -2,6 +2,7 @@
 without depending on any feature app."""
 
 import time
+import uuid
 
 from django.contrib.auth.models import Group
 from django.db import OperationalError
@@ -34,6 +35,15 @@ def group_create(request, payload: GroupIn):
         raise Conflict(f"Group {payload.name!r} exists.")
     group = Group.objects.create(name=payload.name)
     # Lets a test hold the transaction open (key row uncommitted) while a twin request arrives.
+    time.sleep(payload.delay)
+    return Status(201, group)
+
+
+@api.post("/groups-unchecked/", response={201: GroupOut})
+@idempotent
+def group_create_unchecked(request, payload: GroupIn):
+    # Checks nothing and never conflicts: only the key can keep a retry from a second group.
+    group = Group.objects.create(name=f"{payload.name}-{uuid.uuid4().hex}")
     time.sleep(payload.delay)
     return Status(201, group)
 

@@ -1,0 +1,38 @@
+"""The authentication backend: Django's ModelBackend with a cheaper `get_user`.
+
+`get_user` runs on every request of a logged-in session. Django builds and compiles a queryset for
+it each time (about 0.3 ms of CPU here, more than the SELECT itself costs PostgreSQL); this one
+compiles the SELECT once per database and model, then only executes it.
+"""
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
+from django.db import connections, router
+
+_compiled: dict[tuple[type, str], tuple[str, list[str]]] = {}
+
+
+def _select_by_pk(model: type, alias: str) -> tuple[str, list[str]]:
+    compiled = _compiled.get((model, alias))
+    if compiled is None:
+        # Compiled with a placeholder value; only the parameter changes between calls.
+        query = model._default_manager.db_manager(alias).filter(pk=0).query
+        sql, _params = query.get_compiler(alias).as_sql()
+        compiled = _compiled[(model, alias)] = (sql, [field.attname for field in model._meta.concrete_fields])
+    return compiled
+
+
+class ModelBackend(DjangoModelBackend):
+    def get_user(self, user_id: Any) -> Any:
+        model = get_user_model()
+        alias = router.db_for_read(model)
+        sql, columns = _select_by_pk(model, alias)
+        with connections[alias].cursor() as cursor:
+            cursor.execute(sql, [user_id])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        user = model.from_db(alias, columns, row)
+        return user if self.user_can_authenticate(user) else None

@@ -1,0 +1,39 @@
+import pytest
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
+from django.test import Client
+
+from accounts.backends import ModelBackend
+
+pytestmark = pytest.mark.django_db
+
+
+def test_model_backend__get_user_loads_every_field_as_the_orm_does(user):
+    user.first_name, user.email, user.is_staff = "Alice", "alice@example.com", True
+    user.save()
+    loaded = ModelBackend().get_user(user.pk)
+    expected = get_user_model().objects.get(pk=user.pk)
+    fields = [field.attname for field in get_user_model()._meta.concrete_fields]
+    assert {name: getattr(loaded, name) for name in fields} == {name: getattr(expected, name) for name in fields}
+    assert loaded._state.adding is False
+    assert loaded._state.db == "default"
+
+
+def test_model_backend__unknown_or_inactive_user_is_none(user):
+    assert ModelBackend().get_user(user.pk + 1000) is None
+    user.is_active = False
+    user.save()
+    assert ModelBackend().get_user(user.pk) is None
+    assert DjangoModelBackend().get_user(user.pk) is None  # the same rule as Django's
+
+
+def test_model_backend__a_logged_in_session_is_served_by_it(user):
+    client = Client()
+    assert client.login(username="alice", password="alice-password-1")
+    assert client.session[SESSION_KEY] == str(user.pk)
+    assert client.session["_auth_user_backend"] == "accounts.backends.ModelBackend"
+    assert client.get("/api/auth/me").json()["username"] == "alice"
+    user.set_password("changed-password-2")
+    user.save()
+    # The session hash check still applies: a password change ends other sessions.
+    assert client.get("/api/auth/me").status_code == 401
