@@ -15,6 +15,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from accounts.auth import api_auth
+from lifecycle.locks import LockTimeout
 from omk.errors import ServiceError, error_body
 
 # Parameter sources ninja puts first in an error location; the field name follows them.
@@ -103,6 +104,14 @@ def _data_error(api: NinjaAPI, request: HttpRequest, exc: DataError) -> HttpResp
     return _respond(api, request, 422, f"Invalid input: {detail}", fields={"body": [detail]})
 
 
+def _lock_timeout(api: NinjaAPI, request: HttpRequest, exc: LockTimeout) -> HttpResponse:
+    # Another request (on any instance) holds this operation's lock past our wait: nothing was
+    # done, and the same request will most likely pass in a moment.
+    response = _respond(api, request, 409, f"{exc}: the operation is running elsewhere; retry shortly.", code="busy")
+    response["Retry-After"] = "1"
+    return response
+
+
 def _unexpected(api: NinjaAPI, request: HttpRequest, exc: Exception) -> HttpResponse:
     # Not ninja's default (a traceback as text/plain under DEBUG): let Django handle it, so a
     # PostgreSQL or Redis outage becomes the middleware's 503 with Retry-After, and a bug is
@@ -122,6 +131,7 @@ def install_error_handlers(target: NinjaAPI) -> None:
         (Http404, _not_found),
         (ObjectDoesNotExist, _does_not_exist),
         (DataError, _data_error),
+        (LockTimeout, _lock_timeout),
         (Exception, _unexpected),
     ):
         target.add_exception_handler(exc_class, partial(handler, target))

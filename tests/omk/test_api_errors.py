@@ -64,3 +64,16 @@ def test_dependency_outage_in_a_view__is_503_with_retry_after(api_client, settin
     assert response.status_code == 503
     assert response["Retry-After"]
     assert response.json()["error"] == "service_unavailable"
+
+
+@pytest.mark.urls("tests.support.idempotency_urls")
+def test_lock_held_elsewhere__is_409_busy_with_retry_after(api_client):
+    from lifecycle.locks import distributed_lock
+
+    with distributed_lock.acquire("api-busy-test"):
+        response = api_client.post("/api/busy/")
+    assert response.status_code == 409
+    assert response.json()["error"] == "busy"
+    assert "retry shortly" in response.json()["detail"]
+    assert response["Retry-After"] == "1"
+    assert api_client.post("/api/busy/").json() == {"done": True}

@@ -1,5 +1,5 @@
-"""A test-only API with one creating POST (a Django auth Group), to exercise lifecycle.idempotency
-without depending on any feature app."""
+"""A test-only API with creating POSTs (Django auth Groups), to exercise lifecycle.idempotency and
+the API's error handling without depending on any feature app."""
 
 import time
 import uuid
@@ -11,6 +11,7 @@ from ninja import NinjaAPI, Schema, Status
 
 from accounts.auth import api_auth
 from lifecycle.idempotency import idempotent
+from lifecycle.locks import distributed_lock
 from omk.api import install_error_handlers
 from omk.errors import Conflict
 
@@ -58,6 +59,12 @@ def group_create_failing(request, payload: GroupIn):
 @api.get("/outage/")
 def outage(request):
     raise OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
+
+
+@api.post("/busy/")
+def busy(request):
+    with distributed_lock.acquire("api-busy-test", timeout=0):
+        return {"done": True}
 
 
 urlpatterns = [path("api/", api.urls)]
