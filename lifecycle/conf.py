@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
         "lifecycle.recovery.RedeliverMessages",
         "lifecycle.recovery.CountSessions",
     ],
+    # Port on which `manage.py worker` serves Prometheus metrics (its outbox, recovery and lock
+    # samples), or None. On GKE the worker is a pod of its own and must be scraped itself; on
+    # Cloud Run it is a sidecar whose samples the web container's /metrics already includes.
+    "WORKER_METRICS_PORT": None,
     # Seconds kept back from the shutdown deadline to store the report and exit.
     "REPORT_RESERVE": 0.5,
     # Test-only views (a slow endpoint for the shutdown tests); never enabled in production.

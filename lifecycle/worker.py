@@ -45,6 +45,7 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
     write_json(instance_file("worker", pid), {"pid": pid, "instance_id": instance_id, "kind": "worker"})
     instance_register(instance_id=instance_id, kind="worker")
     INSTANCE_STARTUP.labels(kind="worker").inc()
+    _serve_metrics(lifecycle_settings.WORKER_METRICS_PORT)
     current = {"state": "starting"}
     heartbeat = Heartbeat(
         client=redis_client(),
@@ -81,6 +82,18 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
     finally:
         export_stop.set()
         instance_file("worker", pid).unlink(missing_ok=True)
+
+
+def _serve_metrics(port: int | None) -> None:
+    """Serve /metrics from a daemon thread: it dies with the process, samples and all."""
+    if not port:
+        return
+    from prometheus_client import start_http_server
+
+    from lifecycle.metrics import metrics_registry
+
+    start_http_server(int(port), registry=metrics_registry())
+    logger.info("Worker metrics on port %s", port)
 
 
 def _export_outbox(stop: threading.Event) -> None:

@@ -126,6 +126,16 @@ def test_selectors__match_their_pods():
     assert (target["kind"], target["name"]) == ("Deployment", "omk-web")
 
 
+def test_worker__is_scraped_on_the_port_it_serves_metrics_on():
+    worker = next(doc for _, doc in base_documents() if doc["metadata"]["name"] == "omk-worker")["spec"]["template"]
+    annotations = worker["metadata"]["annotations"]
+    (container,) = worker["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == env["WORKER_METRICS_PORT"] == str(ports["metrics"])
+
+
 def test_hpa__as_the_issue_says():
     hpa = next(doc for _, doc in base_documents() if doc["kind"] == "HorizontalPodAutoscaler")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 10)

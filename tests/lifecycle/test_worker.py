@@ -95,3 +95,26 @@ def test_worker__exports_the_outbox_continuously(start_worker):
     assert exported
     assert worker.process.poll() is None  # exported while running, not by a shutdown
     assert not OutboxEvent.objects.filter(exported_at__isnull=True).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_worker__serves_its_own_metrics_on_its_port(start_worker):
+    import requests
+
+    from tests.support.instances import free_port
+
+    port = free_port()
+    worker = start_worker(WORKER_METRICS_PORT=str(port), OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
+
+    def scraped() -> str | None:
+        try:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except requests.RequestException:
+            return None
+        # The samples the recovery and outbox alerts read exist only in the worker process.
+        wanted = ('instance_startup_total{kind="worker"} 1.0', "instance_recovery_success_total", "outbox_pending")
+        return text if all(name in text for name in wanted) else None
+
+    assert wait_for(scraped, timeout=15, message="the worker's metrics with its recovery and outbox samples")
