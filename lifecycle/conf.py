@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "lifecycle.recovery.RetryStalledJobs",
         "lifecycle.recovery.RedeliverMessages",
         "lifecycle.recovery.CountSessions",
+        "lifecycle.recovery.CountShutdowns",
     ],
     # Port on which `manage.py worker` serves Prometheus metrics (its outbox, recovery and lock
     # samples), or None. On GKE the worker is a pod of its own and must be scraped itself; on

@@ -230,14 +230,13 @@ class FinishRequests(Step):
             arbiter.reap_workers()
             time.sleep(0.05)
         if arbiter.WORKERS:
-            from lifecycle.metrics import PENDING_LOST
-
-            left = inflight.count()
-            PENDING_LOST.labels(kind="request").inc(max(left, 0))
+            left = max(inflight.count(), 0)
             arbiter.kill_workers(signal.SIGKILL)
             time.sleep(0.05)
             arbiter.reap_workers()
-            raise StepTimedOut(f"{left} requests still running at the deadline were cut off", count=in_flight)
+            raise StepTimedOut(
+                f"{left} requests still running at the deadline were cut off", count=in_flight, lost=left
+            )
         return in_flight
 
 

@@ -72,8 +72,12 @@ class LifecycleReport(models.Model):
     duration = models.FloatField(help_text="seconds")
     budget = models.FloatField(null=True, blank=True, help_text="seconds the platform allowed")
     ok = models.BooleanField()
-    # [{"name", "label", "status": ok|failed|timed_out|skipped, "count", "duration", "detail"}]
+    # [{"name", "label", "status": ok|failed|timed_out|skipped, "count", "duration", "detail",
+    #   "flushes", "lost"}]
     steps = models.JSONField(default=list)
+    # When a live instance counted this (shutdown) report into its metrics: the instance that
+    # wrote it was gone before anything scraped its own samples.
+    counted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -10,7 +10,15 @@ import logging
 import time
 
 from lifecycle.conf import lifecycle_settings
-from lifecycle.metrics import RECOVERY_FAILURE, RECOVERY_SUCCESS, SESSIONS_ACTIVE
+from lifecycle.metrics import (
+    INSTANCE_SHUTDOWN,
+    INSTANCE_SHUTDOWN_DURATION,
+    PENDING_FLUSHED,
+    PENDING_LOST,
+    RECOVERY_FAILURE,
+    RECOVERY_SUCCESS,
+    SESSIONS_ACTIVE,
+)
 from lifecycle.steps import Report, Step, StepContext, load_steps, run_steps
 
 logger = logging.getLogger(__name__)
@@ -58,6 +66,32 @@ class CountSessions(Step):
         return count
 
 
+class CountShutdowns(Step):
+    """Count the shutdowns other instances stored into this process's metrics.
+
+    A stopping instance cannot count its own shutdown usefully: its /metrics goes away with it,
+    before anything scrapes the figures. Its stored report is counted here, once, by whichever
+    live instance's pass claims it first.
+    """
+
+    name = "count_shutdowns"
+    label = "Counting finished shutdowns ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        from lifecycle.services import shutdown_reports_claim
+
+        claimed = shutdown_reports_claim()
+        for kind, report in claimed:
+            INSTANCE_SHUTDOWN.labels(kind=kind, outcome="clean" if report.ok else "unclean").inc()
+            INSTANCE_SHUTDOWN_DURATION.observe(report.duration)
+            for step in report.steps:
+                if step.get("flushes") and step.get("count"):
+                    PENDING_FLUSHED.labels(kind=step["flushes"]).inc(step["count"])
+                if step.get("lost"):
+                    PENDING_LOST.labels(kind="request").inc(step["lost"])
+        return len(claimed)
+
+
 def recovery_run(
     *,
     instance_id: str | None,
@@ -76,7 +110,8 @@ def recovery_run(
     run_steps(steps, report=report, deadline=started + budget)
     report.duration = time.monotonic() - started
     (RECOVERY_SUCCESS if report.ok else RECOVERY_FAILURE).inc()
-    found = sum(s.count for s in report.steps if s.name != CountSessions.name)
+    # Counting sessions and others' shutdowns is bookkeeping, not something found to recover.
+    found = sum(s.count for s in report.steps if s.name not in (CountSessions.name, CountShutdowns.name))
     if instance_id and (record or (record is None and (found or not report.ok))):
         from lifecycle.services import report_record
 
@@ -90,4 +125,12 @@ def recovery_run(
     return report
 
 
-__all__ = ["CountSessions", "MarkLostInstances", "RedeliverMessages", "RetryStalledJobs", "Step", "recovery_run"]
+__all__ = [
+    "CountSessions",
+    "CountShutdowns",
+    "MarkLostInstances",
+    "RedeliverMessages",
+    "RetryStalledJobs",
+    "Step",
+    "recovery_run",
+]

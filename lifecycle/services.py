@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from lifecycle.conf import lifecycle_settings
-from lifecycle.models import LIVE_STATES, Instance, InstanceEvent, InstanceState, LifecycleReport
+from lifecycle.models import LIVE_STATES, Instance, InstanceEvent, InstanceState, LifecycleReport, ReportKind
 from lifecycle.platform import detect_platform
 from lifecycle.redis import redis_client
 from lifecycle.registry import heartbeat_key, heartbeat_write, instance_version
@@ -84,6 +84,20 @@ def report_record(*, instance_id: str, report: Report) -> LifecycleReport:
         ok=report.ok,
         steps=[s.as_dict() for s in report.steps],
     )
+
+
+def shutdown_reports_claim(*, limit: int = 500) -> list[tuple[str, LifecycleReport]]:
+    """Shutdown reports not counted into any process's metrics yet, with their instance's kind,
+    marked counted. SKIP LOCKED: passes running at once on several instances take each once."""
+    with transaction.atomic():
+        reports = list(
+            LifecycleReport.objects.select_related("instance")
+            .select_for_update(skip_locked=True, of=("self",))
+            .filter(kind=ReportKind.SHUTDOWN, counted_at__isnull=True)
+            .order_by("id")[:limit]
+        )
+        LifecycleReport.objects.filter(pk__in=[r.pk for r in reports]).update(counted_at=timezone.now())
+    return [(report.instance.kind, report) for report in reports]
 
 
 def instances_mark_lost(*, ttl: float | None = None) -> list[str]:

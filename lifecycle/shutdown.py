@@ -25,16 +25,14 @@ class HandBackJobs(Step):
 
     name = "hand_back_jobs"
     label = "Handing back claimed jobs ({count})"
+    flushes = "job"
 
     def run(self, *, deadline: float) -> int:
         if not self.context.running_job_ids:
             return 0
         from lifecycle.jobs import jobs_hand_back
-        from lifecycle.metrics import PENDING_FLUSHED
 
-        count = len(jobs_hand_back(job_ids=self.context.running_job_ids))
-        PENDING_FLUSHED.labels(kind="job").inc(count)
-        return count
+        return len(jobs_hand_back(job_ids=self.context.running_job_ids))
 
 
 class HandBackMessages(Step):
@@ -42,28 +40,24 @@ class HandBackMessages(Step):
 
     name = "hand_back_messages"
     label = "Handing back unacked messages ({count})"
+    flushes = "message"
 
     def run(self, *, deadline: float) -> int:
-        from lifecycle.metrics import PENDING_FLUSHED
         from lifecycle.queues import queue_release_claimed
 
-        count = queue_release_claimed(deadline=deadline)
-        PENDING_FLUSHED.labels(kind="message").inc(count)
-        return count
+        return queue_release_claimed(deadline=deadline)
 
 
 class ExportOutbox(Step):
     name = "export_outbox"
     label = "Exporting outbox ({count} events)"
+    flushes = "outbox_event"
 
     def run(self, *, deadline: float) -> int:
-        from lifecycle.metrics import PENDING_FLUSHED
         from lifecycle.outbox import outbox_export
 
         # What is not exported now stays in PostgreSQL for the next instance: nothing is lost.
-        count = outbox_export(max_seconds=max(0.0, deadline - time.monotonic()))
-        PENDING_FLUSHED.labels(kind="outbox_event").inc(count)
-        return count
+        return outbox_export(max_seconds=max(0.0, deadline - time.monotonic()))
 
 
 class CloseConnections(Step):
@@ -126,13 +120,12 @@ def shutdown_finish(*, instance_id: str, kind: str, report: Report, drain_starte
 
     from django.db import connections
 
-    from lifecycle.metrics import INSTANCE_SHUTDOWN, INSTANCE_SHUTDOWN_DURATION
     from lifecycle.models import InstanceEvent, InstanceState
     from lifecycle.services import instance_set_state, report_record
 
+    # No metric is counted here: this process is about to vanish with its samples, unscraped.
+    # A live instance's recovery pass counts the stored report (lifecycle.recovery.CountShutdowns).
     outcome = "clean" if report.ok else "unclean"
-    INSTANCE_SHUTDOWN.labels(kind=kind, outcome=outcome).inc()
-    INSTANCE_SHUTDOWN_DURATION.observe(report.duration)
     log = logger.info if report.ok else logger.error
     log(
         "Shutdown %s in %.2f s of a %s s budget: %s",

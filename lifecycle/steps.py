@@ -36,9 +36,10 @@ class StepSkipped(Exception):
 class StepTimedOut(Exception):
     """Raised by a step that enforces its own deadline (one that cannot run in a thread)."""
 
-    def __init__(self, message: str, count: int = 0):
+    def __init__(self, message: str, count: int = 0, lost: int = 0):
         super().__init__(message)
         self.count = count
+        self.lost = lost
 
 
 @dataclasses.dataclass
@@ -64,6 +65,9 @@ class Step(abc.ABC):
     timeout: float | None = None
     # Steps that drive the process itself (gunicorn's arbiter) must run in the calling thread.
     in_thread: bool = True
+    # The kind of pending operation this step's count hands over to other instances ("job",
+    # "message", ...), for pending_operations_flushed_total; "" when it hands over nothing.
+    flushes: str = ""
 
     def __init__(self, context: StepContext | None = None):
         self.context = context or StepContext()
@@ -81,6 +85,9 @@ class StepResult:
     count: int = 0
     duration: float = 0.0
     detail: str = ""
+    flushes: str = ""
+    # Operations the step had to give up (requests cut off at the deadline).
+    lost: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -156,6 +163,7 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
         except StepTimedOut as exc:
             outcome["timed_out"] = str(exc)
             outcome["count"] = exc.count
+            outcome["lost"] = exc.lost
         except BaseException as exc:
             outcome["error"] = exc
         finally:
@@ -173,20 +181,25 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
         alive = False
     duration = time.monotonic() - started
     count = outcome.get("count", 0)
-    label = format_label(step.label, count)
+
+    def result(status: str, detail: str = "", *, count: int = count) -> StepResult:
+        label = format_label(step.label, count)
+        lost = outcome.get("lost", 0)
+        return StepResult(step.name, label, status, count, duration, detail, flushes=step.flushes, lost=lost)
+
     if alive:
         logger.error("Lifecycle step %s did not finish in %.2f s: cut off", step.name, duration)
-        return StepResult(step.name, label, StepStatus.TIMED_OUT, count, duration, "cut off at its deadline")
+        return result(StepStatus.TIMED_OUT, "cut off at its deadline")
     if "timed_out" in outcome:
         logger.error("Lifecycle step %s timed out: %s", step.name, outcome["timed_out"])
-        return StepResult(step.name, label, StepStatus.TIMED_OUT, count, duration, outcome["timed_out"])
+        return result(StepStatus.TIMED_OUT, outcome["timed_out"])
     if "skipped" in outcome:
-        return StepResult(step.name, label, StepStatus.SKIPPED, 0, duration, outcome["skipped"])
+        return result(StepStatus.SKIPPED, outcome["skipped"], count=0)
     if "error" in outcome:
         exc = outcome["error"]
         logger.error("Lifecycle step %s failed: %r", step.name, exc, exc_info=exc)
-        return StepResult(step.name, label, StepStatus.FAILED, count, duration, f"{type(exc).__name__}: {exc}")
-    return StepResult(step.name, label, StepStatus.OK, count, duration)
+        return result(StepStatus.FAILED, f"{type(exc).__name__}: {exc}")
+    return result(StepStatus.OK)
 
 
 # Seconds kept for each step still to come, so that a hung step cannot starve the ones after it

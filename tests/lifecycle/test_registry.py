@@ -1,17 +1,20 @@
 """Instance registry: registration, heartbeats, lost instances, `manage.py instances`, recovery."""
 
 import datetime as dt
+import time
 
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from lifecycle.models import Instance, InstanceEvent, InstanceState, LifecycleReport
 from lifecycle.outbox.models import OutboxEvent
 from lifecycle.recovery import recovery_run
 from lifecycle.redis import redis_client
 from lifecycle.registry import heartbeat_key
-from lifecycle.services import instance_register, instance_set_state, instances_mark_lost
+from lifecycle.services import instance_register, instance_set_state, instances_mark_lost, report_record
+from lifecycle.steps import Report, StepResult, StepStatus
 
 
 def _age(instance_id: str, seconds: float) -> None:
@@ -72,11 +75,73 @@ def test_recovery_run__report_with_each_step_is_stored():
     assert steps["mark_lost_instances"]["count"] == 1
     assert steps["mark_lost_instances"]["status"] == "ok"
     assert steps["retry_stalled_jobs"]["status"] == "ok"
-    assert set(steps) == {"mark_lost_instances", "retry_stalled_jobs", "redeliver_messages", "count_sessions"}
+    assert set(steps) == {
+        "mark_lost_instances",
+        "retry_stalled_jobs",
+        "redeliver_messages",
+        "count_sessions",
+        "count_shutdowns",
+    }
     # The queues and sessions pieces (issue 5) are wired in, not skipped.
     assert steps["redeliver_messages"]["status"] == "ok"
     assert steps["count_sessions"]["status"] == "ok"
     assert stored.ok == report.ok
+
+
+def _shutdown_report(instance_id: str, *, kind: str, ok: bool, duration: float, steps: list[StepResult]) -> None:
+    instance_register(instance_id=instance_id, kind=kind)
+    report = Report(kind="shutdown", started_at=time.time(), budget=10.0, steps=steps, duration=duration)
+    report_record(instance_id=instance_id, report=report)
+    assert report.ok is ok
+
+
+def _sample(name: str, labels: dict[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_count_shutdowns__stored_reports_reach_a_live_process_metrics_once():
+    """A stopping instance's own samples vanish with it: a live instance counts its stored report."""
+    before = {
+        "clean": _sample("instance_shutdown_total", {"kind": "web", "outcome": "clean"}),
+        "unclean": _sample("instance_shutdown_total", {"kind": "worker", "outcome": "unclean"}),
+        "durations": _sample("instance_shutdown_duration_seconds_count"),
+        "slow": _sample("instance_shutdown_duration_seconds_bucket", {"le": "5.0"}),
+        "jobs": _sample("pending_operations_flushed_total", {"kind": "job"}),
+        "messages": _sample("pending_operations_flushed_total", {"kind": "message"}),
+        "lost": _sample("pending_operations_lost_total", {"kind": "request"}),
+    }
+    _shutdown_report(
+        "web-s",
+        kind="web",
+        ok=True,
+        duration=1.5,
+        steps=[StepResult("hand_back_messages", "m", StepStatus.OK, 3, 0.1, flushes="message")],
+    )
+    _shutdown_report(
+        "worker-s",
+        kind="worker",
+        ok=False,
+        duration=9.0,
+        steps=[
+            StepResult("hand_back_jobs", "j", StepStatus.OK, 2, 0.1, flushes="job"),
+            StepResult("finish_requests", "r", StepStatus.TIMED_OUT, 5, 8.0, "cut off", lost=4),
+        ],
+    )
+
+    first = recovery_run(instance_id="web-live", record=False)
+    again = recovery_run(instance_id="web-live", record=False)
+
+    assert {s.name: s.count for s in first.steps}["count_shutdowns"] == 2
+    assert {s.name: s.count for s in again.steps}["count_shutdowns"] == 0
+    assert _sample("instance_shutdown_total", {"kind": "web", "outcome": "clean"}) == before["clean"] + 1
+    assert _sample("instance_shutdown_total", {"kind": "worker", "outcome": "unclean"}) == before["unclean"] + 1
+    assert _sample("instance_shutdown_duration_seconds_count") == before["durations"] + 2
+    assert _sample("instance_shutdown_duration_seconds_bucket", {"le": "5.0"}) == before["slow"] + 1
+    assert _sample("pending_operations_flushed_total", {"kind": "job"}) == before["jobs"] + 2
+    assert _sample("pending_operations_flushed_total", {"kind": "message"}) == before["messages"] + 3
+    assert _sample("pending_operations_lost_total", {"kind": "request"}) == before["lost"] + 4
+    assert not LifecycleReport.objects.filter(kind="shutdown", counted_at__isnull=True).exists()
 
 
 @pytest.mark.django_db

@@ -66,6 +66,40 @@ def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance)
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_sigterm__request_cut_off_at_the_deadline_is_stored_and_counted_by_a_live_instance(start_instance):
+    from prometheus_client import REGISTRY
+
+    from lifecycle.recovery import recovery_run
+
+    def lost() -> float:
+        return REGISTRY.get_sample_value("pending_operations_lost_total", {"kind": "request"}) or 0.0
+
+    # A 3 s grace period: the deadline (2 s) comes long before the 20 s request ends.
+    instance = start_instance(
+        wait_for="/ready", DRAIN_DELAY="0", KUBERNETES_SERVICE_HOST="10.0.0.1", TERMINATION_GRACE_PERIOD="3", **SINK
+    )
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    doomed = pool.submit(requests.get, instance.url + "/_test/slow?seconds=20", timeout=30)
+    time.sleep(0.7)
+    instance.signal(signal.SIGTERM)
+    instance.process.wait(timeout=10)
+    with pytest.raises(requests.RequestException):
+        doomed.result()
+
+    report = LifecycleReport.objects.get(kind="shutdown")
+    steps = {s["name"]: s for s in report.steps}
+    assert steps["finish_requests"]["status"] == "timed out"
+    assert steps["finish_requests"]["lost"] == 1
+    assert steps["hand_back_messages"]["flushes"] == "message"
+    # The instance is gone with whatever it counted; a live one counts the stored report, once.
+    before = lost()
+    recovery_run(instance_id=None)
+    recovery_run(instance_id=None)
+    assert lost() == before + 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_sigterm__without_drain_delay_new_connections_are_refused(start_instance):
     """The control for the test above: gunicorn's own stop closes the listener at once."""
     instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **GKE_10S)
