@@ -6,9 +6,10 @@ Usage, on any django-ninja operation that creates something (below the route dec
     @idempotent
     def purchase_create_view(request, payload: PurchaseIn): ...
 
-How it holds when instances die: the view runs inside one transaction, and its last statement
-INSERTs the key row with the rendered response (ON CONFLICT DO NOTHING). So either the effect
-and its stored response are both committed, or neither is:
+Without the header the operation runs as if undecorated (its services keep their own
+transactions). With it, and this is how it holds when instances die, the view runs inside one
+transaction whose last statement INSERTs the key row with the rendered response (ON CONFLICT DO
+NOTHING). So either the effect and its stored response are both committed, or neither is:
 
 - retry after the first instance died after COMMIT: the view runs again inside the transaction,
   the key's INSERT finds the committed row (or the view itself refuses, "already voted") -> the
@@ -135,6 +136,10 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
     @wraps(run)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.headers.get(HEADER):
+            # No key, nothing to store with the effect: the view's services keep their own
+            # transactions, and a one-statement write needs no BEGIN and COMMIT around it.
+            return run(request, *args, **kwargs)
         try:
             with transaction.atomic():
                 response = run(request, *args, **kwargs)

@@ -81,6 +81,13 @@ def test_idempotent__without_key_no_record(api_client):
     assert IdempotencyRecord.objects.count() == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_idempotent__a_transaction_only_with_a_key(api_client):
+    assert _post(api_client, "/api/atomicity/", {"name": "a"}, "key-t").json() == {"in_atomic_block": True}
+    # Without a key, the view's services keep their own transactions: no BEGIN/COMMIT around them.
+    assert _post(api_client, "/api/atomicity/", {"name": "a"}, None).json() == {"in_atomic_block": False}
+
+
 @pytest.mark.django_db
 def test_idempotent__error_rolls_back_the_write_and_the_key(api_client):
     response = _post(api_client, "/api/groups-failing/", {"name": "half"}, "key-3")

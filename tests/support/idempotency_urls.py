@@ -5,7 +5,7 @@ import time
 import uuid
 
 from django.contrib.auth.models import Group
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.urls import path
 from ninja import NinjaAPI, Schema, Status
 
@@ -59,6 +59,12 @@ def group_create_failing(request, payload: GroupIn):
 @api.get("/outage/")
 def outage(request):
     raise OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
+
+
+@api.post("/atomicity/", response={201: dict})
+@idempotent
+def atomicity(request, payload: GroupIn):
+    return Status(201, {"in_atomic_block": connection.in_atomic_block})
 
 
 @api.post("/busy/")
