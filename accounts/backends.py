@@ -11,24 +11,30 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
 from django.db import connections, router
 
-_compiled: dict[tuple[type, str], tuple[str, list[str]]] = {}
+_compiled: dict[tuple[type, str], tuple[str, list[str]] | None] = {}
 
 
-def _select_by_pk(model: type, alias: str) -> tuple[str, list[str]]:
-    compiled = _compiled.get((model, alias))
-    if compiled is None:
-        # Compiled with a placeholder value; only the parameter changes between calls.
+def _select_by_pk(model: type, alias: str) -> tuple[str, list[str]] | None:
+    """The SELECT of one user by pk and its columns, or None if it cannot be reused as is."""
+    if (model, alias) not in _compiled:
+        # Compiled with a placeholder value; only the parameter changes between calls. A
+        # manager's own constant conditions are compiled in; one whose conditions carry
+        # parameters (they could be computed per call) keeps Django's way.
         query = model._default_manager.db_manager(alias).filter(pk=0).query
-        sql, _params = query.get_compiler(alias).as_sql()
-        compiled = _compiled[(model, alias)] = (sql, [field.attname for field in model._meta.concrete_fields])
-    return compiled
+        sql, params = query.get_compiler(alias).as_sql()
+        columns = [field.attname for field in model._meta.concrete_fields]
+        _compiled[(model, alias)] = (sql, columns) if tuple(params) == (0,) else None
+    return _compiled[(model, alias)]
 
 
 class ModelBackend(DjangoModelBackend):
     def get_user(self, user_id: Any) -> Any:
         model = get_user_model()
         alias = router.db_for_read(model)
-        sql, columns = _select_by_pk(model, alias)
+        compiled = _select_by_pk(model, alias)
+        if compiled is None:
+            return super().get_user(user_id)
+        sql, columns = compiled
         with connections[alias].cursor() as cursor:
             cursor.execute(sql, [user_id])
             row = cursor.fetchone()

@@ -3,7 +3,7 @@ from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
 from django.test import Client
 
-from accounts.backends import ModelBackend
+from accounts.backends import ModelBackend, _select_by_pk
 
 pytestmark = pytest.mark.django_db
 
@@ -37,3 +37,20 @@ def test_model_backend__a_logged_in_session_is_served_by_it(user):
     user.save()
     # The session hash check still applies: a password change ends other sessions.
     assert client.get("/api/auth/me").status_code == 401
+
+
+def test_select_by_pk__a_manager_with_parameters_of_its_own_keeps_djangos_way():
+    user_model = get_user_model()
+
+    class StaffDomainManager:
+        def db_manager(self, alias):
+            return user_model.objects.db_manager(alias).filter(email__endswith="@omk.example")
+
+    class StaffDomainUsers:
+        _meta = user_model._meta
+        _default_manager = StaffDomainManager()
+
+    assert _select_by_pk(StaffDomainUsers, "default") is None
+    sql, columns = _select_by_pk(user_model, "default")
+    assert sql.count("%s") == 1
+    assert columns[0] == "id"
