@@ -292,9 +292,7 @@ def _shutdown_sequence(arbiter) -> None:
     if state.heartbeat is not None:
         state.heartbeat.stop(clear=True)
     report.duration = time.monotonic() - began_mono
-    shutdown_finish(
-        instance_id=state.instance_id, kind="web", report=report, drain_started_at=began if is_draining() else None
-    )
+    shutdown_finish(instance_id=state.instance_id, report=report, drain_started_at=began if is_draining() else None)
     report.duration = time.monotonic() - began_mono
     writer(done=True)
     state.shutdown_done = True

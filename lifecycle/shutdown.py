@@ -114,7 +114,7 @@ class ReportWriter:
             logger.warning("Could not write the shutdown report file: %r", exc)
 
 
-def shutdown_finish(*, instance_id: str, kind: str, report: Report, drain_started_at: float | None) -> None:
+def shutdown_finish(*, instance_id: str, report: Report, drain_started_at: float | None) -> None:
     """Store the report and the instance's last states in PostgreSQL, and log it."""
     import datetime as dt
 

@@ -180,7 +180,7 @@ async def _serve(
                 run_steps(configured, report=report, deadline=deadline, reserve=reserve, on_result=on_result)
                 heartbeat.stop(clear=True)
                 report.duration = time.monotonic() - began_mono
-                shutdown_finish(instance_id=instance_id, kind="worker", report=report, drain_started_at=began)
+                shutdown_finish(instance_id=instance_id, report=report, drain_started_at=began)
                 report.duration = time.monotonic() - began_mono
                 writer(done=True)
 

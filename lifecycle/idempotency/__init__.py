@@ -32,6 +32,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any
@@ -66,7 +67,16 @@ def request_fingerprint(request: HttpRequest) -> str:
     return digest.hexdigest()
 
 
-def _record(*, claim: "_Claim", request: HttpRequest, response: HttpResponse) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """What a keyed request will store: whose key, which key, and the request it was used for."""
+
+    user_id: int
+    key: str
+    request_hash: str
+
+
+def _record(*, claim: _Claim, request: HttpRequest, response: HttpResponse) -> bool:
     """INSERT the key row with the response; False when a committed row for (user, key) exists.
 
     Last statement of the effect's transaction: a twin request holding the same key uncommitted
@@ -95,7 +105,7 @@ def _record(*, claim: "_Claim", request: HttpRequest, response: HttpResponse) ->
         return cursor.fetchone() is not None
 
 
-def _stored_response(claim: "_Claim") -> HttpResponse | None:
+def _stored_response(claim: _Claim) -> HttpResponse | None:
     """The committed response for this key, a 422 if the key was used for another request, or None."""
     from lifecycle.idempotency.models import IdempotencyRecord
 
@@ -117,13 +127,6 @@ def _stored_response(claim: "_Claim") -> HttpResponse | None:
     return response
 
 
-class _Claim:
-    __slots__ = ("key", "request_hash", "user_id")
-
-    def __init__(self, user_id: int, key: str, request_hash: str) -> None:
-        self.user_id, self.key, self.request_hash = user_id, key, request_hash
-
-
 def _user_id(request: HttpRequest) -> int | None:
     user = getattr(request, "auth", None) or getattr(request, "user", None)
     if user is None or not getattr(user, "is_authenticated", False):
@@ -143,7 +146,7 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
         try:
             with transaction.atomic():
                 response = run(request, *args, **kwargs)
-                claim = getattr(request, _ATTR, None)
+                claim: _Claim | None = getattr(request, _ATTR, None)
                 if claim is None:
                     return response
                 if 200 <= response.status_code < 300 and _record(claim=claim, request=request, response=response):
@@ -157,11 +160,8 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
                 # view wrote, then answer what the key already holds, if anything.
                 transaction.set_rollback(True)
         except Exception:
-            claim = getattr(request, _ATTR, None)
-            if claim is None:
-                raise
             # Often the twin's doing (a unique row it committed first): the stored response, if any.
-            replay = _stored_response_or_none(claim)
+            replay = _stored_response_or_none(getattr(request, _ATTR, None))
             if replay is None:
                 raise
             return replay
@@ -170,7 +170,9 @@ def _run_in_transaction(run: Callable[..., HttpResponse]) -> Callable[..., HttpR
     return wrapper
 
 
-def _stored_response_or_none(claim: _Claim) -> HttpResponse | None:
+def _stored_response_or_none(claim: _Claim | None) -> HttpResponse | None:
+    if claim is None:
+        return None
     try:
         return _stored_response(claim)
     except Exception:  # the original error is the one to report
