@@ -10,7 +10,9 @@ FOR KEY SHARE, the voter's stake summed, the vote and its outbox row inserted. E
 votes for a new (voter, proposal) pair, so each one is a real 201. The baseline is the same
 server and middleware, a csrf-exempt view doing one INSERT. Two runs in between say where the
 difference goes: the same INSERT behind the session, user and CSRF check every browser call
-pays, and the vote without an Idempotency-Key.
+pays, and the vote without an Idempotency-Key. For each kind it also prints the CPU one request
+costs in gunicorn, PostgreSQL, Redis and wrk (bench/cpu.py): all four share the machine's cores,
+so that total is what sets the rate.
 
 Uses its own database (`omk_bench`, created and migrated) and Redis db (--redis-db, default 14);
 it drops nothing but its own rows.
@@ -147,6 +149,7 @@ def main() -> int:
     django.setup()
     voters, proposals = prepare(args)
 
+    from bench.cpu import CpuMeter, per_request_ms
     from tests.support.instances import GunicornInstance
 
     run_dir = Path(tempfile.mkdtemp(prefix="omk-bench-"))
@@ -155,6 +158,11 @@ def main() -> int:
         log_path=run_dir / "gunicorn.log",
     )
     instance.start(wait_for="/health")
+    meter = CpuMeter(
+        trees={"gunicorn": instance.pid},
+        names={"postgres": "postgres", "redis": "redis-server"},
+        finished_children="wrk",
+    )
     try:
         # Warm both paths (connection pools, imports) before measuring.
         run_wrk(instance.url, INSERT_LUA, seconds=1, connections=args.connections, threads=args.threads)
@@ -184,9 +192,11 @@ def main() -> int:
             # Alternate the order, so a drift in the machine's speed hits every kind alike.
             for kind in list(scripts) if round_ % 2 == 0 else list(scripts)[::-1]:
                 script = scripts[kind]()
+                before = meter.snapshot()
                 result = run_wrk(
                     instance.url, script, seconds=args.seconds, connections=args.connections, threads=args.threads
                 )
+                result["cpu_ms_per_request"] = per_request_ms(before, meter.snapshot(), result["requests"])
                 if kind.startswith("vote"):
                     offset += block * args.threads
                 runs[kind].append(result)
@@ -210,6 +220,15 @@ def main() -> int:
             "vote (+ Idempotency-Key: transaction, key row with the response)": round(rates["vote"] / bare, 3),
         },
         "rates_per_s": rates,
+        # Where each kind's time goes (medians over the rounds): with every process on the same
+        # cores, rate ~= cores * 1000 / total, so the ratio is about bare total / vote total.
+        "cpu_ms_per_request": {
+            kind: {
+                label: statistics.median(r["cpu_ms_per_request"][label] for r in results)
+                for label in results[0]["cpu_ms_per_request"]
+            }
+            for kind, results in runs.items()
+        },
         "runs": runs,
         "votes_non_2xx": sum(r["non_2xx"] for kind in ("vote", "vote_without_key") for r in runs[kind]),
         "session_insert_non_2xx": sum(r["non_2xx"] for r in runs["session_insert"]),

@@ -213,6 +213,7 @@ class FinishRequests(Step):
     name = "finish_requests"
     label = "Finishing in-flight requests ({count})"
     in_thread = False
+    loses = "request"
 
     def __init__(self, context: StepContext, *, arbiter):
         super().__init__(context)

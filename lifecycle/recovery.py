@@ -88,7 +88,8 @@ class CountShutdowns(Step):
                 if step.get("flushes") and step.get("count"):
                     PENDING_FLUSHED.labels(kind=step["flushes"]).inc(step["count"])
                 if step.get("lost"):
-                    PENDING_LOST.labels(kind="request").inc(step["lost"])
+                    # Reports stored before steps named what they lose came from FinishRequests.
+                    PENDING_LOST.labels(kind=step.get("loses") or "request").inc(step["lost"])
         return len(claimed)
 
 

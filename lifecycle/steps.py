@@ -30,7 +30,7 @@ class StepStatus:
 
 
 class StepSkipped(Exception):
-    """The piece a step drives is not installed (another issue's branch not merged yet)."""
+    """The step has nothing to do in this process (reported as skipped, not as a failure)."""
 
 
 class StepTimedOut(Exception):
@@ -68,6 +68,9 @@ class Step(abc.ABC):
     # The kind of pending operation this step's count hands over to other instances ("job",
     # "message", ...), for pending_operations_flushed_total; "" when it hands over nothing.
     flushes: str = ""
+    # The kind of operation its StepTimedOut(lost=...) gives up ("request", ...), for
+    # pending_operations_lost_total; "" for a step that cannot lose anything.
+    loses: str = ""
 
     def __init__(self, context: StepContext | None = None):
         self.context = context or StepContext()
@@ -86,8 +89,9 @@ class StepResult:
     duration: float = 0.0
     detail: str = ""
     flushes: str = ""
-    # Operations the step had to give up (requests cut off at the deadline).
+    # Operations of kind `loses` the step had to give up (requests cut off at the deadline).
     lost: int = 0
+    loses: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,7 +189,9 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
     def result(status: str, detail: str = "", *, count: int = count) -> StepResult:
         label = format_label(step.label, count)
         lost = outcome.get("lost", 0)
-        return StepResult(step.name, label, status, count, duration, detail, flushes=step.flushes, lost=lost)
+        return StepResult(
+            step.name, label, status, count, duration, detail, flushes=step.flushes, lost=lost, loses=step.loses
+        )
 
     if alive:
         logger.error("Lifecycle step %s did not finish in %.2f s: cut off", step.name, duration)

@@ -110,6 +110,7 @@ def test_count_shutdowns__stored_reports_reach_a_live_process_metrics_once():
         "jobs": _sample("pending_operations_flushed_total", {"kind": "job"}),
         "messages": _sample("pending_operations_flushed_total", {"kind": "message"}),
         "lost": _sample("pending_operations_lost_total", {"kind": "request"}),
+        "lost_events": _sample("pending_operations_lost_total", {"kind": "outbox_event"}),
     }
     _shutdown_report(
         "web-s",
@@ -125,7 +126,8 @@ def test_count_shutdowns__stored_reports_reach_a_live_process_metrics_once():
         duration=9.0,
         steps=[
             StepResult("hand_back_jobs", "j", StepStatus.OK, 2, 0.1, flushes="job"),
-            StepResult("finish_requests", "r", StepStatus.TIMED_OUT, 5, 8.0, "cut off", lost=4),
+            StepResult("finish_requests", "r", StepStatus.TIMED_OUT, 5, 8.0, "cut off", lost=4, loses="request"),
+            StepResult("export", "e", StepStatus.TIMED_OUT, 0, 1.0, "cut off", lost=2, loses="outbox_event"),
         ],
     )
 
@@ -141,6 +143,7 @@ def test_count_shutdowns__stored_reports_reach_a_live_process_metrics_once():
     assert _sample("pending_operations_flushed_total", {"kind": "job"}) == before["jobs"] + 2
     assert _sample("pending_operations_flushed_total", {"kind": "message"}) == before["messages"] + 3
     assert _sample("pending_operations_lost_total", {"kind": "request"}) == before["lost"] + 4
+    assert _sample("pending_operations_lost_total", {"kind": "outbox_event"}) == before["lost_events"] + 2
     assert not LifecycleReport.objects.filter(kind="shutdown", counted_at__isnull=True).exists()
 
 

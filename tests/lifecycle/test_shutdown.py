@@ -90,6 +90,7 @@ def test_sigterm__request_cut_off_at_the_deadline_is_stored_and_counted_by_a_liv
     steps = {s["name"]: s for s in report.steps}
     assert steps["finish_requests"]["status"] == "timed out"
     assert steps["finish_requests"]["lost"] == 1
+    assert steps["finish_requests"]["loses"] == "request"
     assert steps["hand_back_messages"]["flushes"] == "message"
     # The instance is gone with whatever it counted; a live one counts the stored report, once.
     before = lost()
