@@ -26,8 +26,7 @@ def _instance_id(instance) -> str:
 @pytest.mark.django_db(transaction=True)
 def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance):
     # Eight threads per worker: however the kernel spreads the five slow requests over the two
-    # workers, a probe never waits for a thread (gthread queues a connection accepted by a worker
-    # whose threads are all busy, and such a queued connection can be dropped when it stops).
+    # workers, a probe never waits behind them for a thread (it would be served, but late).
     instance = start_instance(wait_for="/ready", DRAIN_DELAY="2", GUNICORN_THREADS="8", **GKE_10S, **SINK)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=5)
     slow = [pool.submit(requests.get, instance.url + "/_test/slow?seconds=3", timeout=20) for _ in range(5)]
@@ -62,6 +61,27 @@ def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance)
     assert instance_row.state == "stopped"
     states = list(InstanceEvent.objects.filter(instance=instance_row).values_list("state", flat=True))
     assert states == ["starting", "ready", "draining", "stopped"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm__requests_queued_behind_busy_threads_are_served(start_instance):
+    # One worker with two threads, six slow requests: four connections wait in gthread's queue
+    # when SIGTERM arrives. The worker serves its queue before exiting (three rounds of 2 s, well
+    # inside the 9 s deadline): no accepted connection is reset.
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", WEB_CONCURRENCY="1", GUNICORN_THREADS="2", **GKE_10S)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=6)
+    slow = [pool.submit(requests.get, instance.url + "/_test/slow?seconds=2", timeout=20) for _ in range(6)]
+    time.sleep(0.5)  # all six accepted, two being served
+
+    instance.signal(signal.SIGTERM)
+
+    assert instance.process.wait(timeout=15) == 0
+    assert [f.result().status_code for f in slow] == [200] * 6
+    report = LifecycleReport.objects.get(kind="shutdown")
+    steps = {s["name"]: s for s in report.steps}
+    assert steps["finish_requests"]["status"] == "ok"
+    assert steps["finish_requests"]["lost"] == 0
 
 
 @pytest.mark.slow
