@@ -12,7 +12,7 @@ from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency import idempotent
 from omk.errors import NO_NUL, NotFound
-from omk.schemas import ERRORS, Id, NonNegativeAmount, PositiveAmount
+from omk.schemas import ERRORS, DateTimeIn, Id, NonNegativeAmount, PositiveAmount
 
 router = Router(tags=["governance"])
 
@@ -28,8 +28,8 @@ class Page(Schema):
 class ProposalIn(Schema):
     title: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     description: str = Field("", max_length=20_000, pattern=NO_NUL)
-    voting_starts_at: datetime
-    voting_ends_at: datetime
+    voting_starts_at: DateTimeIn
+    voting_ends_at: DateTimeIn
     quorum: NonNegativeAmount
 
 
@@ -150,8 +150,8 @@ class SaleIn(Schema):
     token_price: PositiveAmount
     allocation: PositiveAmount
     per_buyer_cap: PositiveAmount
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: DateTimeIn
+    ends_at: DateTimeIn
 
 
 class SaleOut(Schema):

@@ -1,11 +1,12 @@
 """Schemas shared by every router: the error body and the error statuses each operation documents."""
 
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema
 
 
 class ErrorOut(Schema):
@@ -52,3 +53,23 @@ NonNegativeAmount = _amount_type(AMOUNT_PATTERN, "a decimal number, zero or more
 
 # Database ids (bigint): bounded so that a huge number is a 422/404, not an overflow.
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+# --- date-times ----------------------------------------------------------------------------------
+# The schema publishes `format: date-time` (RFC 3339). pydantic alone would also take a number or
+# a numeric string as seconds since 1970 ("3" -> 1970-01-01T00:00:03Z) and a date-time without a
+# UTC offset (read in the server's time zone): a client's mistake would become a sale or a vote
+# window decades off. Only an RFC 3339 string gets through to pydantic's parser.
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _require_rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError("Must be an RFC 3339 date-time with a UTC offset, e.g. 2026-12-01T12:00:00Z.")
+
+
+DateTimeIn = Annotated[datetime, BeforeValidator(_require_rfc3339)]

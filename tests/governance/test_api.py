@@ -75,6 +75,41 @@ def test_proposals__invalid_input_names_fields(staff_client):
     assert not Proposal.objects.exists()
 
 
+# Each parses as a datetime in pydantic's lax mode: seconds since 1970, a local time, a date.
+NOT_RFC3339 = ["3", 1764000000, "2026-12-01T12:00:00", "2026-12-01", "2026-12-01T12:00Z", "2026-12-01T12:00:00Z\n"]
+
+
+@pytest.mark.parametrize("value", NOT_RFC3339)
+def test_proposals__start_not_an_rfc3339_date_time_is_422(staff_client, value):
+    body = {"title": "T", "voting_starts_at": value, "voting_ends_at": window()["ends"], "quorum": "1"}
+    response = post(staff_client, "/api/proposals/", body)
+    assert response.status_code == 422, response.content
+    assert "RFC 3339" in response.json()["fields"]["voting_starts_at"][0]
+    assert not Proposal.objects.exists()
+
+
+@pytest.mark.parametrize("value", NOT_RFC3339)
+def test_sales__start_not_an_rfc3339_date_time_is_422(staff_client, value):
+    ends = window()["ends"]
+    body = {"token_price": "1", "allocation": "10", "per_buyer_cap": "1", "starts_at": value, "ends_at": ends}
+    response = post(staff_client, "/api/sales/", body)
+    assert response.status_code == 422, response.content
+    assert "RFC 3339" in response.json()["fields"]["starts_at"][0]
+    assert not Sale.objects.exists()
+
+
+def test_proposals__offsets_other_than_utc_are_kept(staff_client):
+    body = {
+        "title": "T",
+        "voting_starts_at": "2026-12-01t12:00:00.5+02:00",
+        "voting_ends_at": "2026-12-03T12:00:00Z",
+        "quorum": "1",
+    }
+    response = post(staff_client, "/api/proposals/", body)
+    assert response.status_code == 201, response.content
+    assert Proposal.objects.get().voting_starts_at.isoformat() == "2026-12-01T10:00:00.500000+00:00"
+
+
 def test_proposals__unknown_is_404(api_client):
     response = api_client.get("/api/proposals/424242/")
     assert response.status_code == 404
