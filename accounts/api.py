@@ -6,12 +6,12 @@ from pydantic import Field
 
 from accounts.auth import api_auth
 from omk.errors import NO_NUL, NotAuthenticated, UnsupportedMediaType
-from omk.schemas import ERRORS, ErrorOut
+from omk.schemas import ERRORS, BodySchema, ErrorOut
 
 router = Router(tags=["auth"])
 
 
-class LoginIn(Schema):
+class LoginIn(BodySchema):
     username: str = Field(min_length=1, max_length=150, pattern=NO_NUL)
     password: str = Field(min_length=1, max_length=4096, pattern=NO_NUL)
 

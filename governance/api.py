@@ -12,7 +12,7 @@ from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency import idempotent
 from omk.errors import NO_NUL, NotFound
-from omk.schemas import ERRORS, DateTimeIn, Id, NonNegativeAmount, PositiveAmount
+from omk.schemas import ERRORS, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount
 
 router = Router(tags=["governance"])
 
@@ -25,7 +25,7 @@ class Page(Schema):
 # --- proposals ---------------------------------------------------------------------------------
 
 
-class ProposalIn(Schema):
+class ProposalIn(BodySchema):
     title: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     description: str = Field("", max_length=20_000, pattern=NO_NUL)
     voting_starts_at: DateTimeIn
@@ -113,7 +113,7 @@ def proposals_execute(request: HttpRequest, proposal_id: Path[Id]):
 # --- votes -------------------------------------------------------------------------------------
 
 
-class VoteIn(Schema):
+class VoteIn(BodySchema):
     choice: Literal["for", "against", "abstain"]
 
 
@@ -145,7 +145,7 @@ def votes_create(request: HttpRequest, proposal_id: Path[Id], payload: VoteIn):
 # --- private sale ------------------------------------------------------------------------------
 
 
-class SaleIn(Schema):
+class SaleIn(BodySchema):
     name: str = Field("", max_length=200, pattern=NO_NUL)
     token_price: PositiveAmount
     allocation: PositiveAmount
@@ -191,7 +191,7 @@ def sales_create(request: HttpRequest, payload: SaleIn):
     return Status(201, _sale_out(services.sale_create(actor=request.auth, **payload.dict())))
 
 
-class PurchaseIn(Schema):
+class PurchaseIn(BodySchema):
     sale: Id
     wallet: str = Field(
         max_length=100, pattern=NO_NUL, description="EVM address: 0x and 40 hex digits (EIP-55 checked if mixed case)"
@@ -238,7 +238,7 @@ def purchases_create(request: HttpRequest, payload: PurchaseIn):
 # --- staking -----------------------------------------------------------------------------------
 
 
-class StakeIn(Schema):
+class StakeIn(BodySchema):
     amount: PositiveAmount
     lock_days: int = Field(ge=1, le=governance_settings.MAX_LOCK_DAYS)
 

@@ -20,7 +20,7 @@ from lifecycle.conf import lifecycle_settings
 from lifecycle.idempotency import idempotency_effect_token, idempotent
 from lifecycle.queues import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
 from omk.errors import NO_NUL
-from omk.schemas import ERRORS
+from omk.schemas import ERRORS, BodySchema
 
 router = Router(tags=["hive"])
 
@@ -41,7 +41,7 @@ def _queue_errors(view: Any) -> Any:
 # --- conversations ---------------------------------------------------------------------------
 
 
-class ConversationIn(Schema):
+class ConversationIn(BodySchema):
     title: str = Field("", max_length=200, pattern=NO_NUL)
 
     @model_validator(mode="before")
@@ -58,7 +58,7 @@ class Created(Schema):
     id: uuid.UUID
 
 
-class TurnIn(Schema):
+class TurnIn(BodySchema):
     role: Literal["user", "assistant"]
     content: str = Field(..., min_length=1, max_length=hive_settings.MAX_TURN_CHARS, pattern=NO_NUL)
 
@@ -110,7 +110,7 @@ def conversation_detail_view(request: HttpRequest, conversation_id: uuid.UUID):
 # --- board -----------------------------------------------------------------------------------
 
 
-class BoardPostIn(Schema):
+class BoardPostIn(BodySchema):
     body: str = Field(..., min_length=1, max_length=hive_settings.BOARD_MAX_POST_CHARS, pattern=NO_NUL)
 
 
@@ -158,7 +158,7 @@ def board_post_list_view(request: HttpRequest, page: Query[BoardPageQuery]):
 # --- bee message queues ----------------------------------------------------------------------
 
 
-class QueueMessageIn(Schema):
+class QueueMessageIn(BodySchema):
     body: str = Field(..., min_length=1, max_length=hive_settings.MAX_MESSAGE_CHARS, pattern=NO_NUL)
 
 
@@ -166,7 +166,7 @@ class QueueMessageCreated(Schema):
     id: str
 
 
-class QueueClaimIn(Schema):
+class QueueClaimIn(BodySchema):
     consumer: str = Field(..., min_length=1, max_length=64)
     count: int = Field(1, ge=1, le=lifecycle_settings.QUEUE_MAX_CLAIM_COUNT)
     block_ms: int = Field(0, ge=0, le=lifecycle_settings.QUEUE_MAX_BLOCK_MS)
@@ -184,7 +184,7 @@ class QueueClaimOut(Schema):
     messages: list[QueueMessageOut]
 
 
-class QueueAckIn(Schema):
+class QueueAckIn(BodySchema):
     ids: list[str] = Field(..., min_length=1, max_length=1000)
     # When given, only messages this consumer still owns are acked (not ones taken over).
     consumer: str | None = None
@@ -229,7 +229,7 @@ def queue_ack_view(request: HttpRequest, name: str, payload: QueueAckIn):
 # --- bee decisions ---------------------------------------------------------------------------
 
 
-class DecisionIn(Schema):
+class DecisionIn(BodySchema):
     decision: str = Field(..., min_length=1, max_length=hive_settings.MAX_DECISION_CHARS, pattern=NO_NUL)
     context: dict[str, Any] = Field(default_factory=dict)
 

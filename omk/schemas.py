@@ -6,7 +6,17 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import BeforeValidator, ConfigDict, Field, PlainValidator, Strict, WithJsonSchema
+
+
+class BodySchema(Schema):
+    """A JSON request body, taken with the types JSON gave it.
+
+    pydantic's default (lax) mode would turn `true` into 1 and `"30"` into 30: `{"sale": true}`
+    would buy from sale 1. Query and path parameters arrive as text and keep the lax mode.
+    """
+
+    model_config = ConfigDict(strict=True)
 
 
 class ErrorOut(Schema):
@@ -72,4 +82,6 @@ def _require_rfc3339(value: Any) -> Any:
     raise ValueError("Must be an RFC 3339 date-time with a UTC offset, e.g. 2026-12-01T12:00:00Z.")
 
 
-DateTimeIn = Annotated[datetime, BeforeValidator(_require_rfc3339)]
+# Strict(False): in a BodySchema, strict mode would refuse every string for a datetime; the format
+# check above is the strictness here, pydantic's lax parser then reads the checked string.
+DateTimeIn = Annotated[datetime, Strict(False), BeforeValidator(_require_rfc3339)]

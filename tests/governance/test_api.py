@@ -212,10 +212,20 @@ def test_stakes__create_list_unstake(api_client, user):
     assert api_client.get("/api/stakes/").json()[0]["status"] == "unstaked"
 
 
-def test_stakes__bad_lock_days_is_422(api_client):
-    response = post(api_client, "/api/stakes/", {"amount": "3", "lock_days": 0})
+# Each a JSON value pydantic's lax mode would turn into an integer: true -> 1, "30" -> 30.
+@pytest.mark.parametrize("lock_days", [0, True, "30", 30.5])
+def test_stakes__bad_lock_days_is_422(api_client, lock_days):
+    response = post(api_client, "/api/stakes/", {"amount": "3", "lock_days": lock_days})
     assert response.status_code == 422
     assert list(response.json()["fields"]) == ["lock_days"]
+    assert not StakingPosition.objects.exists()
+
+
+def test_purchases__sale_id_as_a_string_is_422(api_client, sale):
+    response = post(api_client, "/api/purchases/", {"sale": str(sale.pk), "wallet": WALLET, "amount": "1"})
+    assert response.status_code == 422, response.content
+    assert list(response.json()["fields"]) == ["sale"]
+    assert not Purchase.objects.exists()
 
 
 def test_idempotency__same_key_different_body_is_422_and_nothing_created(api_client):

@@ -63,6 +63,8 @@ def test_queue_api__bad_queue_name_is_422_naming_it(api_client, name):
         ("/api/queues/q/claim", {"consumer": "c", "count": 0}, "count"),
         ("/api/queues/q/claim", {"consumer": "c", "count": 1000}, "count"),
         ("/api/queues/q/claim", {"consumer": "c", "block_ms": 60000}, "block_ms"),
+        ("/api/queues/q/claim", {"consumer": "c", "count": "2"}, "count"),
+        ("/api/queues/q/claim", {"consumer": "c", "block_ms": False}, "block_ms"),
         ("/api/queues/q/ack", {"ids": []}, "ids"),
         ("/api/queues/q/ack", {"ids": ["not-an-id"]}, "ids"),
     ],
