@@ -12,14 +12,14 @@ from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency import idempotent
 from omk.errors import NO_NUL, NotFound
-from omk.schemas import ERRORS, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount
+from omk.schemas import ERRORS, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount, QueryInt
 
 router = Router(tags=["governance"])
 
 
 class Page(Schema):
-    limit: int = Field(100, ge=1, le=500)
-    offset: int = Field(0, ge=0, le=1_000_000)
+    limit: QueryInt = Field(100, ge=1, le=500)
+    offset: QueryInt = Field(0, ge=0, le=1_000_000)
 
 
 # --- proposals ---------------------------------------------------------------------------------

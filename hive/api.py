@@ -20,7 +20,7 @@ from lifecycle.conf import lifecycle_settings
 from lifecycle.idempotency import idempotency_effect_token, idempotent
 from lifecycle.queues import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
 from omk.errors import NO_NUL
-from omk.schemas import ERRORS, BodySchema
+from omk.schemas import ERRORS, BodySchema, QueryInt
 
 router = Router(tags=["hive"])
 
@@ -133,8 +133,8 @@ class BoardPageOut(Schema):
 
 
 class BoardPageQuery(Schema):
-    limit: int = Field(20, ge=1, le=hive_settings.BOARD_MAX_PAGE_SIZE)
-    offset: int = Field(0, ge=0, le=1_000_000)
+    limit: QueryInt = Field(20, ge=1, le=hive_settings.BOARD_MAX_PAGE_SIZE)
+    offset: QueryInt = Field(0, ge=0, le=1_000_000)
 
 
 @router.post(

@@ -10,10 +10,12 @@ from omk.errors import error_body
 
 
 class ApiGuardMiddleware:
-    """Under /api/: refuse oversized bodies with 413, and make Django's own 404/405 JSON.
+    """Under /api/: refuse oversized bodies with 413 and repeated query parameters with 400, and
+    make Django's own 404/405 JSON.
 
     The size is checked from Content-Length before the body is read, so a 10 MB upload costs
-    nothing and never reaches Django's 2.5 MB limit (which would answer a generic 400).
+    nothing and never reaches Django's 2.5 MB limit (which would answer a generic 400). No API
+    query parameter takes several values: given twice, django-ninja would silently use the last.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -30,6 +32,11 @@ class ApiGuardMiddleware:
         if length > limit:
             detail = f"The request body is {length} bytes; the limit is {limit} bytes."
             return JsonResponse(error_body(413, detail, fields={"body": [detail]}), status=413)
+        repeated = sorted(name for name, values in request.GET.lists() if len(values) > 1)
+        if repeated:
+            fields = {name: [f"Given {len(request.GET.getlist(name))} times; send it once."] for name in repeated}
+            detail = f"Query parameters given more than once: {', '.join(repeated)}."
+            return JsonResponse(error_body(400, detail, fields=fields), status=400)
         response = self.get_response(request)
         if response.status_code in (404, 405) and not response.get("Content-Type", "").startswith("application/json"):
             return self._as_json(request, response)

@@ -65,6 +65,16 @@ NonNegativeAmount = _amount_type(AMOUNT_PATTERN, "a decimal number, zero or more
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
+def _whole_number_text(value: Any) -> Any:
+    if isinstance(value, str) and not re.fullmatch(r"-?[0-9]{1,19}", value):
+        raise ValueError("Must be a whole number written in digits, e.g. 20.")
+    return value
+
+
+# An integer query parameter: digits only (the lax default also read "0.0", " 5 " and "1_000").
+QueryInt = Annotated[int, BeforeValidator(_whole_number_text)]
+
+
 # --- date-times ----------------------------------------------------------------------------------
 # The schema publishes `format: date-time` (RFC 3339). pydantic alone would also take a number or
 # a numeric string as seconds since 1970 ("3" -> 1970-01-01T00:00:03Z) and a date-time without a

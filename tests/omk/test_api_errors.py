@@ -77,3 +77,18 @@ def test_lock_held_elsewhere__is_409_busy_with_retry_after(api_client):
     assert "retry shortly" in response.json()["detail"]
     assert response["Retry-After"] == "1"
     assert api_client.post("/api/busy/").json() == {"done": True}
+
+
+def test_repeated_query_parameter__is_400_naming_it(api_client):
+    response = api_client.get("/api/sales/?offset=false&offset=0&limit=5")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"offset": ["Given 2 times; send it once."]}
+    assert api_client.get("/api/sales/?offset=0&limit=5").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/sales/", "/api/board/"])
+@pytest.mark.parametrize("value", ["0.0", " 5 ", "1_000", "1e3"])
+def test_paging_parameter_not_in_digits__is_422_naming_it(api_client, path, value):
+    response = api_client.get(path, {"offset": value})
+    assert response.status_code == 422, response.content
+    assert list(response.json()["fields"]) == ["offset"]
