@@ -32,9 +32,9 @@ class ApiGuardMiddleware:
         if length > limit:
             detail = f"The request body is {length} bytes; the limit is {limit} bytes."
             return JsonResponse(error_body(413, detail, fields={"body": [detail]}), status=413)
-        repeated = sorted(name for name, values in request.GET.lists() if len(values) > 1)
+        repeated = {name: len(values) for name, values in sorted(request.GET.lists()) if len(values) > 1}
         if repeated:
-            fields = {name: [f"Given {len(request.GET.getlist(name))} times; send it once."] for name in repeated}
+            fields = {name: [f"Given {times} times; send it once."] for name, times in repeated.items()}
             detail = f"Query parameters given more than once: {', '.join(repeated)}."
             return JsonResponse(error_body(400, detail, fields=fields), status=400)
         response = self.get_response(request)
