@@ -73,7 +73,7 @@ class LifecycleReport(models.Model):
     budget = models.FloatField(null=True, blank=True, help_text="seconds the platform allowed")
     ok = models.BooleanField()
     # [{"name", "label", "status": ok|failed|timed_out|skipped, "count", "duration", "detail",
-    #   "flushes", "lost"}]
+    #   "flushes", "lost", "loses"}]
     steps = models.JSONField(default=list)
     # When a live instance counted this (shutdown) report into its metrics: the instance that
     # wrote it was gone before anything scraped its own samples.

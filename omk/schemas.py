@@ -1,4 +1,5 @@
-"""Schemas shared by every router: the error body and the error statuses each operation documents."""
+"""Schemas shared by every router: the error body and the statuses each operation documents, the
+base of request bodies, and the input types (amounts, ids, date-times, integer query parameters)."""
 
 import re
 from datetime import datetime
