@@ -5,8 +5,8 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from accounts.auth import api_auth
-from omk.errors import NO_NUL, NotAuthenticated, UnsupportedMediaType
-from omk.schemas import ERRORS, BodySchema, ErrorOut
+from core.errors import NotAuthenticated, UnsupportedMediaType
+from core.schemas import ERRORS, NO_NUL, BodySchema, ErrorOut
 
 router = Router(tags=["auth"])
 

@@ -36,8 +36,8 @@ django.setup()
 
 import redis  # noqa: E402
 
+from core.redis import redis_client  # noqa: E402
 from lifecycle.locks import distributed_lock  # noqa: E402
-from lifecycle.redis import redis_client  # noqa: E402
 
 
 def cleanup() -> None:
@@ -66,7 +66,7 @@ def contender(kind: str, seconds: float, start: Any, results: Any) -> None:
     if kind == "ours-fair-after-5ms":
         from django.test.utils import override_settings
 
-        override_settings(LIFECYCLE_LOCK_FAIR_AFTER=0.005).enable()
+        override_settings(LOCKS_FAIR_AFTER=0.005).enable()
     client = redis_client()  # a fresh pool in this process (redis-py resets it after fork)
     waits: list[float] = []
     # One untimed cycle on a key of its own before the start line: this process's first TCP

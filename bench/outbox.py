@@ -38,9 +38,9 @@ from django.contrib.auth.models import Group  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from lifecycle.outbox import outbox_export, record_event  # noqa: E402
-from lifecycle.outbox.exporter import reset_sink  # noqa: E402
+from lifecycle.outbox.exporter import outbox_export, reset_sink  # noqa: E402
 from lifecycle.outbox.models import KIND_TABLES, OutboxEvent  # noqa: E402
+from lifecycle.outbox.services import record_event  # noqa: E402
 from lifecycle.outbox.sinks import Event  # noqa: E402
 from lifecycle.outbox.sinks.bigquery import BigQuerySink  # noqa: E402
 from tests.support.bqemulator import BigQueryEmulator  # noqa: E402

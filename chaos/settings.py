@@ -5,12 +5,13 @@ recovery (visibility timeouts, heartbeats, lock TTLs) happens within a run of a 
 """
 
 from settings.base import *  # noqa: F403
+from settings.env import env_str
 
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 
 # A message a killed consumer held comes back after this many seconds (production: 60).
-LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 5
+QUEUES_VISIBILITY_TIMEOUT_SECONDS = 5
 
 # The run creates and logs in a dozen users at start: a slow password hash on two shared cores
 # would spend seconds of the CI budget on set-up, and hashing is not what the run tests.
@@ -18,4 +19,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # A lock lease short enough that the SIGSTOP fault (--pause-seconds, 5 s) outlives it: the paused
 # holder's late write must then be refused by the fencing token.
-LIFECYCLE_LOCK_TTL = 3.0
+LOCKS_TTL = 3.0
+
+# The bqemulator the run starts beside the service.
+OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")

@@ -7,12 +7,12 @@ from typing import Literal
 from django.http import HttpRequest
 from ninja import Field, Path, Query, Router, Schema, Status
 
+from core.errors import NotFound
+from core.schemas import ERRORS, NO_NUL, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount, QueryInt
 from governance import selectors, services
 from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
-from lifecycle.idempotency import idempotent
-from omk.errors import NO_NUL, NotFound
-from omk.schemas import ERRORS, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount, QueryInt
+from lifecycle.idempotency.decorators import idempotent
 
 router = Router(tags=["governance"])
 

@@ -2,8 +2,8 @@
 
 from django.core.checks import Error, Tags, register
 
+from core.conf import core_settings
 from governance.conf import governance_settings
-from omk.conf import api_settings
 
 # EIP-55's own test vector: a Keccak that is not Keccak-256 (e.g. SHA3-256) would accept typos.
 _EIP55_VECTOR = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
@@ -25,10 +25,10 @@ def check_wallet_checksum(app_configs, **kwargs):
 @register(Tags.compatibility)
 def check_limits(app_configs, **kwargs):
     errors = []
-    body = api_settings.MAX_BODY_BYTES
+    body = core_settings.raw("API_MAX_BODY_BYTES")
     if not isinstance(body, int) or body <= 0:
-        errors.append(Error(f"API_MAX_BODY_BYTES must be a positive integer, got {body!r}.", id="governance.E002"))
-    days = governance_settings.MAX_LOCK_DAYS
+        errors.append(Error(f"OMK_API_MAX_BODY_BYTES must be a positive integer, got {body!r}.", id="governance.E002"))
+    days = governance_settings.raw("MAX_LOCK_DAYS")
     if not isinstance(days, int) or days < 1:
         errors.append(
             Error(f"GOVERNANCE_MAX_LOCK_DAYS must be a whole number of days >= 1, got {days!r}.", id="governance.E003")

@@ -1,20 +1,12 @@
-"""Governance settings, each with its default (read through `governance_settings`)."""
+"""Governance settings: `governance_settings.X` reads `settings.GOVERNANCE_X`, else the default here."""
 
-from typing import Any
+from core.conf import AppSettings
 
-from django.conf import settings
 
-DEFAULTS: dict[str, Any] = {
+class GovernanceSettings(AppSettings):
+    prefix = "GOVERNANCE_"
     # Longest staking lock period a position may ask for, in days.
-    "MAX_LOCK_DAYS": 3650,
-}
-
-
-class GovernanceSettings:
-    def __getattr__(self, name: str) -> Any:
-        if name not in DEFAULTS:
-            raise AttributeError(name)
-        return getattr(settings, f"GOVERNANCE_{name}", DEFAULTS[name])
+    MAX_LOCK_DAYS: int = 3650
 
 
 governance_settings = GovernanceSettings()

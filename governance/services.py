@@ -25,14 +25,14 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from governance import selectors
 from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from governance.wallets import InvalidWallet, normalize_wallet
 from lifecycle.locks import LockLost, LockTimeout, critical_section, distributed_lock
-from lifecycle.outbox import record_event
 from lifecycle.outbox.models import EventKind, OutboxEvent, StrictJSONEncoder
-from omk.errors import Conflict, Forbidden, InvalidInput, NotFound
+from lifecycle.outbox.services import record_event
 
 logger = logging.getLogger(__name__)
 

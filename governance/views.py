@@ -6,10 +6,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.errors import ServiceError
 from governance import selectors, services
 from governance.forms import PurchaseForm, StakeForm, VoteForm
 from governance.models import Proposal
-from omk.errors import ServiceError
 
 
 def _field_errors_to_form(form, exc: ServiceError) -> None:

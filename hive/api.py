@@ -14,13 +14,12 @@ from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import model_validator
 
+from core.schemas import ERRORS, NO_NUL, BodySchema, QueryInt
 from hive import selectors, services
 from hive.conf import hive_settings
-from lifecycle.conf import lifecycle_settings
-from lifecycle.idempotency import idempotency_effect_token, idempotent
-from lifecycle.queues import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
-from omk.errors import NO_NUL
-from omk.schemas import ERRORS, BodySchema, QueryInt
+from lifecycle.idempotency.decorators import idempotency_effect_token, idempotent
+from lifecycle.queues.conf import queues_settings
+from lifecycle.queues.services import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
 
 router = Router(tags=["hive"])
 
@@ -168,8 +167,8 @@ class QueueMessageCreated(Schema):
 
 class QueueClaimIn(BodySchema):
     consumer: str = Field(..., min_length=1, max_length=64)
-    count: int = Field(1, ge=1, le=lifecycle_settings.QUEUE_MAX_CLAIM_COUNT)
-    block_ms: int = Field(0, ge=0, le=lifecycle_settings.QUEUE_MAX_BLOCK_MS)
+    count: int = Field(1, ge=1, le=queues_settings.MAX_CLAIM_COUNT)
+    block_ms: int = Field(0, ge=0, le=queues_settings.MAX_BLOCK_MS)
 
 
 class QueueMessageOut(Schema):

@@ -13,8 +13,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from core.redis import redis_client
 from hive.conf import hive_settings
-from lifecycle.redis import redis_client
 
 logger = logging.getLogger(__name__)
 

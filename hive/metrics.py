@@ -1,19 +1,10 @@
-"""Hive metrics (prometheus-client; multiprocess mode aggregates counters across workers)."""
+"""Hive metrics (prometheus-client; multiprocess mode aggregates counters across workers).
 
-from prometheus_client import REGISTRY, Counter
+A rebuilt hot history is a recovered session too: it counts into the sessions app's
+`sessions_recovered_total` as well as into `hive_history_rebuilds_total`.
+"""
 
-
-def _shared_counter(name: str, documentation: str) -> Counter:
-    # lifecycle.metrics also counts into sessions_recovered_total (its recovery pass) and looks
-    # the collector up the same way: whichever module loads first defines it, the other shares it
-    # (registering it twice would raise "Duplicated timeseries").
-    return REGISTRY._names_to_collectors.get(f"{name}_total") or Counter(name, documentation)
-
-
-sessions_recovered = _shared_counter(
-    "sessions_recovered",
-    "Sessions recovered: conversation hot histories rebuilt from PostgreSQL after Redis lost them.",
-)
+from prometheus_client import Counter
 
 history_rebuilds = Counter(
     "hive_history_rebuilds",

@@ -7,13 +7,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from core.dependencies import unavailable_dependency
+from core.redis import redis_client
 from hive import history
 from hive.conf import hive_settings
-from hive.metrics import history_rebuilds, sessions_recovered
+from hive.metrics import history_rebuilds
 from hive.models import Conversation
 from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key
-from lifecycle.errors import unavailable_dependency
-from lifecycle.redis import redis_client
+from lifecycle.sessions.metrics import SESSIONS_RECOVERED
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def conversation_turns(*, conversation: Conversation) -> list[dict[str, Any]]:
         if unavailable_dependency(exc) != "redis":
             raise
         logger.warning("could not rebuild hot history for %s", conversation.id)
-    sessions_recovered.inc()
+    SESSIONS_RECOVERED.inc()
     history_rebuilds.labels(reason="missing" if hot is None else "incomplete").inc()
     return turns
 
@@ -77,7 +78,7 @@ def board_post_list(*, limit: int | None = None, offset: int = 0) -> BoardPage:
     limit = hive_settings.BOARD_PAGE_SIZE if limit is None else limit
     client = redis_client()
     index = board_index_key()
-    ttl_ms = int(float(hive_settings.BOARD_TTL_SECONDS) * 1000)
+    ttl_ms = int(hive_settings.BOARD_TTL_SECONDS * 1000)
     now_ms = int(time.time() * 1000)
     client.zremrangebyscore(index, "-inf", f"({now_ms - ttl_ms}")
     items: list[BoardPost] = []

@@ -17,12 +17,12 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.redis import redis_client
 from hive import history
 from hive.conf import hive_settings
 from hive.models import Conversation, Turn
-from lifecycle.outbox import record_event
-from lifecycle.queues import InvalidQueueName, queue_validate_name
-from lifecycle.redis import redis_client
+from lifecycle.outbox.services import record_event
+from lifecycle.queues.services import InvalidQueueName, queue_validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> B
     _require_text(errors, "body", body, hive_settings.BOARD_MAX_POST_CHARS)
     if errors:
         raise ValidationError(errors)
-    ttl_ms = int(float(hive_settings.BOARD_TTL_SECONDS) * 1000)
+    ttl_ms = int(hive_settings.BOARD_TTL_SECONDS * 1000)
     now = datetime.now(tz=UTC)
     post = BoardPost(
         # Starts with the creation microsecond (fixed width): posts of one millisecond (one index

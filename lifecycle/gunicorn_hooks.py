@@ -42,7 +42,6 @@ class _State:
     instance_id: str = ""
     shutdown_done: bool = False
     heartbeat: Heartbeat | None = None
-    run_dir: Path = Path("/tmp/omk")
 
 
 state = _State()
@@ -51,7 +50,6 @@ state = _State()
 def configure_master_environment(run_dir: Path) -> None:
     """At config import, in the master, before anything forks or imports prometheus_client."""
     pid = os.getpid()
-    state.run_dir = run_dir
     os.environ.setdefault(DRAIN_FLAG_ENV, str(run_dir / f"gunicorn-{pid}.draining"))
     os.environ.setdefault(RECOVERED_FLAG_ENV, str(run_dir / f"gunicorn-{pid}.recovered"))
     # Multiprocess metrics: one directory per master, emptied at start (stale files of dead
@@ -138,7 +136,7 @@ def worker_exit(server, worker) -> None:
     """
     from django.db import connections
 
-    from lifecycle.redis import redis_client
+    from core.redis import redis_client
 
     try:
         for conn in connections.all(initialized_only=True):

@@ -7,8 +7,8 @@ from health_check.checks import Database
 from health_check.exceptions import ServiceUnavailable
 from redis.exceptions import RedisError
 
+from core.redis import redis_client
 from lifecycle.drain import is_draining, is_recovered
-from lifecycle.redis import redis_client
 
 
 @dataclasses.dataclass

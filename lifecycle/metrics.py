@@ -4,7 +4,8 @@ Under gunicorn every worker is a process: prometheus-client writes each process'
 files in PROMETHEUS_MULTIPROC_DIR (emptied by the master at start, see omk/gunicorn.conf.py) and
 /metrics aggregates them. Without that variable (tests, manage.py) the default registry is used.
 
-Other helpers' metrics (locks_*, lock_contention_seconds, outbox_*, hive_*) live in their modules.
+Each app of lifecycle/ (locks, outbox, sessions, queues, idempotency) and hive defines its own metrics
+in its `metrics.py`; /metrics serves them all.
 """
 
 from __future__ import annotations
@@ -17,48 +18,26 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
 
-
-def _existing(name: str):
-    # Two modules may count the same thing (e.g. recovery and the sessions manager): share one.
-    return REGISTRY._names_to_collectors.get(name)
-
-
-def counter(name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> Counter:
-    return _existing(name) or Counter(name, documentation, labelnames)
-
-
-def histogram(name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
-    return _existing(name) or Histogram(name, documentation, buckets=buckets)
-
-
-INSTANCE_STARTUP = counter("instance_startup_total", "Instances that registered and started", ("kind",))
-INSTANCE_SHUTDOWN = counter("instance_shutdown_total", "Instance shutdowns, by outcome", ("kind", "outcome"))
-INSTANCE_SHUTDOWN_DURATION = histogram(
+INSTANCE_STARTUP = Counter("instance_startup_total", "Instances that registered and started", ("kind",))
+INSTANCE_SHUTDOWN = Counter("instance_shutdown_total", "Instance shutdowns, by outcome", ("kind", "outcome"))
+INSTANCE_SHUTDOWN_DURATION = Histogram(
     "instance_shutdown_duration_seconds",
     "Seconds from SIGTERM to the end of the shutdown sequence",
-    (0.5, 1, 2, 5, 10, 20, 30, 60),
+    buckets=(0.5, 1, 2, 5, 10, 20, 30, 60),
 )
-RECOVERY_SUCCESS = counter("instance_recovery_success_total", "Recovery passes whose steps all succeeded")
-RECOVERY_FAILURE = counter("instance_recovery_failure_total", "Recovery passes with a failed or timed-out step")
-# Shared with hive.metrics (it counts the histories it rebuilds); defined here too so /metrics
-# always lists it.
-SESSIONS_RECOVERED = counter("sessions_recovered_total", "Sessions recovered after their instance or Redis went away")
-# Reachable sessions as counted by the last recovery pass (any process).
-SESSIONS_ACTIVE = _existing("sessions_active") or Gauge(
-    "sessions_active", "Sessions reachable in Redis at the last recovery pass", multiprocess_mode="mostrecent"
-)
+RECOVERY_SUCCESS = Counter("instance_recovery_success_total", "Recovery passes whose steps all succeeded")
+RECOVERY_FAILURE = Counter("instance_recovery_failure_total", "Recovery passes with a failed or timed-out step")
 # Work an instance hands over when it stops: jobs and messages handed back, outbox events
 # exported. "Lost" counts what a shutdown could not hand over: requests cut off at the deadline.
-PENDING_FLUSHED = counter(
+PENDING_FLUSHED = Counter(
     "pending_operations_flushed_total", "Pending operations handed over at shutdown, by kind", ("kind",)
 )
-PENDING_LOST = counter(
+PENDING_LOST = Counter(
     "pending_operations_lost_total", "Operations cut off at shutdown (in-flight requests past the deadline)", ("kind",)
 )
 

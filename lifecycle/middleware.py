@@ -1,15 +1,14 @@
+"""The instance's middleware: request context for logs and the shutdown, probes ahead of the stack."""
+
 import uuid
 from collections.abc import Callable
 
 from asgiref.sync import async_to_sync, iscoroutinefunction
-from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse
 from django.urls import resolve
 
 from lifecycle import inflight
-from lifecycle.errors import unavailable_dependency
 from lifecycle.logs import request_id_var
-from lifecycle.responses import service_unavailable
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
@@ -30,35 +29,6 @@ class ProbeMiddleware:
             view = async_to_sync(match.func) if iscoroutinefunction(match.func) else match.func
             return view(request, *match.args, **match.kwargs)
         return self.get_response(request)
-
-
-class DependencyUnavailableMiddleware:
-    """Turn a PostgreSQL or Redis outage raised by a view into 503 with Retry-After."""
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        dependency = unavailable_dependency(exception)
-        if dependency is None:
-            return None
-        return service_unavailable(request, dependency)
-
-
-class SessionMiddleware(DjangoSessionMiddleware):
-    """Django's SessionMiddleware; a Redis outage while saving the session is a 503, not a 500."""
-
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        try:
-            return super().process_response(request, response)
-        except Exception as exc:
-            dependency = unavailable_dependency(exc)
-            if dependency is None:
-                raise
-            return service_unavailable(request, dependency)
 
 
 class RequestContextMiddleware:

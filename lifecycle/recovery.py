@@ -17,7 +17,6 @@ from lifecycle.metrics import (
     PENDING_LOST,
     RECOVERY_FAILURE,
     RECOVERY_SUCCESS,
-    SESSIONS_ACTIVE,
 )
 from lifecycle.steps import Report, Step, StepContext, load_steps, run_steps
 
@@ -44,28 +43,6 @@ class RetryStalledJobs(Step):
         return len(jobs_retry_stalled())
 
 
-class RedeliverMessages(Step):
-    name = "redeliver_messages"
-    label = "Re-delivering claimed messages ({count})"
-
-    def run(self, *, deadline: float) -> int:
-        from lifecycle.queues import queue_reclaim_stale
-
-        return queue_reclaim_stale(deadline=deadline)
-
-
-class CountSessions(Step):
-    name = "count_sessions"
-    label = "Counting reachable sessions ({count})"
-
-    def run(self, *, deadline: float) -> int:
-        from lifecycle.sessions import session_manager
-
-        count = session_manager.count_reachable(deadline=deadline)
-        SESSIONS_ACTIVE.set(count)
-        return count
-
-
 class CountShutdowns(Step):
     """Count the shutdowns other instances stored into this process's metrics.
 
@@ -76,6 +53,7 @@ class CountShutdowns(Step):
 
     name = "count_shutdowns"
     label = "Counting finished shutdowns ({count})"
+    bookkeeping = True
 
     def run(self, *, deadline: float) -> int:
         from lifecycle.services import shutdown_reports_claim
@@ -111,8 +89,8 @@ def recovery_run(
     run_steps(steps, report=report, deadline=started + budget)
     report.duration = time.monotonic() - started
     (RECOVERY_SUCCESS if report.ok else RECOVERY_FAILURE).inc()
-    # Counting sessions and others' shutdowns is bookkeeping, not something found to recover.
-    found = sum(s.count for s in report.steps if s.name not in (CountSessions.name, CountShutdowns.name))
+    bookkeeping = {step.name for step in steps if step.bookkeeping}
+    found = sum(s.count for s in report.steps if s.name not in bookkeeping)
     if instance_id and (record or (record is None and (found or not report.ok))):
         from lifecycle.services import report_record
 
@@ -127,10 +105,8 @@ def recovery_run(
 
 
 __all__ = [
-    "CountSessions",
     "CountShutdowns",
     "MarkLostInstances",
-    "RedeliverMessages",
     "RetryStalledJobs",
     "Step",
     "recovery_run",

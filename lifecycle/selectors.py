@@ -7,8 +7,8 @@ import datetime as dt
 
 from django.utils import timezone
 
+from core.redis import redis_client
 from lifecycle.models import Instance, LifecycleReport
-from lifecycle.redis import redis_client
 from lifecycle.registry import heartbeat_key
 
 

@@ -10,10 +10,10 @@ import socket
 from django.db import transaction
 from django.utils import timezone
 
+from core.redis import redis_client
 from lifecycle.conf import lifecycle_settings
 from lifecycle.models import LIVE_STATES, Instance, InstanceEvent, InstanceState, LifecycleReport, ReportKind
 from lifecycle.platform import detect_platform
-from lifecycle.redis import redis_client
 from lifecycle.registry import heartbeat_key, heartbeat_write, instance_version
 from lifecycle.steps import Report
 
@@ -55,7 +55,7 @@ def instance_register(
 def _record_lifecycle_event(*, instance_id: str, state: str, detail: str, kind: str | None = None) -> None:
     """The state change as an analytics event, in the same transaction (the outbox, issue 6)."""
     try:
-        from lifecycle.outbox import record_event
+        from lifecycle.outbox.services import record_event
     except ImportError:
         return
     payload = {"instance_id": instance_id, "state": state, "detail": detail}

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
-from lifecycle.conf import lifecycle_settings
+from core.conf import core_settings
 from lifecycle.steps import Report, Step, StepResult, StepStatus
 
 logger = logging.getLogger(__name__)
@@ -35,31 +34,6 @@ class HandBackJobs(Step):
         return len(jobs_hand_back(job_ids=self.context.running_job_ids))
 
 
-class HandBackMessages(Step):
-    """Stream messages this instance claimed and did not ack are released for re-delivery."""
-
-    name = "hand_back_messages"
-    label = "Handing back unacked messages ({count})"
-    flushes = "message"
-
-    def run(self, *, deadline: float) -> int:
-        from lifecycle.queues import queue_release_claimed
-
-        return queue_release_claimed(deadline=deadline)
-
-
-class ExportOutbox(Step):
-    name = "export_outbox"
-    label = "Exporting outbox ({count} events)"
-    flushes = "outbox_event"
-
-    def run(self, *, deadline: float) -> int:
-        from lifecycle.outbox import outbox_export
-
-        # What is not exported now stays in PostgreSQL for the next instance: nothing is lost.
-        return outbox_export(max_seconds=max(0.0, deadline - time.monotonic()))
-
-
 class CloseConnections(Step):
     """Close Redis and PostgreSQL connections (the pools close after the report is stored)."""
 
@@ -69,7 +43,7 @@ class CloseConnections(Step):
     def run(self, *, deadline: float) -> int:
         from django.db import connections
 
-        from lifecycle.redis import redis_client
+        from core.redis import redis_client
 
         closed = 0
         for conn in connections.all(initialized_only=True):
@@ -80,7 +54,7 @@ class CloseConnections(Step):
 
 
 def run_dir() -> Path:
-    return Path(os.environ.get("OMK_RUN_DIR") or lifecycle_settings.RUN_DIR)
+    return Path(core_settings.RUN_DIR)
 
 
 def instance_file(kind: str, pid: int) -> Path:

@@ -71,6 +71,9 @@ class Step(abc.ABC):
     # The kind of operation its StepTimedOut(lost=...) gives up ("request", ...), for
     # pending_operations_lost_total; "" for a step that cannot lose anything.
     loses: str = ""
+    # A recovery step that only counts (sessions, others' shutdowns) finds nothing to recover:
+    # its count does not make a pass worth recording.
+    bookkeeping: bool = False
 
     def __init__(self, context: StepContext | None = None):
         self.context = context or StepContext()

@@ -27,19 +27,3 @@ def recovery_pass(timestamp: int) -> int:
     finally:
         # Sync tasks run in worker threads, outside any request: give the connection back.
         close_old_connections()
-
-
-# Clients retry a request within minutes; a day of keys covers any retry while keeping the
-# table small.
-@app.periodic(cron="17 * * * *", periodic_id="lifecycle-idempotency-purge")
-@app.task(name="lifecycle.idempotency_purge", queueing_lock="lifecycle-idempotency-purge", pass_context=False)
-def idempotency_purge_pass(timestamp: int) -> int:
-    from datetime import timedelta
-
-    from lifecycle.idempotency import idempotency_purge
-    from lifecycle.idempotency.conf import idempotency_settings
-
-    try:
-        return idempotency_purge(older_than=timedelta(seconds=idempotency_settings.RETENTION_SECONDS))
-    finally:
-        close_old_connections()

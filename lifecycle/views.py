@@ -5,8 +5,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import requires_csrf_token
 from health_check.views import HealthCheckView
 
-from lifecycle.errors import unavailable_dependency
-from lifecycle.responses import service_unavailable, wants_json
+from core.dependencies import unavailable_dependency
+from core.responses import service_unavailable, wants_json
 
 logger = logging.getLogger("lifecycle.ready")
 # Checks that fail by design during an instance's life (draining, start-up recovery).

@@ -32,10 +32,10 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
     from django.conf import settings
     from procrastinate.contrib.django import app
 
+    from core.redis import redis_client
     from lifecycle.metrics import INSTANCE_STARTUP
     from lifecycle.models import InstanceState
     from lifecycle.recovery import recovery_run
-    from lifecycle.redis import redis_client
     from lifecycle.services import instance_register, instance_set_state
     from lifecycle.shutdown import instance_file, write_json
 

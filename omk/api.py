@@ -1,141 +1,13 @@
 """The service's one JSON API, mounted at /api/ (schema /api/openapi.json, docs /api/docs).
 
-Every error leaves here as `{"error": code, "detail": message, "fields": {field: [messages]}}`.
-Routers: accounts (auth), governance, hive (the hive helper adds its router below).
+The routers are the apps' (accounts, governance, hive); every error is answered in one shape
+(core.handlers).
 """
 
-from functools import partial
-
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import DataError
-from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, HttpError
-from ninja.errors import ValidationError as NinjaValidationError
 
 from accounts.auth import api_auth
-from lifecycle.locks import LockTimeout
-from omk.errors import ServiceError, error_body
-
-# Parameter sources ninja puts first in an error location; the field name follows them.
-_SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
-
-
-def _respond(
-    api: NinjaAPI, request: HttpRequest, status: int, detail: str, *, code: str | None = None, fields=None
-) -> HttpResponse:
-    return api.create_response(request, error_body(status, detail, code=code, fields=fields), status=status)
-
-
-def _field_name(loc: tuple | list, view_params: set[str]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in _SOURCES:
-        source = parts.pop(0)
-        # The view's own parameter name (e.g. `payload`) is not a field the client knows.
-        if parts and parts[0] in view_params and len(parts) > 1:
-            parts.pop(0)
-        if not parts:
-            return source
-    return ".".join(parts) or "body"
-
-
-def _validation_error(api: NinjaAPI, request: HttpRequest, exc: NinjaValidationError) -> HttpResponse:
-    fields: dict[str, list[str]] = {}
-    for error in exc.errors:
-        loc = error.get("loc", ())
-        name = _field_name(loc, {"payload", "data", "body"})
-        if error.get("type") == "missing" and len(loc) <= 2 and loc and loc[0] == "body":
-            name = "body"
-        fields.setdefault(name, []).append(str(error.get("msg", "Invalid value.")))
-    summary = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in fields.items())
-    return _respond(api, request, 422, f"Invalid input. {summary}", fields=fields)
-
-
-def _service_error(api: NinjaAPI, request: HttpRequest, exc: ServiceError) -> HttpResponse:
-    return _respond(api, request, exc.status, exc.detail, code=exc.code, fields=exc.fields)
-
-
-def _authentication_error(api: NinjaAPI, request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    detail = (
-        exc.message
-        if exc.message != "Unauthorized"
-        else ("Authentication required: send Authorization: Bearer <token>, or log in at POST /api/auth/login.")
-    )
-    response = _respond(api, request, 401, detail)
-    response["WWW-Authenticate"] = 'Bearer realm="api"'
-    return response
-
-
-def _http_error(api: NinjaAPI, request: HttpRequest, exc: HttpError) -> HttpResponse:
-    fields = {"body": [exc.message]} if exc.status_code == 400 else None
-    detail = exc.message
-    if detail == "Cannot parse request body":
-        detail = "The request body is not valid JSON."
-        fields = {"body": [detail]}
-    return _respond(api, request, exc.status_code, detail, fields=fields)
-
-
-def _django_validation_error(api: NinjaAPI, request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
-    if hasattr(exc, "error_dict"):
-        fields = {name: [str(m) for m in messages] for name, messages in exc.message_dict.items()}
-    else:
-        fields = {"body": [str(m) for m in exc.messages]}
-    summary = "; ".join(f"{name}: {' '.join(messages)}" for name, messages in fields.items())
-    return _respond(api, request, 422, f"Invalid input. {summary}", fields=fields)
-
-
-def _permission_denied(api: NinjaAPI, request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
-    return _respond(api, request, 403, str(exc) or "You are not allowed to do this.")
-
-
-def _not_found(api: NinjaAPI, request: HttpRequest, exc: Exception) -> HttpResponse:
-    return _respond(api, request, 404, str(exc) or "Not found.")
-
-
-def _does_not_exist(api: NinjaAPI, request: HttpRequest, exc: ObjectDoesNotExist) -> HttpResponse:
-    return _respond(api, request, 404, str(exc) or "Not found.")
-
-
-def _data_error(api: NinjaAPI, request: HttpRequest, exc: DataError) -> HttpResponse:
-    # PostgreSQL refused a value (NUL in text, a number out of range): the input, not a bug.
-    # Routers should prevent it in their schemas (omk.errors.NO_NUL, max_digits); this is the net.
-    detail = str(exc).splitlines()[0] if str(exc) else "A value is not storable."
-    return _respond(api, request, 422, f"Invalid input: {detail}", fields={"body": [detail]})
-
-
-def _lock_timeout(api: NinjaAPI, request: HttpRequest, exc: LockTimeout) -> HttpResponse:
-    # Another request (on any instance) holds this operation's lock past our wait: nothing was
-    # done, and the same request will most likely pass in a moment.
-    response = _respond(api, request, 409, f"{exc}: the operation is running elsewhere; retry shortly.", code="busy")
-    response["Retry-After"] = "1"
-    return response
-
-
-def _unexpected(api: NinjaAPI, request: HttpRequest, exc: Exception) -> HttpResponse:
-    # Not ninja's default (a traceback as text/plain under DEBUG): let Django handle it, so a
-    # PostgreSQL or Redis outage becomes the middleware's 503 with Retry-After, and a bug is
-    # logged and answered by handler500 as JSON.
-    raise exc
-
-
-def install_error_handlers(target: NinjaAPI) -> None:
-    """Make `target` answer every error in the uniform shape (also used by test-only APIs)."""
-    for exc_class, handler in (
-        (NinjaValidationError, _validation_error),
-        (ServiceError, _service_error),
-        (AuthenticationError, _authentication_error),
-        (HttpError, _http_error),
-        (DjangoValidationError, _django_validation_error),
-        (PermissionDenied, _permission_denied),
-        (Http404, _not_found),
-        (ObjectDoesNotExist, _does_not_exist),
-        (DataError, _data_error),
-        (LockTimeout, _lock_timeout),
-        (Exception, _unexpected),
-    ):
-        target.add_exception_handler(exc_class, partial(handler, target))
-
+from core.handlers import install_error_handlers
 
 api = NinjaAPI(
     title="OMK Hive API",
@@ -152,5 +24,4 @@ api = NinjaAPI(
 install_error_handlers(api)
 api.add_router("/auth/", "accounts.api.router")
 api.add_router("/", "governance.api.router")
-# --- hive (issue 5): conversations, board, bee queues, bee decisions.
 api.add_router("/", "hive.api.router")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.conf import CoreSettings
 from lifecycle import gunicorn_hooks
 from lifecycle.gunicorn_hooks import configure_master_environment
 from lifecycle.platform import detect_platform
@@ -31,9 +32,10 @@ control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-# Lifecycle (issue 7): the master's instance id, drain and recovered flags and metrics directory
-# are set in its environment here, before anything forks; the hooks below do the rest.
-_run_dir = Path(os.environ.get("OMK_RUN_DIR", "/tmp/omk"))
+# The master's instance id, drain and recovered flags and metrics directory are set in its
+# environment here, before anything forks; the hooks below do the rest. (Django's settings are
+# not loaded yet: the run directory is read as settings/base.py reads it.)
+_run_dir = Path(os.environ.get("OMK_RUN_DIR") or CoreSettings.RUN_DIR)
 configure_master_environment(_run_dir)
 
 on_starting = gunicorn_hooks.on_starting

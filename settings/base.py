@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from settings.env import env_bool, env_float, env_int, env_list, env_str
+from settings.env import env_bool, env_float, env_int, env_list, env_settings, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,30 +25,35 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    # Lifecycle (issue 7): durable jobs (procrastinate's models and migrations).
+    # Durable jobs: procrastinate's models and migrations.
     "procrastinate.contrib.django",
+    # The instance's life, and beside it the small apps every domain app builds on.
     "lifecycle",
+    "lifecycle.locks",
+    "lifecycle.outbox",
+    "lifecycle.idempotency",
+    "lifecycle.sessions",
+    "lifecycle.queues",
+    # The domain. ("ninja" is not listed on purpose: its docs page then loads Swagger UI from the
+    # CDN, as nothing serves static files.)
+    "accounts",
     "governance",
     "hive",
-    # API (governance issue): tokens and login, idempotency keys. ("ninja" is not listed on
-    # purpose: its docs page then loads Swagger UI from the CDN, as nothing serves static files.)
-    "accounts",
-    "lifecycle.idempotency",
 ]
 
 MIDDLEWARE = [
-    # Lifecycle (issue 7): a request id for the logs and the in-flight count the shutdown reports.
+    # A request id for the logs and the in-flight count the shutdown reports.
     "lifecycle.middleware.RequestContextMiddleware",
     # Then: probes are answered before host validation, sessions or auth (kubelet sends the
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
-    "lifecycle.middleware.DependencyUnavailableMiddleware",
-    # Before sessions: a 64 KiB+ body under /api/ is refused before any work (omk/conf.py).
-    "omk.middleware.ApiGuardMiddleware",
+    "core.middleware.DependencyUnavailableMiddleware",
+    # Before sessions: a 64 KiB+ body under /api/ is refused before any work (core/conf.py).
+    "core.middleware.ApiGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files (the admin's CSS and scripts) from each instance.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "lifecycle.middleware.SessionMiddleware",
+    "lifecycle.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -147,33 +152,44 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Lifecycle (see lifecycle/conf.py for every LIFECYCLE_* setting and its default).
-LIFECYCLE_RETRY_AFTER_SECONDS = env_int("RETRY_AFTER_SECONDS", 5)
-LIFECYCLE_RUN_DIR = env_str("OMK_RUN_DIR", "/tmp/omk")
+# Each app's settings and their defaults are in its conf.py (core/conf.py, lifecycle/conf.py,
+# lifecycle/*/conf.py, governance/conf.py, hive/conf.py); here only what an environment variable
+# sets, so that the default stays written once, where the setting is declared.
+globals().update(
+    env_settings(
+        {
+            "OMK_RETRY_AFTER_SECONDS": ("RETRY_AFTER_SECONDS", env_int),
+            "OMK_RUN_DIR": ("OMK_RUN_DIR", env_str),
+            "LIFECYCLE_HEARTBEAT_INTERVAL": ("INSTANCE_HEARTBEAT_INTERVAL", env_float),
+            "LIFECYCLE_HEARTBEAT_TTL": ("INSTANCE_HEARTBEAT_TTL", env_float),
+            # Unset: the platform's default (0 on Cloud Run, where traffic stops before SIGTERM).
+            "LIFECYCLE_DRAIN_DELAY": ("DRAIN_DELAY", env_float),
+            "LIFECYCLE_STALLED_JOB_SECONDS": ("STALLED_JOB_SECONDS", env_float),
+            "LIFECYCLE_RECOVERY_INTERVAL": ("RECOVERY_INTERVAL", env_int),
+            "LIFECYCLE_WORKER_METRICS_PORT": ("WORKER_METRICS_PORT", env_int),
+            "LIFECYCLE_SHUTDOWN_STEPS": ("LIFECYCLE_SHUTDOWN_STEPS", env_list),
+            "LIFECYCLE_RECOVERY_STEPS": ("LIFECYCLE_RECOVERY_STEPS", env_list),
+            "OUTBOX_SINK": ("OUTBOX_SINK", env_str),
+            "OUTBOX_BATCH_SIZE": ("OUTBOX_BATCH_SIZE", env_int),
+            "OUTBOX_RETENTION_DAYS": ("OUTBOX_RETENTION_DAYS", env_int),
+            "OUTBOX_BIGQUERY_PROJECT": ("BIGQUERY_PROJECT", env_str),
+            "OUTBOX_BIGQUERY_DATASET": ("BIGQUERY_DATASET", env_str),
+            "OUTBOX_BIGQUERY_LOCATION": ("BIGQUERY_LOCATION", env_str),
+            "OUTBOX_BIGQUERY_EMULATOR_URL": ("BIGQUERY_EMULATOR_URL", env_str),
+        }
+    )
+)
 
-# Lifecycle (issue 7): registry, recovery, shutdown, durable jobs. Defaults in lifecycle/conf.py.
-LIFECYCLE_HEARTBEAT_INTERVAL = env_float("INSTANCE_HEARTBEAT_INTERVAL", 5.0)
-LIFECYCLE_HEARTBEAT_TTL = env_float("INSTANCE_HEARTBEAT_TTL", 15.0)
-# None: the platform's default (0 on Cloud Run, where traffic stops before SIGTERM; 5 s elsewhere).
-LIFECYCLE_DRAIN_DELAY = env_float("DRAIN_DELAY", 0.0) if os.environ.get("DRAIN_DELAY") else None
-LIFECYCLE_STALLED_JOB_SECONDS = env_float("STALLED_JOB_SECONDS", 3.0)
-LIFECYCLE_RECOVERY_INTERVAL = env_int("RECOVERY_INTERVAL", 5)
-LIFECYCLE_WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0) or None
-if os.environ.get("LIFECYCLE_SHUTDOWN_STEPS"):
-    LIFECYCLE_SHUTDOWN_STEPS = env_list("LIFECYCLE_SHUTDOWN_STEPS", [])
-if os.environ.get("LIFECYCLE_RECOVERY_STEPS"):
-    LIFECYCLE_RECOVERY_STEPS = env_list("LIFECYCLE_RECOVERY_STEPS", [])
 # The worker heartbeats every second and a worker silent for 3 s is stalled: a SIGKILLed worker's
 # job is retried seconds after the kill (25 s with procrastinate's defaults). A retried job is
 # not announced by NOTIFY, so the polling interval bounds how soon it is picked up again.
 PROCRASTINATE_WORKER_DEFAULTS = {
     "update_heartbeat_interval": 1.0,
-    "stalled_worker_timeout": LIFECYCLE_STALLED_JOB_SECONDS,
     "fetch_job_polling_interval": env_float("JOB_POLLING_INTERVAL", 0.5),
     "abort_job_polling_interval": 1.0,
 }
 PROCRASTINATE_IMPORT_PATHS = env_list("PROCRASTINATE_IMPORT_PATHS", [])
-# Web pages (governance issue): Django's login view; logged-in users land on the proposals.
+# Web pages: Django's login view; logged-in users land on the proposals.
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/proposals/"
 LOGOUT_REDIRECT_URL = "/login/"
@@ -192,7 +208,7 @@ LOGGING = {
             "rename_fields": {"levelname": "severity", "asctime": "time"},
         },
     },
-    # Lifecycle (issue 7): every record carries the request id and the instance id.
+    # Every record carries the request id and the instance id.
     "filters": {"context": {"()": "lifecycle.logs.ContextFilter"}},
     "handlers": {
         "stdout": {
@@ -206,19 +222,8 @@ LOGGING = {
     "loggers": {
         # A probe or a dependency outage must not print a traceback per request.
         "health_check": {"level": "ERROR"},
-        # Lifecycle (issue 7): procrastinate announces every task registration at INFO.
+        # procrastinate announces every task registration at INFO.
         "procrastinate.blueprints": {"level": "WARNING"},
         "procrastinate.periodic": {"level": "WARNING"},
     },
 }
-
-# --- Outbox (issue 6): see lifecycle/outbox/conf.py for every OUTBOX_* setting and its default.
-INSTALLED_APPS += ["lifecycle.outbox"]
-OUTBOX_SINK = env_str("OUTBOX_SINK", "lifecycle.outbox.sinks.bigquery.BigQuerySink")
-OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 10000)
-OUTBOX_RETENTION_DAYS = env_int("OUTBOX_RETENTION_DAYS", 7)
-OUTBOX_BIGQUERY_PROJECT = env_str("BIGQUERY_PROJECT", "omk-local")
-OUTBOX_BIGQUERY_DATASET = env_str("BIGQUERY_DATASET", "omk")
-OUTBOX_BIGQUERY_LOCATION = env_str("BIGQUERY_LOCATION", "US")
-# Only locally and in tests (the bqemulator that `make run` and the test fixture start).
-OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")

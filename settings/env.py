@@ -1,6 +1,7 @@
 """Reading configuration from the environment (12-factor): the only place settings look."""
 
 import os
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -50,3 +51,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw in (None, ""):
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_settings(names: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """{SETTING: (ENV_VAR, reader)} -> the settings whose environment variable is set, read.
+
+    A setting whose variable is unset is left out, so the app's own default (its conf.py) applies:
+    defaults are written once, where the setting is declared.
+    """
+    return {
+        setting: reader(variable, None) for setting, (variable, reader) in names.items() if os.environ.get(variable)
+    }

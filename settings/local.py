@@ -1,6 +1,8 @@
 """Developer machine: DEBUG on, this machine's PostgreSQL and Redis (defaults in base)."""
 
 from settings.base import *  # noqa: F403
-from settings.env import env_bool
+from settings.env import env_bool, env_str
 
 DEBUG = env_bool("DEBUG", True)
+# The bqemulator that `make run` starts: analytics events are exported for real, locally.
+OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")

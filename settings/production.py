@@ -33,11 +33,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-# --- Outbox (issue 6): the real BigQuery. An empty BIGQUERY_PROJECT means the project of the
-# workload's credentials (Application Default Credentials on Cloud Run / GKE).
+# The real BigQuery. An empty BIGQUERY_PROJECT means the project of the workload's credentials
+# (Application Default Credentials on Cloud Run / GKE).
 OUTBOX_BIGQUERY_PROJECT = os.environ.get("BIGQUERY_PROJECT", "")
-OUTBOX_BIGQUERY_DATASET = os.environ.get("BIGQUERY_DATASET", "") or "omk"
-OUTBOX_BIGQUERY_EMULATOR_URL = ""
 
 # Collected into the image at build time (Dockerfile), hashed names cached for a year.
 STORAGES = {

@@ -4,7 +4,7 @@ import os
 
 from settings.base import *  # noqa: F403
 from settings.base import CACHES, DATABASES, REDIS_URL
-from settings.env import env_int, env_str
+from settings.env import env_float, env_int, env_str
 
 DEBUG = False
 # Several checkouts may test at once on one machine: each picks its own database and Redis db.
@@ -16,10 +16,12 @@ if "REDIS_URL" not in os.environ:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
 
-# Lifecycle (issue 7): the slow view the shutdown tests keep in flight (never in production).
+# The slow view the shutdown tests keep in flight (never in production).
 LIFECYCLE_TEST_VIEWS = True
-# Idempotency (governance issue): lets a test kill an instance after COMMIT, before the response.
-IDEMPOTENCY_PAUSE_AFTER_COMMIT = float(os.environ.get("OMK_TEST_PAUSE_AFTER_COMMIT", "0") or 0)
+# Lets a test kill an instance after COMMIT, before the response.
+IDEMPOTENCY_PAUSE_AFTER_COMMIT = env_float("OMK_TEST_PAUSE_AFTER_COMMIT", 0.0)
+# The bqemulator the tests start.
+OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
 
 # Static files straight from the apps (no collectstatic before the tests).
 WHITENOISE_USE_FINDERS = True

@@ -5,7 +5,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from lifecycle.redis import redis_client
+from core.redis import redis_client
 from tests.support.instances import GunicornInstance
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from chaos.flows.base import CheckResult, Flow, User, body_field
 from chaos.recorder import ABANDONED, ACKED, REJECTED
+from lifecycle.queues.conf import queues_settings
 
 
 def _marker(rng: random.Random, prefix: str) -> str:
@@ -263,11 +264,10 @@ class QueueFlow(Flow):
                     result.duplicated += self.acks[message_id] - 1
                     result.violate(f"message {message_id} acked {self.acks[message_id]} times: {body}")
         # Published more than once (a retried publish must not enqueue twice): read the stream.
-        from lifecycle.conf import lifecycle_settings
-        from lifecycle.redis import redis_client
+        from core.redis import redis_client
 
-        key = f"{lifecycle_settings.QUEUE_KEY_PREFIX}{self.queue}"
-        pending = redis_client().xpending(key, lifecycle_settings.QUEUE_GROUP)
+        key = f"{queues_settings.KEY_PREFIX}{self.queue}"
+        pending = redis_client().xpending(key, queues_settings.GROUP)
         if pending and pending.get("pending"):
             result.violate(f"{pending['pending']} messages still pending (claimed, never acked) at the end")
         result.details = {

@@ -28,8 +28,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from lifecycle.conf import lifecycle_settings
+from core.errors import Busy
 from lifecycle.locks import lua
+from lifecycle.locks.conf import LocksSettings, locks_settings
 from lifecycle.locks.metrics import (
     LOCK_CONTENTION,
     LOCK_HELD,
@@ -54,7 +55,7 @@ class LockError(Exception):
     """Base of the lock's errors."""
 
 
-class LockTimeout(LockError):
+class LockTimeout(LockError, Busy):
     """The lock stayed held by others for the whole `timeout`."""
 
 
@@ -71,11 +72,11 @@ class _Config:
     """The lock settings, read once: Django's settings lookups would cost more than Redis's work."""
 
     def __init__(self) -> None:
-        self.ttl = float(lifecycle_settings.LOCK_TTL)
-        self.timeout = float(lifecycle_settings.LOCK_TIMEOUT)
-        self.prefix = str(lifecycle_settings.LOCK_KEY_PREFIX)
-        self.max_block = float(lifecycle_settings.LOCK_MAX_BLOCK)
-        self.fair_after_ms = int(float(lifecycle_settings.LOCK_FAIR_AFTER) * 1000)
+        self.ttl = locks_settings.TTL
+        self.timeout = locks_settings.TIMEOUT
+        self.prefix = locks_settings.KEY_PREFIX
+        self.max_block = locks_settings.MAX_BLOCK
+        self.fair_after_ms = int(locks_settings.FAIR_AFTER * 1000)
 
 
 _config: _Config | None = None
@@ -94,7 +95,7 @@ def _conf() -> _Config:
 @receiver(setting_changed)
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
     global _config, _shared_client
-    if setting.startswith("LIFECYCLE_LOCK_") or setting == "CACHES":
+    if setting.startswith(LocksSettings.prefix) or setting == "CACHES":
         _config = None
         _shared_client = None
 
@@ -274,7 +275,10 @@ class _Plan:
     def timed_out(self) -> LockTimeout:
         _recently_contended[self.name] = None
         inc(LOCKS_TIMEOUT, self.label)
-        return LockTimeout(f"lock {self.name!r} still held by another after {self.timeout:g}s")
+        return LockTimeout(
+            f"lock {self.name!r} still held by another after {self.timeout:g}s: the operation is running "
+            "elsewhere; retry shortly."
+        )
 
     def unavailable(self, exc: BaseException) -> LockUnavailable:
         inc(LOCKS_UNAVAILABLE, self.label)
@@ -591,7 +595,7 @@ class Acquisition:
 class DistributedLock:
     """Entry point: `distributed_lock.acquire(name, ttl=, timeout=, renew=)`.
 
-    `ttl` (seconds) defaults to LIFECYCLE_LOCK_TTL, `timeout` to LIFECYCLE_LOCK_TIMEOUT (0 tries
+    `ttl` (seconds) defaults to LOCKS_TTL, `timeout` to LOCKS_TIMEOUT (0 tries
     once, math.inf waits forever). Clients default to the service's shared ones; tests and tools
     may pass their own.
     """
@@ -609,7 +613,7 @@ class DistributedLock:
         if self._client is not None:
             return self._client()
         if _shared_client is None:
-            from lifecycle.redis import redis_client
+            from core.redis import redis_client
 
             # django-redis's lookup goes through the cache handler's asgiref Local on every call;
             # the client it returns is process-wide and thread-safe, so keep it.
@@ -619,7 +623,7 @@ class DistributedLock:
     def async_client(self) -> AsyncRedis:
         if self._async_client is not None:
             return self._async_client()
-        from lifecycle.redis import async_redis_client
+        from core.redis import async_redis_client
 
         return async_redis_client()
 

@@ -1,4 +1,4 @@
-"""System checks for the outbox (ids lifecycle.E020-E029)."""
+"""System checks for the outbox (ids outbox.E001-E003)."""
 
 from django.core.checks import Error, Tags, register
 from django.utils.module_loading import import_string
@@ -17,7 +17,7 @@ def check_outbox_sink(app_configs, **kwargs):
         return [
             Error(
                 f"OUTBOX_SINK {path!r} cannot be imported ({exc}).",
-                id="lifecycle.E020",
+                id="outbox.E001",
                 hint="Set OUTBOX_SINK to the dotted path of an OutboxSink subclass.",
             )
         ]
@@ -25,7 +25,7 @@ def check_outbox_sink(app_configs, **kwargs):
         return [
             Error(
                 f"OUTBOX_SINK {path!r} is not a subclass of lifecycle.outbox.sinks.OutboxSink.",
-                id="lifecycle.E021",
+                id="outbox.E002",
             )
         ]
     return []
@@ -35,7 +35,7 @@ def check_outbox_sink(app_configs, **kwargs):
 def check_outbox_numbers(app_configs, **kwargs):
     errors = []
     for name in ("BATCH_SIZE", "RETENTION_DAYS", "BIGQUERY_PARTITION_EXPIRATION_DAYS"):
-        value = getattr(outbox_settings, name)
+        value = outbox_settings.raw(name)
         if not isinstance(value, int) or value < 1:
-            errors.append(Error(f"OUTBOX_{name} must be a whole number >= 1, got {value!r}.", id="lifecycle.E022"))
+            errors.append(Error(f"OUTBOX_{name} must be a whole number >= 1, got {value!r}.", id="outbox.E003"))
     return errors

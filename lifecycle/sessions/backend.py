@@ -19,7 +19,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import UpdateError
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 
-from lifecycle.errors import unavailable_dependency
+from core.dependencies import unavailable_dependency
 
 
 class SessionStore(CacheSessionStore):

@@ -22,8 +22,8 @@ import redis.asyncio
 from django.conf import settings
 from redis.commands.core import AsyncScript, Script
 
-from lifecycle.conf import lifecycle_settings
-from lifecycle.redis import redis_client
+from core.redis import redis_client
+from lifecycle.sessions.conf import sessions_settings
 
 # Marks the hash as existing even when the data is empty, and counts changes (a version).
 VERSION_FIELD = "__version__"
@@ -70,7 +70,7 @@ class SessionNotFound(KeyError):
 
 
 def _key(session_id: str) -> str:
-    return f"{lifecycle_settings.SESSION_KEY_PREFIX}{session_id}"
+    return f"{sessions_settings.KEY_PREFIX}{session_id}"
 
 
 def _valid_id(session_id: str) -> bool:
@@ -78,7 +78,7 @@ def _valid_id(session_id: str) -> bool:
 
 
 def _ttl() -> int:
-    return int(lifecycle_settings.SESSION_TTL_SECONDS)
+    return int(sessions_settings.TTL_SECONDS)
 
 
 def _check_keys(keys: Iterable[str]) -> list[str]:
@@ -119,7 +119,7 @@ def _update_args(changes: Mapping[str, Any], remove: Iterable[str]) -> list[Any]
 
 
 class SessionManager:
-    """Synchronous sessions on the shared redis-py client (lifecycle.redis.redis_client)."""
+    """Synchronous sessions on the shared redis-py client (core.redis.redis_client)."""
 
     def __init__(self) -> None:
         self._scripts: dict[str, Script] = {}
@@ -175,7 +175,7 @@ class SessionManager:
         """Sessions currently reachable in Redis: these, and Django's user sessions unless
         `include_user_sessions` is False. Stops counting at `deadline` (time.monotonic())."""
         client = redis_client()
-        patterns = [f"{lifecycle_settings.SESSION_KEY_PREFIX}*"]
+        patterns = [f"{sessions_settings.KEY_PREFIX}*"]
         if include_user_sessions:
             from django.contrib.sessions.backends.cache import KEY_PREFIX
             from django.core.cache import caches
@@ -190,7 +190,7 @@ class SessionManager:
         return count
 
     def count_reachable(self, *, deadline: float | None = None) -> int:
-        """For startup recovery's report (lifecycle.recovery.CountSessions)."""
+        """For startup recovery's report (lifecycle.sessions.steps.CountSessions)."""
         return self.count_sessions(deadline=deadline)
 
     # The async variant under the same names with an `a` prefix, as Django's own APIs do.

@@ -130,18 +130,17 @@ result = {
     "drain_delay": None,
     "drain_delay_source": None,
 }
-# The drain delay as the service computes it, where the tree has one (the lifecycle issue adds it).
+# The drain delay as the service computes it.
 import django
 django.setup()
-from lifecycle import conf as lifecycle_conf
-if "DRAIN_DELAY" in lifecycle_conf.DEFAULTS:
-    value = lifecycle_conf.lifecycle_settings.DRAIN_DELAY
-    result["drain_delay_source"] = "settings"
-    if value is None:
-        from lifecycle.platform import default_drain_delay
-        value = default_drain_delay(info)
-        result["drain_delay_source"] = "platform default"
-    result["drain_delay"] = float(value)
+from lifecycle.conf import lifecycle_settings
+value = lifecycle_settings.DRAIN_DELAY
+result["drain_delay_source"] = "settings"
+if value is None:
+    from lifecycle.platform import default_drain_delay
+    value = default_drain_delay(info)
+    result["drain_delay_source"] = "platform default"
+result["drain_delay"] = float(value)
 print(json.dumps(result))
 """
 

@@ -19,9 +19,9 @@ def main() -> None:
     django.setup()
     from django.contrib.auth import get_user_model
 
+    from core.errors import ServiceError
     from governance import services
     from lifecycle.locks import LockLost, distributed_lock
-    from omk.errors import ServiceError
 
     proposal_id, username, ttl = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
     actor = get_user_model().objects.get(username=username)

@@ -7,6 +7,6 @@ def test_check_wallet_checksum__passes_with_keccak():
 
 def test_check_limits__bad_values_have_stable_ids(settings):
     assert check_limits(None) == []
-    settings.API_MAX_BODY_BYTES = 0
+    settings.OMK_API_MAX_BODY_BYTES = 0
     settings.GOVERNANCE_MAX_LOCK_DAYS = "30"
     assert [error.id for error in check_limits(None)] == ["governance.E002", "governance.E003"]

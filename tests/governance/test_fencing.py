@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import Conflict
+from core.redis import redis_client
 from governance import services
 from governance.models import Proposal
 from lifecycle.locks import distributed_lock
 from lifecycle.locks.lock import _Keys
-from lifecycle.redis import redis_client
-from omk.errors import Conflict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +84,7 @@ def test_exclusive_services__record_the_proposal_locks_fences(open_proposal, sta
 
 @pytest.mark.django_db
 def test_api__close_waits_for_governance_voting_and_answers_409_when_busy(open_proposal, staff_client, settings):
-    settings.LIFECYCLE_LOCK_TIMEOUT = 0.2
+    settings.LOCKS_TIMEOUT = 0.2
     with distributed_lock.acquire("governance_voting"):
         response = staff_client.post(f"/api/proposals/{open_proposal.pk}/close/", content_type="application/json")
     assert response.status_code == 409, response.content
@@ -96,7 +96,7 @@ def test_api__close_waits_for_governance_voting_and_answers_409_when_busy(open_p
 
 @pytest.mark.django_db
 def test_api__execute_while_the_proposal_lock_is_held_is_409(passed_proposal, staff_client, settings):
-    settings.LIFECYCLE_LOCK_TIMEOUT = 0.2
+    settings.LOCKS_TIMEOUT = 0.2
     with distributed_lock.acquire(services.proposal_lock_name(passed_proposal.pk)):
         response = staff_client.post(f"/api/proposals/{passed_proposal.pk}/execute/", content_type="application/json")
     assert response.status_code == 409

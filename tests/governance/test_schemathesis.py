@@ -26,7 +26,7 @@ MIN_REQUESTS = 1000
 EXAMPLES_PER_OPERATION_AND_MODE = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "40"))
 RANDOMIZED = os.environ.get("SCHEMATHESIS_RANDOMIZED", "") == "1"
 # schemathesis's own list of statuses that reject invalid data, plus 413: a body over 64 KiB is
-# refused before it is parsed (omk.middleware.ApiGuardMiddleware), as documented in the schema.
+# refused before it is parsed (core.middleware.ApiGuardMiddleware), as documented in the schema.
 CONFIG = SchemathesisConfig.from_dict(
     {
         "checks": {

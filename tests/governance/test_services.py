@@ -5,9 +5,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from governance import services
 from governance.models import Proposal, Purchase, Sale, Vote
-from omk.errors import Conflict, Forbidden, InvalidInput, NotFound
 from tests.governance.conftest import WALLET, unlock
 
 pytestmark = pytest.mark.django_db

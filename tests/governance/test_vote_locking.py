@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
+from core.errors import Conflict
 from governance import services
 from governance.models import Proposal, Vote
 from lifecycle.outbox.models import OutboxEvent
-from omk.errors import Conflict
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

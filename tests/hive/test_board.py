@@ -4,9 +4,9 @@ import time
 
 import pytest
 
+from core.redis import redis_client
 from hive.selectors import board_post_list
 from hive.services import board_index_key, board_post_create, board_post_key
-from lifecycle.redis import redis_client
 
 pytestmark = pytest.mark.django_db
 

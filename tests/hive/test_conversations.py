@@ -6,11 +6,11 @@ import uuid
 import pytest
 from django.db import connection, transaction
 
+from core.redis import redis_client
 from hive import history
 from hive.models import Conversation, Turn
 from hive.services import turn_append
 from lifecycle.outbox.models import OutboxEvent
-from lifecycle.redis import redis_client
 
 # Turns reach the hot history on commit: these tests commit for real.
 pytestmark = pytest.mark.django_db(transaction=True)

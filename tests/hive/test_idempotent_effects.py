@@ -4,11 +4,11 @@ Redis write and COMMIT, and the client retried with the same key."""
 
 import pytest
 
+from core.redis import redis_client
 from hive.selectors import board_post_list
 from hive.services import board_post_create
 from lifecycle.idempotency.models import IdempotencyRecord
-from lifecycle.queues import queue_publish
-from lifecycle.redis import redis_client
+from lifecycle.queues.services import queue_publish
 
 pytestmark = pytest.mark.django_db
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
+from core.redis import redis_client
 from lifecycle.outbox.models import OutboxEvent
-from lifecycle.redis import redis_client
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def test_queue_api__publish_claim_ack(api_client):
 
 
 def test_queue_api__unacked_message_goes_to_another_consumer_after_visibility_timeout(api_client, settings):
-    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 1.0
+    settings.QUEUES_VISIBILITY_TIMEOUT_SECONDS = 1.0
     message_id = _json(api_client, "/api/queues/scouts/", {"body": "x"}).json()["id"]
     _json(api_client, "/api/queues/scouts/claim", {"consumer": "gone"})
     assert _json(api_client, "/api/queues/scouts/claim", {"consumer": "other"}).json()["messages"] == []
@@ -39,7 +39,7 @@ def test_queue_api__unacked_message_goes_to_another_consumer_after_visibility_ti
 
 
 def test_queue_api__messages_expire_after_retention(api_client, settings):
-    settings.LIFECYCLE_QUEUE_RETENTION_SECONDS = 0.3
+    settings.QUEUES_RETENTION_SECONDS = 0.3
     _json(api_client, "/api/queues/scouts/", {"body": "old"})
     time.sleep(0.5)
     assert _json(api_client, "/api/queues/scouts/claim", {"consumer": "c"}).json()["messages"] == []

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connection
 from redis.utils import HIREDIS_AVAILABLE
 
-from lifecycle.redis import redis_client
+from core.redis import redis_client
 
 
 def test_redis__uses_hiredis_keepalive_and_health_checks():

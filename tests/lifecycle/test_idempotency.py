@@ -130,7 +130,7 @@ def test_idempotent__concurrent_same_key_one_effect(api_token, path):
 
 
 def test_idempotent__async_view_is_refused_at_import():
-    from lifecycle.idempotency import idempotent
+    from lifecycle.idempotency.decorators import idempotent
 
     async def view(request):
         return None

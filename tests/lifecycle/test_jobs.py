@@ -74,7 +74,7 @@ def test_idempotency_purge_pass__deletes_only_keys_past_retention(settings, djan
     from django.utils import timezone
 
     from lifecycle.idempotency.models import IdempotencyRecord
-    from lifecycle.tasks import idempotency_purge_pass
+    from lifecycle.idempotency.tasks import idempotency_purge_pass
 
     settings.IDEMPOTENCY_RETENTION_SECONDS = 3600
     user = django_user_model.objects.create_user("purger")

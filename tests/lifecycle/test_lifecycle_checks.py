@@ -1,4 +1,4 @@
-"""System checks of the lifecycle settings (lifecycle.E030-E034)."""
+"""System checks of the lifecycle settings (lifecycle.E002-E006)."""
 
 from lifecycle.checks import check_lifecycle_steps, check_lifecycle_timings
 
@@ -15,20 +15,20 @@ def test_checks__defaults_pass():
 def test_checks__heartbeat_ttl_too_short(settings):
     settings.LIFECYCLE_HEARTBEAT_INTERVAL = 5
     settings.LIFECYCLE_HEARTBEAT_TTL = 6
-    assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E030"]
+    assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E002"]
 
 
 def test_checks__stalled_threshold_under_job_heartbeat(settings):
     settings.LIFECYCLE_STALLED_JOB_SECONDS = 1.5
-    assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E031"]
+    assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E003"]
 
 
 def test_checks__drain_delay_longer_than_deadline(settings, monkeypatch):
     monkeypatch.setenv("K_SERVICE", "omk")  # Cloud Run: a 9 s deadline
     settings.LIFECYCLE_DRAIN_DELAY = 10
-    assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E032"]
+    assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E004"]
 
 
 def test_checks__steps_must_import_and_be_steps(settings):
     settings.LIFECYCLE_SHUTDOWN_STEPS = ["lifecycle.shutdown.Nope", "lifecycle.steps.StepResult"]
-    assert _ids(check_lifecycle_steps(None)) == ["lifecycle.E033", "lifecycle.E034"]
+    assert _ids(check_lifecycle_steps(None)) == ["lifecycle.E005", "lifecycle.E006"]

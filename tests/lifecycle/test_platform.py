@@ -39,30 +39,3 @@ def test_system_check__bad_grace_period_is_lifecycle_e001(monkeypatch):
     monkeypatch.setenv("TERMINATION_GRACE_PERIOD", "soon")
     ids = [message.id for message in run_checks()]
     assert "lifecycle.E001" in ids
-
-
-def test_system_check__sessions_outside_redis_is_lifecycle_e003(settings):
-    settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"
-    ids = [message.id for message in run_checks()]
-    assert "lifecycle.E003" in ids
-
-
-def test_gunicorn_config__graceful_timeout_leaves_a_margin(monkeypatch):
-    import runpy
-
-    monkeypatch.setenv("K_SERVICE", "omk-web")
-    config = runpy.run_path("omk/gunicorn.conf.py")
-    assert config["graceful_timeout"] < 10
-    assert config["worker_class"] == "gthread"
-    assert config["preload_app"] is False
-    assert config["accesslog"] == "-"
-
-
-def test_gunicorn_config__binds_port_and_reads_web_concurrency(monkeypatch):
-    import runpy
-
-    monkeypatch.setenv("PORT", "9123")
-    monkeypatch.setenv("WEB_CONCURRENCY", "5")
-    config = runpy.run_path("omk/gunicorn.conf.py")
-    assert config["bind"] == ["0.0.0.0:9123"]
-    assert config["workers"] == 5

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from lifecycle.queues import (
+from core.redis import redis_client
+from lifecycle.queues.services import (
     InvalidQueueName,
     queue_ack,
     queue_claim,
@@ -17,13 +18,12 @@ from lifecycle.queues import (
     queue_release,
     queue_release_claimed,
 )
-from lifecycle.redis import redis_client
 
 
 @pytest.fixture
 def short_visibility(settings):
     # Long enough that a loaded CI machine does the "not yet" checks inside it.
-    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 1.0
+    settings.QUEUES_VISIBILITY_TIMEOUT_SECONDS = 1.0
     return 1.0
 
 
@@ -93,20 +93,20 @@ def test_queue__killed_consumer_messages_go_to_another_after_visibility_timeout(
 
 
 def test_queue__messages_older_than_retention_are_trimmed(settings):
-    settings.LIFECYCLE_QUEUE_RETENTION_SECONDS = 0.5
+    settings.QUEUES_RETENTION_SECONDS = 0.5
     old = queue_publish(name="wax", body="old")
     queue_claim(name="wax", consumer="a")
     queue_publish(name="wax", body="old-unclaimed")
     time.sleep(0.7)
     fresh = queue_publish(name="wax", body="fresh")
     assert redis_client().xlen("omk:queue:wax") == 1
-    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 0
+    settings.QUEUES_VISIBILITY_TIMEOUT_SECONDS = 0
     assert [m.id for m in queue_claim(name="wax", consumer="b", count=10)] == [fresh]
     assert queue_ack(name="wax", ids=[old]).acked == []
 
 
 def test_queue__trimmed_on_claim_without_new_publishes(settings):
-    settings.LIFECYCLE_QUEUE_RETENTION_SECONDS = 0.3
+    settings.QUEUES_RETENTION_SECONDS = 0.3
     queue_publish(name="wax", body="old")
     time.sleep(0.5)
     assert queue_claim(name="wax", consumer="a", count=10) == []
@@ -120,7 +120,7 @@ def test_queue_reclaim_stale__puts_held_messages_back(settings):
     time.sleep(1.2)
     queue_claim(name="comb", consumer="alive", count=1)  # claimed just now: must be left alone
 
-    settings.LIFECYCLE_QUEUE_VISIBILITY_TIMEOUT_SECONDS = 1.0
+    settings.QUEUES_VISIBILITY_TIMEOUT_SECONDS = 1.0
     assert queue_reclaim_stale(deadline=time.monotonic() + 5) == 1
     again = queue_claim(name="comb", consumer="next", count=10)
     assert [(m.body, m.requeued_from, m.redelivered) for m in again] == [("held", held, False)]

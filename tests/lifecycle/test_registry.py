@@ -8,10 +8,10 @@ from django.core.management import call_command
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from core.redis import redis_client
 from lifecycle.models import Instance, InstanceEvent, InstanceState, LifecycleReport
 from lifecycle.outbox.models import OutboxEvent
 from lifecycle.recovery import recovery_run
-from lifecycle.redis import redis_client
 from lifecycle.registry import heartbeat_key
 from lifecycle.services import instance_register, instance_set_state, instances_mark_lost, report_record
 from lifecycle.steps import Report, StepResult, StepStatus

@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from lifecycle.redis import redis_client
-from lifecycle.sessions import SessionNotFound, async_session_manager, session_manager
-from lifecycle.sessions.manager import _key
+from core.redis import redis_client
+from lifecycle.sessions.manager import SessionNotFound, _key, async_session_manager, session_manager
 
 PROCESSES = 4
 UPDATES_PER_PROCESS = 50
@@ -77,7 +76,7 @@ def test_session_manager__reserved_and_bad_keys_are_refused():
 
 
 def test_session_manager__expires_after_ttl(settings):
-    settings.LIFECYCLE_SESSION_TTL_SECONDS = 1
+    settings.SESSIONS_TTL_SECONDS = 1
     session_id = session_manager.create_session({"a": 1})
     time.sleep(1.3)
     assert session_manager.get_session(session_id) is None

@@ -3,7 +3,7 @@
 import pytest
 from django.conf import settings
 
-from lifecycle.redis import redis_client
+from core.redis import redis_client
 
 
 def _session_ttl(client) -> int:

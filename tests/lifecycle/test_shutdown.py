@@ -226,9 +226,9 @@ def test_drain_command__readiness_503_before_sigterm(start_instance, service_env
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_sigterm__outbox_is_exported_by_the_shutdown(start_instance):
-    from lifecycle.outbox import record_event
+    from core.redis import redis_client
     from lifecycle.outbox.models import OutboxEvent
-    from lifecycle.redis import redis_client
+    from lifecycle.outbox.services import record_event
     from tests.support.sinks import SINK_KEY
 
     instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **SINK)

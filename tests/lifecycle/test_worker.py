@@ -7,8 +7,8 @@ import time
 import pytest
 from procrastinate.contrib.django.models import ProcrastinateJob
 
+from core.redis import redis_client
 from lifecycle.models import Instance, LifecycleReport
-from lifecycle.redis import redis_client
 from tests.support.tasks import slow_job
 from tests.support.workers import wait_for
 
@@ -79,8 +79,8 @@ def test_worker_sigterm__running_job_is_handed_back_within_budget(start_worker):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_worker__exports_the_outbox_continuously(start_worker):
-    from lifecycle.outbox import record_event
     from lifecycle.outbox.models import OutboxEvent
+    from lifecycle.outbox.services import record_event
     from tests.support.sinks import SINK_KEY
 
     worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink")

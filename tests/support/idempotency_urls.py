@@ -10,10 +10,10 @@ from django.urls import path
 from ninja import NinjaAPI, Schema, Status
 
 from accounts.auth import api_auth
-from lifecycle.idempotency import idempotent
+from core.errors import Conflict
+from core.handlers import install_error_handlers
+from lifecycle.idempotency.decorators import idempotent
 from lifecycle.locks import distributed_lock
-from omk.api import install_error_handlers
-from omk.errors import Conflict
 
 api = NinjaAPI(urls_namespace="idempotency-test", auth=api_auth)
 install_error_handlers(api)

@@ -2,8 +2,8 @@
 
 from collections.abc import Sequence
 
+from core.redis import redis_client
 from lifecycle.outbox.sinks import Event, OutboxSink
-from lifecycle.redis import redis_client
 
 SINK_KEY = "tests:outbox-sink"
 

@@ -5,7 +5,7 @@ import time
 
 from procrastinate.contrib.django import app
 
-from lifecycle.redis import redis_client
+from core.redis import redis_client
 
 
 @app.task(name="tests.slow_job", pass_context=True)

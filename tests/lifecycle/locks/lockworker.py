@@ -26,8 +26,8 @@ def emit(**data: object) -> None:
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.test")
     django.setup()
+    from core.redis import redis_client
     from lifecycle.locks import LockLost, distributed_lock
-    from lifecycle.redis import redis_client
     from tests.lifecycle.locks.fenced import fenced_write
 
     command, name = sys.argv[1], sys.argv[2]

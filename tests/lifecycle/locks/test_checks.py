@@ -1,6 +1,6 @@
 import pytest
 
-from lifecycle.checks import check_lock_settings
+from lifecycle.locks.checks import check_lock_settings
 
 
 def ids(errors) -> set[str]:
@@ -14,12 +14,12 @@ def test_check_lock_settings__defaults_pass():
 @pytest.mark.parametrize(
     ("setting", "value", "error_id"),
     [
-        ("LIFECYCLE_LOCK_TTL", 0, "lifecycle.E010"),
-        ("LIFECYCLE_LOCK_TTL", "30", "lifecycle.E010"),
-        ("LIFECYCLE_LOCK_TIMEOUT", -1, "lifecycle.E011"),
-        ("LIFECYCLE_LOCK_MAX_BLOCK", 0, "lifecycle.E012"),
-        ("LIFECYCLE_LOCK_FAIR_AFTER", -0.1, "lifecycle.E013"),
-        ("LIFECYCLE_LOCK_MAX_BLOCK", 5.0, "lifecycle.E012"),  # above the 2 s socket timeout
+        ("LOCKS_TTL", 0, "locks.E001"),
+        ("LOCKS_TTL", "30", "locks.E001"),
+        ("LOCKS_TIMEOUT", -1, "locks.E002"),
+        ("LOCKS_MAX_BLOCK", 0, "locks.E004"),
+        ("LOCKS_FAIR_AFTER", -0.1, "locks.E003"),
+        ("LOCKS_MAX_BLOCK", 5.0, "locks.E004"),  # above the 2 s socket timeout
     ],
 )
 def test_check_lock_settings__bad_values(settings, setting, value, error_id):

@@ -14,7 +14,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 from redis.retry import Retry
 
-from lifecycle.errors import unavailable_dependency
+from core.dependencies import unavailable_dependency
+from core.redis import redis_client
 from lifecycle.locks import (
     DistributedLock,
     LockLost,
@@ -26,7 +27,6 @@ from lifecycle.locks import (
 )
 from lifecycle.locks.lock import _ACQUIRE, _Keys, _recently_contended, _round_trip
 from lifecycle.locks.metrics import LOCKS_ACQUIRED, LOCKS_LOST, LOCKS_TIMEOUT
-from lifecycle.redis import redis_client
 from tests.support.instances import free_port
 
 
@@ -69,7 +69,7 @@ def test_acquire__fence_strictly_increasing():
 
 
 def test_acquire__default_ttl_from_settings(settings):
-    settings.LIFECYCLE_LOCK_TTL = 7
+    settings.LOCKS_TTL = 7
     with distributed_lock.acquire("defaults") as lease:
         assert lease.ttl == 7
         assert 6000 < redis_client().pttl(lock_key("defaults")) <= 7000
@@ -146,7 +146,7 @@ def wait_for_queue(name: str, length: int) -> None:
 
 
 def test_release__strict_fifo_newcomer_cannot_barge_ahead_of_a_waiter(settings):
-    settings.LIFECYCLE_LOCK_FAIR_AFTER = 0
+    settings.LOCKS_FAIR_AFTER = 0
     got: list[str] = []
     thread = None
     with distributed_lock.acquire("fair"):
@@ -183,7 +183,7 @@ def test_release__waiters_are_served_in_arrival_order():
 
 
 def test_release__young_waiter_is_woken_and_may_lose_a_round_old_waiter_gets_the_hand_over(settings):
-    settings.LIFECYCLE_LOCK_FAIR_AFTER = 0.3
+    settings.LOCKS_FAIR_AFTER = 0.3
     client = redis_client()
     waiter = _Keys("bounded", "w")
     with distributed_lock.acquire("bounded"):

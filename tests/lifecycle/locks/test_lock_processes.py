@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from core.redis import redis_client
 from lifecycle.locks import LockTimeout, distributed_lock
 from lifecycle.locks.lock import _Keys
-from lifecycle.redis import redis_client
 from tests.lifecycle.locks.fenced import fenced_value, fenced_write
 
 pytestmark = pytest.mark.slow

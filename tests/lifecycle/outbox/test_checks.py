@@ -8,13 +8,13 @@ def test_check_outbox_sink__default_bigquery_sink_passes():
 def test_check_outbox_sink__unimportable_path_is_e020(settings):
     settings.OUTBOX_SINK = "lifecycle.outbox.sinks.nowhere.Sink"
 
-    assert [e.id for e in check_outbox_sink(None)] == ["lifecycle.E020"]
+    assert [e.id for e in check_outbox_sink(None)] == ["outbox.E001"]
 
 
 def test_check_outbox_sink__not_a_sink_is_e021(settings):
     settings.OUTBOX_SINK = "lifecycle.outbox.models.OutboxEvent"
 
-    assert [e.id for e in check_outbox_sink(None)] == ["lifecycle.E021"]
+    assert [e.id for e in check_outbox_sink(None)] == ["outbox.E002"]
 
 
 def test_check_outbox_numbers__zero_retention_is_e022(settings):
@@ -22,5 +22,5 @@ def test_check_outbox_numbers__zero_retention_is_e022(settings):
 
     errors = check_outbox_numbers(None)
 
-    assert [e.id for e in errors] == ["lifecycle.E022"]
+    assert [e.id for e in errors] == ["outbox.E003"]
     assert "OUTBOX_RETENTION_DAYS" in errors[0].msg

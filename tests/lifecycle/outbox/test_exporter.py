@@ -10,10 +10,9 @@ from django.db import transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from lifecycle.outbox import outbox_export, record_event
-from lifecycle.outbox.exporter import get_sink, outbox_export_loop
+from lifecycle.outbox.exporter import get_sink, outbox_export, outbox_export_loop
 from lifecycle.outbox.models import OutboxEvent
-from lifecycle.outbox.services import outbox_prune, outbox_retry_quarantined
+from lifecycle.outbox.services import outbox_prune, outbox_retry_quarantined, record_event
 from lifecycle.outbox.sinks import Event
 from lifecycle.outbox.sinks.bigquery import BigQuerySink
 

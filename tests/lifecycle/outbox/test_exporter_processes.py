@@ -11,9 +11,9 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from lifecycle.outbox import outbox_export, record_event
-from lifecycle.outbox.exporter import PAUSE_AFTER_SEND_ENV
+from lifecycle.outbox.exporter import PAUSE_AFTER_SEND_ENV, outbox_export
 from lifecycle.outbox.models import OutboxEvent
+from lifecycle.outbox.services import record_event
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -6,8 +6,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.urls import reverse
 
-from lifecycle.outbox import record_event
 from lifecycle.outbox.models import OutboxEvent
+from lifecycle.outbox.services import record_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 from redis.exceptions import ResponseError
 
-from lifecycle.conf import lifecycle_settings
-from lifecycle.redis import redis_client
+from core.redis import redis_client
+from lifecycle.queues.conf import queues_settings
 
 # Letters, digits, '_', '-' and '.', starting with a letter or digit: safe in Redis keys, URLs
 # and logs (no ':' so a name cannot reach into another key space, no '*' for SCAN patterns).
@@ -148,19 +148,19 @@ def _valid_message_id(message_id: object) -> bool:
 
 
 def _key(name: str) -> str:
-    return f"{lifecycle_settings.QUEUE_KEY_PREFIX}{queue_validate_name(name)}"
+    return f"{queues_settings.KEY_PREFIX}{queue_validate_name(name)}"
 
 
 def _group() -> str:
-    return lifecycle_settings.QUEUE_GROUP
+    return queues_settings.GROUP
 
 
 def _visibility_ms() -> int:
-    return int(float(lifecycle_settings.QUEUE_VISIBILITY_TIMEOUT_SECONDS) * 1000)
+    return int(queues_settings.VISIBILITY_TIMEOUT_SECONDS * 1000)
 
 
 def _min_id() -> str:
-    retention_ms = int(float(lifecycle_settings.QUEUE_RETENTION_SECONDS) * 1000)
+    retention_ms = int(queues_settings.RETENTION_SECONDS * 1000)
     return f"{max(int(time.time() * 1000) - retention_ms, 0)}-0"
 
 
@@ -210,7 +210,7 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
         # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
         message_id = client.xadd(key, {BODY_FIELD: body}, minid=_min_id(), approximate=False)
     else:
-        mark_ttl_ms = int(float(lifecycle_settings.QUEUE_RETENTION_SECONDS) * 1000)
+        mark_ttl_ms = int(queues_settings.RETENTION_SECONDS * 1000)
         message_id = client.register_script(_PUBLISH_ONCE)(
             keys=[key, f"{key}:published:{dedupe}"], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
         )
@@ -232,12 +232,10 @@ def queue_claim(
     the API): its messages are then handed back by `queue_release_claimed` when the process stops.
     """
     queue_validate_name(consumer, field="consumer")
-    if not 1 <= count <= lifecycle_settings.QUEUE_MAX_CLAIM_COUNT:
-        raise QueueInputError(f"count must be between 1 and {lifecycle_settings.QUEUE_MAX_CLAIM_COUNT}.", field="count")
-    if not 0 <= block_ms <= lifecycle_settings.QUEUE_MAX_BLOCK_MS:
-        raise QueueInputError(
-            f"block_ms must be between 0 and {lifecycle_settings.QUEUE_MAX_BLOCK_MS}.", field="block_ms"
-        )
+    if not 1 <= count <= queues_settings.MAX_CLAIM_COUNT:
+        raise QueueInputError(f"count must be between 1 and {queues_settings.MAX_CLAIM_COUNT}.", field="count")
+    if not 0 <= block_ms <= queues_settings.MAX_BLOCK_MS:
+        raise QueueInputError(f"block_ms must be between 0 and {queues_settings.MAX_BLOCK_MS}.", field="block_ms")
     key = _key(name)
     client = redis_client()
     client.xtrim(key, minid=_min_id(), approximate=False)
@@ -293,7 +291,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
 
 
 def queue_names() -> list[str]:
-    prefix = lifecycle_settings.QUEUE_KEY_PREFIX
+    prefix = queues_settings.KEY_PREFIX
     keys = redis_client().scan_iter(match=f"{prefix}*", count=1000, _type="stream")
     return sorted(k.decode()[len(prefix) :] for k in keys)
 

@@ -1,12 +1,14 @@
-"""Request guards for the JSON API that must run before a view (or Django's own 404/405)."""
+"""Middleware every app relies on: a dependency outage is a 503, and the JSON API's request guards."""
 
 import json
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from omk.conf import api_settings
-from omk.errors import error_body
+from core.conf import core_settings
+from core.dependencies import unavailable_dependency
+from core.errors import error_body
+from core.responses import service_unavailable
 
 
 class ApiGuardMiddleware:
@@ -22,9 +24,9 @@ class ApiGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path_info.startswith(api_settings.PREFIX):
+        if not request.path_info.startswith(core_settings.API_PREFIX):
             return self.get_response(request)
-        limit = api_settings.MAX_BODY_BYTES
+        limit = core_settings.API_MAX_BODY_BYTES
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -53,3 +55,19 @@ class ApiGuardMiddleware:
         if "Allow" in response:
             replaced["Allow"] = response["Allow"]
         return replaced
+
+
+class DependencyUnavailableMiddleware:
+    """Turn a PostgreSQL or Redis outage raised by a view into 503 with Retry-After."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        dependency = unavailable_dependency(exception)
+        if dependency is None:
+            return None
+        return service_unavailable(request, dependency)

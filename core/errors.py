@@ -1,7 +1,7 @@
 """Errors that services raise and the API turns into `{"error", "detail", "fields"}` responses.
 
-They live in the project package (not in one app) so that governance, hive and accounts raise
-the same types and every router answers them the same way.
+Every app raises these (never Django's ValidationError or DoesNotExist across its boundary), so
+every router answers them the same way (core/handlers.py).
 """
 
 from typing import Any
@@ -12,6 +12,8 @@ class ServiceError(Exception):
 
     status: int = 400
     code: str = "bad_request"
+    # Seconds the client should wait before retrying (sent as Retry-After), for refusals that pass.
+    retry_after: int | None = None
 
     def __init__(self, detail: str, *, code: str | None = None, fields: dict[str, Any] | None = None):
         super().__init__(detail)
@@ -51,9 +53,11 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
-# JSON-schema pattern for every free-text input: PostgreSQL text cannot hold NUL, so the schema
-# says so (clients and schemathesis see it) and pydantic answers 422 naming the field.
-NO_NUL = r"^[^\x00]*$"
+class Busy(Conflict):
+    """The operation is running elsewhere (another instance holds its lock): retry shortly."""
+
+    code = "busy"
+    retry_after = 1
 
 
 STATUS_CODES: dict[int, str] = {

@@ -3,7 +3,7 @@
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.html import escape
 
-from lifecycle.conf import lifecycle_settings
+from core.conf import core_settings
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -12,7 +12,7 @@ def wants_json(request: HttpRequest) -> bool:
 
 
 def service_unavailable(request: HttpRequest, dependency: str) -> HttpResponse:
-    retry_after = str(lifecycle_settings.RETRY_AFTER_SECONDS)
+    retry_after = str(core_settings.RETRY_AFTER_SECONDS)
     detail = f"A backing service ({dependency}) is unreachable for a moment. Please retry in {retry_after} seconds."
     if wants_json(request):
         response: HttpResponse = JsonResponse(

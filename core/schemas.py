@@ -30,6 +30,11 @@ class ErrorOut(Schema):
 ERRORS: dict[int, type[Schema]] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 422)}
 
 
+# JSON-schema pattern for every free-text input: PostgreSQL text cannot hold NUL, so the schema
+# says so (clients and schemathesis see it) and pydantic answers 422 naming the field.
+NO_NUL = r"^[^\x00]*$"
+
+
 # --- exact decimal amounts -----------------------------------------------------------------------
 # Money and token amounts travel as JSON strings ("12.5"), never as JSON numbers: a number is a
 # binary float in most clients, and 0.1 is not 0.1. The published pattern is exactly what is

@@ -1,0 +1,100 @@
+"""The one settings helper every app's `conf.py` uses, and the settings `core` itself reads.
+
+An app declares its settings once, as annotated class attributes whose values are the defaults::
+
+    class LocksSettings(AppSettings):
+        prefix = "LOCKS_"
+        # Lease length in seconds when the caller gives none.
+        TTL: float = 30.0
+
+    locks_settings = LocksSettings()
+
+`locks_settings.TTL` is then `settings.LOCKS_TTL` if the project sets it, else 30.0, read at every
+access (so `override_settings` and pytest-django's `settings` fixture are honoured), and typed:
+mypy sees a float, and a configured value of another type is an ImproperlyConfigured naming the
+setting (an int where a float is declared is taken as that float). The defaults live here and
+nowhere else: `settings/` sets only what an environment changes.
+"""
+
+from __future__ import annotations
+
+import types
+from functools import cache
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+class AppSettings:
+    prefix: ClassVar[str] = ""
+
+    def __getattribute__(self, name: str) -> Any:
+        if not name.isupper():
+            return super().__getattribute__(name)
+        cls = type(self)
+        declared = _declared(cls)
+        if name not in declared:
+            raise AttributeError(f"{cls.__name__} has no setting {name}.")
+        return _conform(cls.prefix + name, cls.raw(name), declared[name])
+
+    @classmethod
+    def raw(cls, name: str) -> Any:
+        """The configured value of `name` as the project gave it (or the default), unchecked."""
+        return getattr(settings, cls.prefix + name, getattr(cls, name))
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return list(_declared(cls))
+
+
+@cache
+def _declared(cls: type[AppSettings]) -> dict[str, Any]:
+    return {name: hint for name, hint in get_type_hints(cls).items() if name.isupper()}
+
+
+def _conform(setting: str, value: Any, hint: Any) -> Any:
+    if hint is Any:
+        return value
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is not type(None):
+                try:
+                    return _conform(setting, value, option)
+                except ImproperlyConfigured:
+                    continue
+        raise _wrong_type(setting, value, hint)
+    expected = origin or hint
+    # bool is an int to isinstance, never to a reader of `LOCKS_TTL = True`.
+    if isinstance(value, bool) and expected is not bool:
+        raise _wrong_type(setting, value, hint)
+    if expected is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, expected):
+        raise _wrong_type(setting, value, hint)
+    return value
+
+
+def _wrong_type(setting: str, value: Any, hint: Any) -> ImproperlyConfigured:
+    name = getattr(hint, "__name__", str(hint))
+    return ImproperlyConfigured(f"settings.{setting} must be of type {name}, got {value!r}.")
+
+
+class CoreSettings(AppSettings):
+    prefix = "OMK_"
+    # URL prefix of the JSON API: errors under it are JSON even when Django itself answers.
+    API_PREFIX: str = "/api/"
+    # Largest request body accepted under the API prefix (bytes); larger ones get 413 unparsed.
+    API_MAX_BODY_BYTES: int = 64 * 1024
+    # Seconds a client is told to wait (Retry-After) when PostgreSQL or Redis is unreachable.
+    RETRY_AFTER_SECONDS: int = 5
+    # Directory of this host's instance files: pidfiles, drain flags, shutdown reports and
+    # gunicorn's multiprocess metrics. The only place the path is written.
+    RUN_DIR: str = "/tmp/omk"
+
+
+core_settings = CoreSettings()
