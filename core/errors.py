@@ -27,6 +27,12 @@ class InvalidInput(ServiceError):
     status = 422
     code = "validation_error"
 
+    @classmethod
+    def of(cls, fields: dict[str, str]) -> "InvalidInput":
+        """One refusal naming every field that is wrong, with one message each."""
+        summary = "; ".join(f"{name}: {message}" for name, message in fields.items())
+        return cls(f"Invalid input. {summary}", fields={name: [message] for name, message in fields.items()})
+
 
 class NotAuthenticated(ServiceError):
     status = 401

@@ -13,7 +13,6 @@ def redis_client() -> Redis:
     return get_redis_connection("default")
 
 
-# --- asyncio client (lifecycle.locks, issue 4) ---
 # redis.asyncio connections belong to the event loop that opened them, so each loop gets its own
 # client, built from the same settings as django-redis's pool (URL, timeouts, pool options).
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = weakref.WeakKeyDictionary()

@@ -39,7 +39,7 @@ class Proposal(models.Model):
     executed_at = models.DateTimeField(null=True, blank=True)
     # Highest fencing token (of the `proposal:<pk>` distributed lock) a close or execute was
     # accepted with. A write carrying a fence not greater than this one comes from a holder whose
-    # lease expired while a newer holder wrote, and is refused (lifecycle.locks, issue 4).
+    # lease expired while a newer holder wrote, and is refused (lifecycle.locks).
     last_fence = models.BigIntegerField(default=0)
 
     class Meta:

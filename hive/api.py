@@ -6,35 +6,21 @@ error format, the 64 KiB body limit and Idempotency-Key handling are the governa
 
 import uuid
 from datetime import datetime
-from functools import wraps
 from typing import Any, Literal
 
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import model_validator
 
+from core.errors import InvalidInput
 from core.schemas import ERRORS, NO_NUL, BodySchema, QueryInt
 from hive import selectors, services
 from hive.conf import hive_settings
 from lifecycle.idempotency.decorators import idempotency_effect_token, idempotent
 from lifecycle.queues.conf import queues_settings
-from lifecycle.queues.services import QueueInputError, queue_ack, queue_claim, queue_publish, queue_validate_name
+from lifecycle.queues.services import queue_ack, queue_claim, queue_publish, queue_validate_name
 
 router = Router(tags=["hive"])
-
-
-def _queue_errors(view: Any) -> Any:
-    """Queue argument errors (name, consumer, ids, count...) become 422 naming the field."""
-
-    @wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return view(*args, **kwargs)
-        except QueueInputError as exc:
-            raise ValidationError({exc.field: str(exc)}) from exc
-
-    return wrapper
 
 
 # --- conversations ---------------------------------------------------------------------------
@@ -198,17 +184,15 @@ class QueueAckOut(Schema):
     "/queues/{name}/", response={201: QueueMessageCreated, **ERRORS}, summary="Publish a message to a bee queue"
 )
 @idempotent
-@_queue_errors
 def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn):
     queue_validate_name(name)
     if len(payload.body) > hive_settings.MAX_MESSAGE_CHARS:
-        raise ValidationError({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
+        raise InvalidInput.of({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
     message_id = queue_publish(name=name, body=payload.body, dedupe=idempotency_effect_token(request))
     return Status(201, {"id": message_id})
 
 
 @router.post("/queues/{name}/claim", response={200: QueueClaimOut, **ERRORS}, summary="Claim messages for a consumer")
-@_queue_errors
 def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
     messages = queue_claim(name=name, consumer=payload.consumer, count=payload.count, block_ms=payload.block_ms)
     return {"messages": messages}
@@ -219,7 +203,6 @@ def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
     response={200: QueueAckOut, **ERRORS},
     summary="Acknowledge claimed messages (each at most once)",
 )
-@_queue_errors
 def queue_ack_view(request: HttpRequest, name: str, payload: QueueAckIn):
     result = queue_ack(name=name, ids=payload.ids, consumer=payload.consumer)
     return {"acked": result.acked, "not_pending": result.not_pending}

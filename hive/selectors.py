@@ -13,18 +13,19 @@ from hive import history
 from hive.conf import hive_settings
 from hive.metrics import history_rebuilds
 from hive.models import Conversation
-from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key
+from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key, conversation_not_found
 from lifecycle.sessions.metrics import SESSIONS_RECOVERED
 
 logger = logging.getLogger(__name__)
 
 
 def conversation_get(*, conversation_id: Any, user: Any) -> Conversation:
-    """The user's conversation; Conversation.DoesNotExist for another user's (no leak of existence)."""
+    """The user's conversation; NotFound for another user's, as for none."""
     pk = _parse_uuid(conversation_id)
-    if pk is None:
-        raise Conversation.DoesNotExist
-    return Conversation.objects.get(pk=pk, owner=user)
+    conversation = None if pk is None else Conversation.objects.filter(pk=pk, owner=user).first()
+    if conversation is None:
+        raise conversation_not_found()
+    return conversation
 
 
 def conversation_list(*, user: Any, limit: int = 50) -> list[Conversation]:

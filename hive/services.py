@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, NotFound
 from core.redis import redis_client
 from hive import history
 from hive.conf import hive_settings
@@ -44,6 +44,11 @@ def _require_text(errors: dict[str, str], field: str, value: Any, max_chars: int
         errors[field] = f"{field} must not contain NUL characters."
 
 
+def conversation_not_found() -> NotFound:
+    # The same answer for another user's conversation as for none: no leak of existence.
+    return NotFound("No such conversation.")
+
+
 def _after_commit(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
     # A named function, not functools.partial: Django's robust on_commit logs a failure with
     # func.__qualname__, which a partial lacks (the AttributeError would escape as a 503).
@@ -56,9 +61,9 @@ def _after_commit(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
 
 def conversation_create(*, owner: Any, title: str = "") -> Conversation:
     if len(title) > 200:
-        raise ValidationError({"title": "title is longer than 200 characters."})
+        raise InvalidInput.of({"title": "title is longer than 200 characters."})
     if "\x00" in title:
-        raise ValidationError({"title": "title must not contain NUL characters."})
+        raise InvalidInput.of({"title": "title must not contain NUL characters."})
     with transaction.atomic():
         conversation = Conversation.objects.create(owner=owner, title=title)
         # The hot history starts with the conversation; if Redis misses this, the first read
@@ -68,16 +73,16 @@ def conversation_create(*, owner: Any, title: str = "") -> Conversation:
 
 
 def turn_append(*, conversation_id: Any, user: Any, role: str, content: str) -> Turn:
-    """Append a turn with the next seq. Raises Conversation.DoesNotExist unless `user` owns it."""
+    """Append a turn with the next seq. NotFound unless `user` owns the conversation."""
     errors: dict[str, str] = {}
     if role not in Turn.Role.values:
         errors["role"] = f"role must be one of {', '.join(Turn.Role.values)}."
     _require_text(errors, "content", content, hive_settings.MAX_TURN_CHARS)
     if errors:
-        raise ValidationError(errors)
+        raise InvalidInput.of(errors)
     pk = _parse_uuid(conversation_id)
     if pk is None:
-        raise Conversation.DoesNotExist
+        raise conversation_not_found()
     with transaction.atomic():
         with connection.cursor() as cursor:
             # The row lock taken by this UPDATE is held until commit: a concurrent append on any
@@ -89,7 +94,7 @@ def turn_append(*, conversation_id: Any, user: Any, role: str, content: str) -> 
             )
             row = cursor.fetchone()
         if row is None:
-            raise Conversation.DoesNotExist
+            raise conversation_not_found()
         turn = Turn.objects.create(conversation_id=pk, seq=row[0], role=role, content=content)
         record_event(
             kind="llm_conversation",
@@ -167,7 +172,7 @@ def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> B
     errors: dict[str, str] = {}
     _require_text(errors, "body", body, hive_settings.BOARD_MAX_POST_CHARS)
     if errors:
-        raise ValidationError(errors)
+        raise InvalidInput.of(errors)
     ttl_ms = int(hive_settings.BOARD_TTL_SECONDS * 1000)
     now = datetime.now(tz=UTC)
     post = BoardPost(
@@ -200,7 +205,7 @@ def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], use
     try:
         queue_validate_name(bee, field="bee")
     except InvalidQueueName as exc:
-        errors["bee"] = str(exc)
+        errors["bee"] = exc.message
     _require_text(errors, "decision", decision, hive_settings.MAX_DECISION_CHARS)
     if not isinstance(context, dict):
         errors["context"] = "context must be an object."
@@ -208,7 +213,7 @@ def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], use
         # PostgreSQL's jsonb (the outbox) cannot hold NUL characters.
         errors["context"] = "context must not contain NUL characters."
     if errors:
-        raise ValidationError(errors)
+        raise InvalidInput.of(errors)
     try:
         with transaction.atomic():
             return record_event(
@@ -225,4 +230,4 @@ def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], use
             )
     except ValueError as exc:
         # record_event refuses what BigQuery could not store (NaN, Infinity) before any SQL.
-        raise ValidationError({"context": f"context is not storable: {exc}"}) from exc
+        raise InvalidInput.of({"context": f"context is not storable: {exc}"}) from exc

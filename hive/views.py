@@ -7,19 +7,17 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from core.errors import InvalidInput, NotFound
 from hive import selectors, services
-from hive.models import Conversation, Turn
+from hive.models import Turn
 
 
-def _errors(exc: ValidationError) -> list[str]:
-    if hasattr(exc, "error_dict"):
-        return [f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()]
-    return list(exc.messages)
+def _errors(exc: InvalidInput) -> list[str]:
+    return [f"{field}: {' '.join(msgs)}" for field, msgs in exc.fields.items()] or [exc.detail]
 
 
 @login_required
@@ -28,7 +26,7 @@ def conversation_list_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             conversation = services.conversation_create(owner=request.user, title=request.POST.get("title", ""))
-        except ValidationError as exc:
+        except InvalidInput as exc:
             for error in _errors(exc):
                 messages.error(request, error)
             return redirect("hive:conversations")
@@ -42,8 +40,8 @@ def conversation_list_page(request: HttpRequest) -> HttpResponse:
 def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     try:
         conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.user)
-    except Conversation.DoesNotExist:
-        raise Http404("No such conversation.") from None
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
     status = 200
     form = {"role": "user", "content": ""}
     if request.method == "POST":
@@ -52,7 +50,7 @@ def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpR
             services.turn_append(
                 conversation_id=conversation.id, user=request.user, role=form["role"], content=form["content"]
             )
-        except ValidationError as exc:
+        except InvalidInput as exc:
             for error in _errors(exc):
                 messages.error(request, error)
             status = 422
@@ -71,7 +69,7 @@ def board_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             services.board_post_create(author=request.user.get_username(), body=request.POST.get("body", ""))
-        except ValidationError as exc:
+        except InvalidInput as exc:
             for error in _errors(exc):
                 messages.error(request, error)
         return redirect("hive:board")

@@ -53,7 +53,7 @@ def instance_register(
 
 
 def _record_lifecycle_event(*, instance_id: str, state: str, detail: str, kind: str | None = None) -> None:
-    """The state change as an analytics event, in the same transaction (the outbox, issue 6)."""
+    """The state change as an analytics event, in the same transaction (the outbox)."""
     try:
         from lifecycle.outbox.services import record_event
     except ImportError:

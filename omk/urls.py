@@ -14,15 +14,13 @@ urlpatterns = [
     path("ready", lifecycle_views.ready, name="ready"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
-    # Web pages (governance issue).
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("governance.urls")),
-    # --- hive (issue 5) ---
     path("hive/", include("hive.urls")),
 ]
 
-# Lifecycle (issue 7): Prometheus metrics, and a slow view for the shutdown tests only.
+# Prometheus metrics, and a slow view for the shutdown tests only.
 urlpatterns += [path("metrics", lifecycle_metrics.metrics, name="metrics")]
 if lifecycle_settings.TEST_VIEWS:
     from lifecycle import testing_views

@@ -4,11 +4,11 @@
 set -euo pipefail
 
 PACKAGES=(
-  # governance (issue 3): the end-to-end browser test (tests/governance/test_e2e_browser.py).
+  # The end-to-end browser test (tests/governance/test_e2e_browser.py).
   chromium
-  # deploy (issue 8): promtool checks and unit-tests the alert rules (tests/deploy/).
+  # promtool checks and unit-tests the alert rules (tests/deploy/).
   prometheus
-  # chaos (issue 9): the load balancer in front of the instances (tests/chaos/test_run.py, make chaos).
+  # The load balancer in front of the instances (tests/chaos/test_run.py, make chaos).
   haproxy
 )
 

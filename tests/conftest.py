@@ -50,7 +50,7 @@ def start_instance(service_env: dict[str, str], tmp_path: Path) -> Iterator[Call
         instance.kill()
 
 
-# --- API (governance issue): users, tokens and API clients -------------------------------------
+# --- Users, tokens and API clients ---------------------------------------------------------------
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Distributed lock with fencing tokens and fair hand-off (issue 4). See lock.py and lua.py.
+"""Distributed lock with fencing tokens and fair hand-off. See lock.py and lua.py.
 
 with distributed_lock.acquire(f"proposal:{pk}", ttl=30, timeout=10) as lease:
     proposal_execute(proposal=p, fence=lease.fence)

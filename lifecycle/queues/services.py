@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from redis.exceptions import ResponseError
 
+from core.errors import InvalidInput
 from core.redis import redis_client
 from lifecycle.queues.conf import queues_settings
 
@@ -97,12 +98,13 @@ return moved
 _in_process_consumers: set[tuple[str, str]] = set()
 
 
-class QueueInputError(ValueError):
-    """Bad input to a queue operation; `field` names the argument (for a 4xx naming it)."""
+class QueueInputError(InvalidInput):
+    """Bad input to a queue operation; `field` names the argument (a 422 naming it)."""
 
     def __init__(self, message: str, *, field: str):
-        super().__init__(message)
+        super().__init__(f"Invalid input. {field}: {message}", fields={field: [message]})
         self.field = field
+        self.message = message
 
 
 class InvalidQueueName(QueueInputError):

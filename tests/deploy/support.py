@@ -3,7 +3,6 @@ container gets, and what the code makes of that env (gunicorn's timeouts, the dr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -14,7 +13,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,7 +239,7 @@ def runtime_env(container_env: Mapping[str, str], platform_env: Mapping[str, str
     return {**image_env, **container_env, **platform_env}
 
 
-# --- The platforms' own environment, and what the lifecycle issue adds --------------------------
+# --- The platforms' own environment -------------------------------------------------------------
 
 GKE_ENV = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
 CLOUD_RUN_ENV = {
@@ -250,28 +248,6 @@ CLOUD_RUN_ENV = {
     "K_CONFIGURATION": "omk-web",
     "PORT": "8080",
 }
-
-
-# The lifecycle issue (7) adds the drain and worker commands, /metrics and the drain delay. Until it
-# is in this tree, the checks of those names are expected to fail (strict: they must fail); once it
-# is, they must pass, so a merge that renamed any of them fails here.
-def in_tree(dotted: str) -> bool:
-    try:
-        return importlib.util.find_spec(dotted) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def needs(dotted: str) -> list[pytest.MarkDecorator]:
-    """Marks for a check of a name that `dotted` (another issue's module) brings."""
-    if in_tree(dotted):
-        return []
-    return [pytest.mark.xfail(reason=f"{dotted} (another issue) not merged into this tree yet", strict=True)]
-
-
-needs_lifecycle = pytest.mark.xfail(
-    not in_tree("lifecycle.steps"), reason="lifecycle (issue 7) not merged into this tree yet", strict=True
-)
 
 
 def prestop_seconds(container: dict) -> float:

@@ -22,8 +22,6 @@ from tests.deploy.support import (
     container_env,
     find,
     manage_py_commands,
-    needs,
-    needs_lifecycle,
     pod_spec,
     prestop_seconds,
     runtime_env,
@@ -98,7 +96,6 @@ def test_cloud_run_budget__within_ten_seconds(filename, tmp_path):
         assert drain + stop + effective["margin"] <= 10, effective
 
 
-@needs_lifecycle
 def test_drain_delay__the_manifests_name_is_the_one_the_code_reads(tmp_path):
     """DRAIN_DELAY in the ConfigMap must set the delay the service uses (not a name nobody reads)."""
     budget = gke_budget(find("Deployment", "omk-web"), tmp_path)
@@ -141,7 +138,6 @@ def metrics_paths() -> set[str]:
     } - {None}
 
 
-@needs_lifecycle
 @pytest.mark.parametrize("path", sorted(metrics_paths()))
 def test_metrics_path__resolves_in_the_url_conf(path):
     resolve(path)
@@ -165,11 +161,10 @@ def manifest_commands() -> set[str]:
 
 
 def test_manifest_commands__are_the_ones_assumed():
-    # drain (the web's preStop) and worker (the worker's command): names from issue 7.
+    # drain (the web's preStop) and worker (the worker's command).
     assert manifest_commands() == {"drain", "worker"}
 
 
-@needs_lifecycle
 @pytest.mark.parametrize("name", sorted(manifest_commands()))
 def test_manifest_command__is_a_django_command(name):
     assert name in get_commands(), f"manage.py {name} (named in the manifests) does not exist"
@@ -192,8 +187,6 @@ def test_web_container__runs_the_image_cmd():
 # Read by a library or by Python itself, not by our code.
 LIBRARY_ENV = {"PROMETHEUS_MULTIPROC_DIR"}
 # Read by code another issue adds: checked once that code is in the tree (strict xfail before).
-OWNED_BY = {"DRAIN_DELAY": "lifecycle.steps", "BIGQUERY_LOCATION": "lifecycle.outbox"}
-OWNED_BY |= {"BIGQUERY_PROJECT": "lifecycle.outbox", "BIGQUERY_DATASET": "lifecycle.outbox"}
 
 
 def manifest_env_names() -> set[str]:
@@ -217,13 +210,7 @@ def code_reads(name: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=needs(OWNED_BY[n]) if n in OWNED_BY else [])
-        for n in sorted(manifest_env_names() - LIBRARY_ENV)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(manifest_env_names() - LIBRARY_ENV))
 def test_manifest_env__is_read_by_the_code(name):
     assert code_reads(name), f"{name} is set by the manifests but no code reads it (a typo, or a renamed setting)"
 

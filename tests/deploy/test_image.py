@@ -24,7 +24,6 @@ from tests.deploy.support import (
     configmaps,
     container_env,
     find,
-    needs_lifecycle,
     pod_spec,
     prestop_seconds,
     relocate_tmp,
@@ -193,7 +192,6 @@ def test_image_cmd__serves_on_cloud_run_and_stops_on_sigterm(run_container):
 
 
 @pytest.mark.slow
-@needs_lifecycle
 @pytest.mark.django_db(transaction=True)
 def test_gke_web__prestop_drains_then_sigterm_stops_within_grace(run_container):
     deployment = find("Deployment", "omk-web")
@@ -216,7 +214,6 @@ def test_gke_web__prestop_drains_then_sigterm_stops_within_grace(run_container):
 
 
 @pytest.mark.slow
-@needs_lifecycle
 @pytest.mark.django_db(transaction=True)
 def test_gke_worker__command_runs_and_stops_on_sigterm(run_container):
     deployment = find("Deployment", "omk-worker")

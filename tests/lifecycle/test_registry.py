@@ -82,7 +82,7 @@ def test_recovery_run__report_with_each_step_is_stored():
         "count_sessions",
         "count_shutdowns",
     }
-    # The queues and sessions pieces (issue 5) are wired in, not skipped.
+    # The queues and sessions steps are wired in, not skipped.
     assert steps["redeliver_messages"]["status"] == "ok"
     assert steps["count_sessions"]["status"] == "ok"
     assert stored.ok == report.ok

@@ -10,6 +10,7 @@ import pytest
 from core.redis import redis_client
 from lifecycle.queues.services import (
     InvalidQueueName,
+    QueueInputError,
     queue_ack,
     queue_claim,
     queue_names,
@@ -158,15 +159,15 @@ def test_queue__bad_names_are_refused(name):
 
 
 def test_queue__bad_claim_and_ack_arguments_are_refused():
-    with pytest.raises(ValueError, match="count"):
+    with pytest.raises(QueueInputError, match="count"):
         queue_claim(name="q", consumer="c", count=0)
-    with pytest.raises(ValueError, match="block_ms"):
+    with pytest.raises(QueueInputError, match="block_ms"):
         queue_claim(name="q", consumer="c", block_ms=10**6)
     with pytest.raises(InvalidQueueName, match="consumer"):
         queue_claim(name="q", consumer="bad consumer")
-    with pytest.raises(ValueError, match="ids"):
+    with pytest.raises(QueueInputError, match="ids"):
         queue_ack(name="q", ids=["not-an-id"])
-    with pytest.raises(ValueError, match="ids"):
+    with pytest.raises(QueueInputError, match="ids"):
         queue_ack(name="q", ids=[])
 
 
