@@ -1,6 +1,7 @@
 import hashlib
 import secrets
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -13,7 +14,7 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_issue(*, user, name: str = "") -> tuple[ApiToken, str]:
+def api_token_issue(*, user: User, name: str = "") -> tuple[ApiToken, str]:
     """Create a token for `user`; return the row and the raw token (not retrievable later)."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():

@@ -1,12 +1,13 @@
 from decimal import Decimal
 
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from governance.models import ZERO, Proposal, Purchase, Sale, StakingPosition, Vote
 
 
-def active_stake_total(*, owner) -> Decimal:
+def active_stake_total(*, owner: User) -> Decimal:
     """The owner's voting weight: the sum of their active staking positions."""
     total = StakingPosition.objects.filter(owner=owner, status=StakingPosition.Status.ACTIVE).aggregate(
         total=Coalesce(Sum("amount"), ZERO)
@@ -58,9 +59,9 @@ def purchased_tokens(*, sale: Sale, buyer) -> Decimal:
     return Decimal(total)
 
 
-def purchase_list(*, buyer, limit: int = 100, offset: int = 0) -> list[Purchase]:
+def purchase_list(*, buyer: User, limit: int = 100, offset: int = 0) -> list[Purchase]:
     return list(Purchase.objects.filter(buyer=buyer)[offset : offset + limit])
 
 
-def stake_list(*, owner, limit: int = 100, offset: int = 0) -> list[StakingPosition]:
+def stake_list(*, owner: User, limit: int = 100, offset: int = 0) -> list[StakingPosition]:
     return list(StakingPosition.objects.filter(owner=owner)[offset : offset + limit])

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -66,7 +67,7 @@ def _positive(field: str, value: Decimal) -> Decimal:
 
 def proposal_create(
     *,
-    proposer,
+    proposer: User,
     title: str,
     description: str = "",
     voting_starts_at: datetime,
@@ -101,7 +102,7 @@ def _transition_conflict(proposal_id: int, action: str, expected: str) -> Except
     )
 
 
-def proposal_open(*, actor, proposal_id: int) -> Proposal:
+def proposal_open(*, actor: User, proposal_id: int) -> Proposal:
     if not actor.is_staff:
         raise Forbidden("Only staff can open proposals.")
     with transaction.atomic():
@@ -134,7 +135,7 @@ def _claim_fence(proposal_id: int, fence: int) -> None:
     )
 
 
-def proposal_close(*, actor, proposal_id: int, fence: int | None = None) -> Proposal:
+def proposal_close(*, actor: User, proposal_id: int, fence: int | None = None) -> Proposal:
     """open -> closed, storing the tally. With `fence` (the `proposal:<pk>` lock's token), refused
     unless the fence is newer than the last one accepted on the row."""
     if not actor.is_staff:
@@ -173,7 +174,7 @@ def proposal_close(*, actor, proposal_id: int, fence: int | None = None) -> Prop
         return proposal
 
 
-def proposal_execute(*, actor, proposal_id: int, fence: int | None = None) -> Proposal:
+def proposal_execute(*, actor: User, proposal_id: int, fence: int | None = None) -> Proposal:
     """closed and passed -> executed, once: a conditional UPDATE, so two instances cannot both
     execute. With `fence` (the `proposal:<pk>` lock's token) the same UPDATE also requires the
     fence to be newer than the last one accepted on the row, and records it."""
@@ -240,7 +241,7 @@ def _exclusive(proposal_id: int, write: Callable[[int], Proposal], *, voting: bo
     return result
 
 
-def proposal_close_exclusive(*, actor, proposal_id: int) -> Proposal:
+def proposal_close_exclusive(*, actor: User, proposal_id: int) -> Proposal:
     """What the API calls: tallies run one at a time across all instances (`governance_voting`),
     and the close is fenced with the `proposal:<pk>` lock's token."""
     if not actor.is_staff:
@@ -250,7 +251,7 @@ def proposal_close_exclusive(*, actor, proposal_id: int) -> Proposal:
     )
 
 
-def proposal_execute_exclusive(*, actor, proposal_id: int) -> Proposal:
+def proposal_execute_exclusive(*, actor: User, proposal_id: int) -> Proposal:
     """What the API calls: execution under the `proposal:<pk>` lock, fenced on the row. The lease
     renews itself while the execution runs; if it is lost anyway, the fence refuses the write."""
     if not actor.is_staff:
@@ -291,7 +292,7 @@ _VOTE_SQL = """
 """
 
 
-def vote_cast(*, voter, proposal_id: int, choice: str) -> Vote:
+def vote_cast(*, voter: User, proposal_id: int, choice: str) -> Vote:
     if choice not in Vote.Choice.values:
         raise _invalid("choice", f"Must be one of {', '.join(Vote.Choice.values)}.")
     tables = {
@@ -350,7 +351,7 @@ def _vote_refusal(proposal_id: int, status: str, starts_at, ends_at, weight: Dec
 
 def sale_create(
     *,
-    actor,
+    actor: User,
     token_price: Decimal,
     allocation: Decimal,
     per_buyer_cap: Decimal,
@@ -377,7 +378,7 @@ def sale_create(
         )
 
 
-def purchase_create(*, buyer, sale_id: int, wallet: str, amount: Decimal) -> Purchase:
+def purchase_create(*, buyer: User, sale_id: int, wallet: str, amount: Decimal) -> Purchase:
     try:
         wallet = normalize_wallet(wallet)
     except InvalidWallet as exc:
@@ -417,7 +418,7 @@ def purchase_create(*, buyer, sale_id: int, wallet: str, amount: Decimal) -> Pur
 # --- staking ---------------------------------------------------------------------------------
 
 
-def stake_create(*, owner, amount: Decimal, lock_days: int) -> StakingPosition:
+def stake_create(*, owner: User, amount: Decimal, lock_days: int) -> StakingPosition:
     _positive("amount", amount)
     max_days = governance_settings.MAX_LOCK_DAYS
     if not 1 <= lock_days <= max_days:
@@ -429,7 +430,7 @@ def stake_create(*, owner, amount: Decimal, lock_days: int) -> StakingPosition:
         )
 
 
-def stake_unstake(*, owner, stake_id: int) -> StakingPosition:
+def stake_unstake(*, owner: User, stake_id: int) -> StakingPosition:
     now = timezone.now()
     with transaction.atomic():
         updated = StakingPosition.objects.filter(

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.contrib.auth.models import User
+
 from core.dependencies import unavailable_dependency
 from core.redis import redis_client
 from hive import history
@@ -19,7 +21,7 @@ from lifecycle.sessions.metrics import SESSIONS_RECOVERED
 logger = logging.getLogger(__name__)
 
 
-def conversation_get(*, conversation_id: Any, user: Any) -> Conversation:
+def conversation_get(*, conversation_id: Any, user: User) -> Conversation:
     """The user's conversation; NotFound for another user's, as for none."""
     pk = _parse_uuid(conversation_id)
     conversation = None if pk is None else Conversation.objects.filter(pk=pk, owner=user).first()
@@ -28,7 +30,7 @@ def conversation_get(*, conversation_id: Any, user: Any) -> Conversation:
     return conversation
 
 
-def conversation_list(*, user: Any, limit: int = 50) -> list[Conversation]:
+def conversation_list(*, user: User, limit: int = 50) -> list[Conversation]:
     return list(Conversation.objects.filter(owner=user).order_by("-updated_at")[:limit])
 
 

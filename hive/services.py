@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -59,7 +60,7 @@ def _after_commit(func: Callable[..., Any], *args: Any) -> Callable[[], None]:
     return hook
 
 
-def conversation_create(*, owner: Any, title: str = "") -> Conversation:
+def conversation_create(*, owner: User, title: str = "") -> Conversation:
     if len(title) > 200:
         raise InvalidInput.of({"title": "title is longer than 200 characters."})
     if "\x00" in title:
@@ -72,7 +73,7 @@ def conversation_create(*, owner: Any, title: str = "") -> Conversation:
     return conversation
 
 
-def turn_append(*, conversation_id: Any, user: Any, role: str, content: str) -> Turn:
+def turn_append(*, conversation_id: Any, user: User, role: str, content: str) -> Turn:
     """Append a turn with the next seq. NotFound unless `user` owns the conversation."""
     errors: dict[str, str] = {}
     if role not in Turn.Role.values:
@@ -199,7 +200,7 @@ def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> B
     return post
 
 
-def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], user: Any) -> uuid.UUID:
+def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], user: User) -> uuid.UUID:
     """Record a bee's decision as an analytics event (outbox, then BigQuery)."""
     errors: dict[str, str] = {}
     try:
