@@ -7,4 +7,5 @@ class IdempotencyConfig(AppConfig):
     verbose_name = "Idempotency keys"
 
     def ready(self) -> None:
-        from lifecycle.idempotency import checks  # noqa: F401  (registers the system checks)
+        # Registers the system checks, and the metrics so that /metrics lists them from the start.
+        from lifecycle.idempotency import checks, metrics  # noqa: F401

@@ -45,6 +45,7 @@ from ninja.utils import contribute_operation_args
 
 from core.errors import InvalidInput, error_body
 from lifecycle.idempotency.conf import idempotency_settings
+from lifecycle.idempotency.metrics import IDEMPOTENT_REPLAYS
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -112,6 +113,7 @@ def _stored_response(claim: _Claim) -> HttpResponse | None:
     if record is None:
         return None
     if record.request_hash != claim.request_hash:
+        IDEMPOTENT_REPLAYS.labels(outcome="key_reused").inc()
         detail = (
             f"This {HEADER} was already used with a different request (method, path or body). "
             "Use a new key for a new request."
@@ -123,6 +125,7 @@ def _stored_response(claim: _Claim) -> HttpResponse | None:
         record.response_body, status=record.response_status, content_type=record.response_content_type
     )
     response[REPLAYED_HEADER] = "true"
+    IDEMPOTENT_REPLAYS.labels(outcome="replayed").inc()
     return response
 
 

@@ -7,4 +7,5 @@ class QueuesConfig(AppConfig):
     verbose_name = "Bee message queues"
 
     def ready(self) -> None:
-        from lifecycle.queues import checks  # noqa: F401  (registers the system checks)
+        # Registers the system checks, and the metrics so that /metrics lists them from the start.
+        from lifecycle.queues import checks, metrics  # noqa: F401

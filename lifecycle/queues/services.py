@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 from core.errors import InvalidInput
 from core.redis import redis_client
 from lifecycle.queues.conf import queues_settings
+from lifecycle.queues.metrics import QUEUE_MESSAGES
 
 # Letters, digits, '_', '-' and '.', starting with a letter or digit: safe in Redis keys, URLs
 # and logs (no ':' so a name cannot reach into another key space, no '*' for SCAN patterns).
@@ -216,6 +217,7 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
         message_id = client.register_script(_PUBLISH_ONCE)(
             keys=[key, f"{key}:published:{dedupe}"], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
         )
+    QUEUE_MESSAGES.labels(event="published").inc()
     return message_id.decode()
 
 
@@ -264,6 +266,9 @@ def queue_claim(
         response = client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block)
         for _stream, entries in response or []:
             messages += [_message(entry, redelivered=False) for entry in entries]
+    redelivered = sum(message.redelivered for message in messages)
+    QUEUE_MESSAGES.labels(event="redelivered").inc(redelivered)
+    QUEUE_MESSAGES.labels(event="claimed").inc(len(messages) - redelivered)
     return messages
 
 
@@ -288,6 +293,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
             return AckResult(acked=[], not_pending=ids)
         raise
     acked = [i for i, done in zip(ids, results, strict=True) if done == 1]
+    QUEUE_MESSAGES.labels(event="acked").inc(len(acked))
     done = set(acked)
     return AckResult(acked=acked, not_pending=[i for i in ids if i not in done])
 
