@@ -28,7 +28,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
 from lifecycle.outbox.models import KIND_TABLES, OutboxEvent, StrictJSONEncoder
@@ -63,9 +63,10 @@ def event_insert(
     """
     encoded = encode_payload(kind=kind, payload=payload)
     event = OutboxEvent(kind=kind, created_at=created_at or timezone.now())
+    db = connections[DEFAULT_DB_ALIAS]  # the one `connection` stands for, looked up once, not per field
     params = {
         PARAM_PREFIX + field.column: (
-            encoded if field is _PAYLOAD else field.get_db_prep_save(field.pre_save(event, add=True), connection)
+            encoded if field is _PAYLOAD else field.get_db_prep_save(field.pre_save(event, add=True), db)
         )
         for field in OutboxEvent._meta.concrete_fields
     }
