@@ -140,6 +140,7 @@ def run_wrk(url: str, script: str, *, seconds: int, connections: int, threads: i
 
 def main() -> int:
     args = parse_args()
+    load_before = round(os.getloadavg()[0], 2)
     if shutil.which("wrk") is None:
         print(json.dumps({"error": "wrk is not installed: apt-get install -y wrk"}))
         return 2
@@ -234,6 +235,11 @@ def main() -> int:
         "ratios": {
             "vote_vs_conventional": vote_vs_conventional,
             "vote_vs_bare_insert (reference)": round(rates["vote"] / bare, 3),
+            # How much the machine's noise moves it: each round's own ratio.
+            "vote_vs_conventional_per_round": [
+                round(ours["rate"] / theirs["rate"], 3)
+                for ours, theirs in zip(runs["vote"], runs["conventional_vote"], strict=True)
+            ],
         },
         # Where the gap lies: each row adds a layer to the one below it.
         "breakdown_ratio_to_bare_insert": {
@@ -270,6 +276,8 @@ def main() -> int:
             "gunicorn_workers": args.workers,
             "gunicorn_threads": 4,
             "cpus": os.cpu_count(),
+            # Other work on the machine shares its cores: the 1-minute load average before and after.
+            "load_average": [load_before, round(os.getloadavg()[0], 2)],
         },
     }
     print(json.dumps(report, indent=2))
