@@ -1,4 +1,4 @@
-"""Settings for bench/votes.py's server: the service's own settings plus one bare insert view."""
+"""Settings for bench/votes.py's server: the service's own settings plus the bench's views (bench/urls.py)."""
 
 from settings.local import *  # noqa: F403
 

@@ -1,10 +1,12 @@
-"""The service's URLs plus the baseline: a bare Django view that does one INSERT."""
+"""The service's URLs plus the bench's views: a bare Django view that does one INSERT, the same
+behind the session, user and CSRF check, and the vote written the conventional way."""
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
+from bench.conventional import conventional_vote
 from omk.urls import urlpatterns as service_urlpatterns
 
 
@@ -27,5 +29,6 @@ def session_insert(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("bench/insert", bare_insert),
     path("bench/session-insert", session_insert),
+    path("bench/conventional/proposals/<int:proposal_id>/votes/", conventional_vote, name="bench-conventional-vote"),
     *service_urlpatterns,
 ]

@@ -103,7 +103,7 @@ def _does_not_exist(api: NinjaAPI, request: HttpRequest, exc: ObjectDoesNotExist
 
 def _data_error(api: NinjaAPI, request: HttpRequest, exc: DataError) -> HttpResponse:
     # PostgreSQL refused a value (NUL in text, a number out of range): the input, not a bug.
-    # Routers should prevent it in their schemas (core.errors.NO_NUL, max_digits); this is the net.
+    # Routers should prevent it in their schemas (core.schemas.NO_NUL, max_digits); this is the net.
     detail = str(exc).splitlines()[0] if str(exc) else "A value is not storable."
     return _respond(api, request, 422, f"Invalid input: {detail}", fields={"body": [detail]})
 

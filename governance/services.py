@@ -14,9 +14,7 @@ Races are settled by PostgreSQL, never by a check-then-write in Python alone:
   paused past its lease cannot write after a newer holder did.
 """
 
-import json
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
@@ -32,7 +30,8 @@ from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from governance.wallets import InvalidWallet, normalize_wallet
 from lifecycle.locks import LockLost, LockTimeout, critical_section, distributed_lock
-from lifecycle.outbox.models import EventKind, OutboxEvent, StrictJSONEncoder
+from lifecycle.outbox.models import EventKind
+from lifecycle.outbox.queries import event_insert
 from lifecycle.outbox.services import record_event
 
 logger = logging.getLogger(__name__)
@@ -268,7 +267,9 @@ def proposal_execute_exclusive(*, actor: User, proposal_id: int) -> Proposal:
 #   positive; ON CONFLICT on the one-vote-per-voter constraint, so a second vote (even a
 #   concurrent one: it waits for the first to commit) inserts nothing, without an error that
 #   would need a savepoint.
-# - `e`: the `governance_event` outbox row, written if and only if the vote is.
+# - `e`: the `governance_event` outbox row, written if and only if the vote is: the outbox app's
+#   own INSERT (lifecycle/outbox/queries.py), one row per row of `v`, so it covers every outbox
+#   column as record_event writes it.
 # The outer SELECT returns what the refusal message needs; no row means no such proposal.
 _VOTE_SQL = """
     WITH p AS (
@@ -283,10 +284,7 @@ _VOTE_SQL = """
               AND w.weight > 0
         ON CONFLICT (proposal_id, voter_id) DO NOTHING RETURNING id
     ), e AS (
-        INSERT INTO {outbox} (id, kind, payload, created_at, attempts, last_error)
-        SELECT %(event_id)s, %(kind)s,
-               %(payload)s::jsonb || jsonb_build_object('vote_id', v.id, 'weight', w.weight::text), %(now)s, 0, ''
-        FROM v, w
+        {event}
     )
     SELECT p.status, p.voting_starts_at, p.voting_ends_at, w.weight, (SELECT id FROM v) FROM p, w
 """
@@ -295,14 +293,20 @@ _VOTE_SQL = """
 def vote_cast(*, voter: User, proposal_id: int, choice: str) -> Vote:
     if choice not in Vote.Choice.values:
         raise _invalid("choice", f"Must be one of {', '.join(Vote.Choice.values)}.")
-    tables = {
-        "proposal": Proposal._meta.db_table,
-        "stake": StakingPosition._meta.db_table,
-        "vote": Vote._meta.db_table,
-        "outbox": OutboxEvent._meta.db_table,
-    }
     now = timezone.now()
-    payload = {"action": "vote_cast", "proposal_id": proposal_id, "voter_id": voter.pk, "choice": choice}
+    event = event_insert(
+        kind=EventKind.GOVERNANCE_EVENT,
+        payload={"action": "vote_cast", "proposal_id": proposal_id, "voter_id": voter.pk, "choice": choice},
+        source="v, w",
+        payload_sql="jsonb_build_object('vote_id', v.id, 'weight', w.weight::text)",
+        created_at=now,
+    )
+    sql = _VOTE_SQL.format(
+        proposal=Proposal._meta.db_table,
+        stake=StakingPosition._meta.db_table,
+        vote=Vote._meta.db_table,
+        event=event.sql,
+    )
     params = {
         "proposal_id": proposal_id,
         "voter_id": voter.pk,
@@ -310,16 +314,14 @@ def vote_cast(*, voter: User, proposal_id: int, choice: str) -> Vote:
         "choice": choice,
         "now": now,
         "open": Proposal.Status.OPEN,
-        "event_id": uuid.uuid4(),
-        "kind": EventKind.GOVERNANCE_EVENT,
-        "payload": json.dumps(payload, cls=StrictJSONEncoder),
+        **event.params,
     }
     # One statement, so no transaction of its own is needed: under a caller's transaction (the
     # Idempotency-Key's) it joins it; alone it is atomic by itself. Refusals are raised after the
     # statement completed normally, so they do not doom the caller's transaction (a page goes on
     # to render the form with the message).
     with connection.cursor() as cursor:
-        cursor.execute(_VOTE_SQL.format(**tables), params)
+        cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         raise NotFound(f"No proposal with id {proposal_id}.")

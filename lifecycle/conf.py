@@ -14,8 +14,6 @@ class LifecycleSettings(AppSettings):
     DRAIN_DELAY: float | None = None
     # A job whose procrastinate worker sent no heartbeat for this long is retried by recovery.
     STALLED_JOB_SECONDS: float = 3.0
-    # Seconds between two recovery passes run by the job workers.
-    RECOVERY_INTERVAL: int = 5
     # Pluggable steps (dotted paths of lifecycle.steps.Step subclasses), run in this order. Each
     # app contributes the steps for what it owns (jobs here, messages in queues, events in outbox).
     SHUTDOWN_STEPS: list[str] = [

@@ -165,7 +165,6 @@ globals().update(
             # Unset: the platform's default (0 on Cloud Run, where traffic stops before SIGTERM).
             "LIFECYCLE_DRAIN_DELAY": ("DRAIN_DELAY", env_float),
             "LIFECYCLE_STALLED_JOB_SECONDS": ("STALLED_JOB_SECONDS", env_float),
-            "LIFECYCLE_RECOVERY_INTERVAL": ("RECOVERY_INTERVAL", env_int),
             "LIFECYCLE_WORKER_METRICS_PORT": ("WORKER_METRICS_PORT", env_int),
             "LIFECYCLE_SHUTDOWN_STEPS": ("LIFECYCLE_SHUTDOWN_STEPS", env_list),
             "LIFECYCLE_RECOVERY_STEPS": ("LIFECYCLE_RECOVERY_STEPS", env_list),

@@ -36,6 +36,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 # The real BigQuery. An empty BIGQUERY_PROJECT means the project of the workload's credentials
 # (Application Default Credentials on Cloud Run / GKE).
 OUTBOX_BIGQUERY_PROJECT = os.environ.get("BIGQUERY_PROJECT", "")
+# Never an emulator in production, whatever the environment says.
+OUTBOX_BIGQUERY_EMULATOR_URL = ""
 
 # Collected into the image at build time (Dockerfile), hashed names cached for a year.
 STORAGES = {
