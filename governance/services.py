@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.errors import Busy, Conflict, Forbidden, InvalidInput, NotFound
 from governance import selectors
 from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
@@ -227,7 +227,7 @@ def _exclusive(proposal_id: int, write: Callable[[int], Proposal], *, voting: bo
         else:
             fenced()
     except LockTimeout as exc:
-        raise Conflict(
+        raise Busy(
             f"Proposal {proposal_id} is being closed or executed elsewhere; retry shortly.", code="proposal_busy"
         ) from exc
     except LockLost:
