@@ -5,18 +5,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services system-packages database lint pytest clean chaos fuzz-api
+.PHONY: run test install install-dev services system-packages database lint pytest lock clean chaos fuzz-api
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# Both from hashed locks (`make lock`), as the image installs: every package pinned and checked
+# against its hash, nothing resolved at install time (`pip check` catches a lock missing one).
+# The dev lock holds the runtime lock's packages at the same versions, plus the tools.
+PIP_INSTALL_LOCK = $(BIN)/pip install -q --require-hashes --no-deps
+
 $(VENV)/.installed: requirements.txt | $(BIN)/python
-	$(BIN)/pip install -q -r requirements.txt
+	$(PIP_INSTALL_LOCK) -r requirements.txt
+	$(BIN)/pip check -q
 	touch $@
 
 $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install -q -r requirements-dev.txt
+	$(PIP_INSTALL_LOCK) -r requirements-dev.txt
+	$(BIN)/pip check -q
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -63,6 +70,17 @@ test: lint pytest
 fuzz-api: install-dev services
 	SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-250} SCHEMATHESIS_RANDOMIZED=1 \
 		$(BIN)/pytest tests/governance/test_schemathesis.py -s $(PYTEST_ARGS)
+
+# Regenerate the hashed locks from requirements.in and requirements-dev.in (packages from PyPI,
+# for CPython 3.11 on Linux x86-64, the image's platform). The dev lock first; the runtime lock is
+# then held to its versions, so the image runs exactly what the tests ran. Versions already locked
+# stay: LOCK_ARGS=--upgrade, or LOCK_ARGS="--upgrade-package NAME", moves them.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" $(LOCK_ARGS)
+
+lock: install-dev
+	$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt
+	$(UV_COMPILE) --constraint requirements-dev.txt requirements.in -o requirements.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
