@@ -60,8 +60,14 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The caller's DJANGO_SETTINGS_MODULE, DATABASE_URL and REDIS_URL never reach the test run: it is
+# settings.test (also --ds in pyproject.toml) on this machine's PostgreSQL and Redis, with the
+# test database and Redis db named by TEST_DATABASE_NAME and REDIS_TEST_DB (those pass through).
+# The processes the tests start get their own from the service_env fixture.
+TEST_ENV = env -u DJANGO_SETTINGS_MODULE -u DATABASE_URL -u REDIS_URL
+
 pytest: install-dev services system-packages
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint pytest
 
@@ -69,7 +75,7 @@ test: lint pytest
 # (about 13,000 requests, 4 minutes). A failure prints the seed that replays it.
 fuzz-api: install-dev services
 	SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-250} SCHEMATHESIS_RANDOMIZED=1 \
-		$(BIN)/pytest tests/governance/test_schemathesis.py -s $(PYTEST_ARGS)
+		$(TEST_ENV) $(BIN)/pytest tests/governance/test_schemathesis.py -s $(PYTEST_ARGS)
 
 # Regenerate the hashed locks from requirements.in and requirements-dev.in (packages from PyPI,
 # for CPython 3.11 on Linux x86-64, the image's platform). The dev lock first; the runtime lock is
