@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test install install-dev services system-packages database lint pytest lock clean chaos fuzz-api
+.PHONY: run test test-fast install install-dev services system-packages database lint pytest lock clean chaos fuzz-api
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ pytest: install-dev services system-packages
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint pytest
+
+# The inner loop: every test but those marked slow (real servers, nested runs), and no lint.
+test-fast: install-dev services system-packages
+	$(TEST_ENV) $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
 # Not part of `make test`: the schemathesis test with random inputs, 250 per operation and mode
 # (about 13,000 requests, 4 minutes). A failure prints the seed that replays it.

@@ -3,6 +3,7 @@ whatever settings, database and Redis the caller's shell exports."""
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -79,3 +80,25 @@ def test_make_pytest__ignores_callers_settings_database_and_redis(tmp_path):
     assert report["test_db"] == "test_omk_probe_unused"
     assert (report["db_host"], report["db_port"]) == ("127.0.0.1", "5432")
     assert report["redis"] == "redis://127.0.0.1:6379/7"
+
+
+def pytest_command(target: str) -> list[str]:
+    """The pytest command line `make TARGET` runs (make -n: printed, not run)."""
+    result = make("-n", target, env={})
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "/pytest" in line]
+    return shlex.split(line)
+
+
+def test_make_test_fast__deselects_slow_tests_in_the_same_environment():
+    fast = pytest_command("test-fast")
+    assert fast[fast.index("-m") + 1] == "not slow"
+    assert fast[: fast.index("-m")] == pytest_command("pytest")
+
+
+def test_make_pytest__runs_every_test_without_callers_service_env():
+    argv = pytest_command("pytest")
+    assert "-m" not in argv
+    unset = {argv[i + 1] for i, arg in enumerate(argv) if arg == "-u"}
+    assert argv[0] == "env"
+    assert unset == set(HOSTILE_ENV)
