@@ -12,8 +12,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 FROM base AS deps
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# The hashed lock (`make lock`): every package pinned and checked against its hash, nothing
+# resolved here, so two builds install the same files; `pip check` fails a lock missing one.
 COPY requirements.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt
+RUN pip install --require-hashes --no-deps -r /tmp/requirements.txt \
+ && pip check
 
 FROM base
 # A fixed numeric uid, so Kubernetes' runAsNonRoot can check it without reading /etc/passwd.

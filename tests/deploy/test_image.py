@@ -6,6 +6,7 @@ the image's ENV, the working directory's code, the Cloud Run platform env and se
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -57,6 +58,24 @@ def test_dockerfile__dependencies_in_their_own_layer():
     copy_code = next(i for i, (kw, args) in enumerate(instructions) if kw == "COPY" and args.split()[0] == ".")
     copy_reqs = next(i for i, (kw, args) in enumerate(instructions) if kw == "COPY" and "requirements.txt" in args)
     assert copy_reqs < install < copy_code
+
+
+def test_dockerfile__installs_the_hashed_lock_alone():
+    """The one pip install is the lock's, hash-checked and resolving nothing (tests/deploy/
+    test_requirements.py checks the lock itself): an image built twice has the same packages."""
+    instructions = Dockerfile().instructions
+    installs = [args for kw, args in instructions if kw == "RUN" and "pip install" in args]
+    assert len(installs) == 1, installs
+    (install,) = installs
+    pip = shlex.split(install.split("&&")[0])
+    assert pip[:2] == ["pip", "install"]
+    assert "--require-hashes" in pip
+    assert "--no-deps" in pip
+    (copy_lock,) = [args.split() for kw, args in instructions if kw == "COPY" and "requirements.txt" in args]
+    assert copy_lock[0] == "requirements.txt"
+    assert pip[pip.index("-r") + 1] == copy_lock[1]
+    assert pip.count("-r") == 1
+    assert "pip check" in install
 
 
 def test_dockerignore__keeps_what_the_cmd_needs():
