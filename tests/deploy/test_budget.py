@@ -59,7 +59,7 @@ def test_gke_grace_budget__covers_prestop_drain_and_graceful_timeout(name, tmp_p
 
 def test_gke_grace_budget__web_spends_it_as_documented(tmp_path):
     budget = gke_budget(find("Deployment", "omk-web"), tmp_path)
-    # The README's "Grace budget" table: 10 + 5 + 27 + 3 = 45.
+    # The grace budget table of docs/deployment.md: 10 + 5 + 27 + 3 = 45.
     assert (budget["prestop"], budget["drain_delay"], budget["stop"], budget["margin"], budget["grace"]) == (
         10.0,
         5.0,
