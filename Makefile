@@ -49,7 +49,7 @@ run: database bigquery-local
 	PORT=$(PORT) DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} \
 		$(BIN)/gunicorn -c omk/gunicorn.conf.py
 
-# --- Outbox (issue 6): a local BigQuery (bqemulator, a dev package) on 127.0.0.1:9050 and the
+# A local BigQuery (bqemulator, a dev package) on 127.0.0.1:9050 and the
 # event tables in it, so a local run exports analytics events for real.
 .PHONY: bigquery-local
 bigquery-local: install-dev database
@@ -102,7 +102,7 @@ lock: install-dev
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-# --- chaos harness (issue 9): autoscaling, kills and restarts under load, with an invariant report.
+# The chaos harness: autoscaling, kills and restarts under load, with an invariant report.
 DURATION ?= 60
 SEED ?= 1
 chaos: install-dev system-packages
