@@ -134,17 +134,10 @@ def worker_exit(server, worker) -> None:
     and module teardown) and every stop would wait for it; nothing in it matters once the
     connections are closed and the logs flushed.
     """
-    from django.db import connections
-
-    from core.redis import redis_client
+    from core.connections import connections_close
 
     try:
-        for conn in connections.all(initialized_only=True):
-            conn.close()
-            close_pool = getattr(conn, "close_pool", None)
-            if close_pool is not None:
-                close_pool()
-        redis_client().connection_pool.disconnect()
+        connections_close(pools=True, redis=True)
     finally:
         logging.shutdown()
         sys.stdout.flush()

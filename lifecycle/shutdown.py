@@ -41,16 +41,9 @@ class CloseConnections(Step):
     label = "Closing connections"
 
     def run(self, *, deadline: float) -> int:
-        from django.db import connections
+        from core.connections import connections_close
 
-        from core.redis import redis_client
-
-        closed = 0
-        for conn in connections.all(initialized_only=True):
-            conn.close()
-            closed += 1
-        redis_client().connection_pool.disconnect()
-        return closed + 1
+        return connections_close(pools=False, redis=True)
 
 
 def run_dir() -> Path:
@@ -92,8 +85,7 @@ def shutdown_finish(*, instance_id: str, report: Report, drain_started_at: float
     """Store the report and the instance's last states in PostgreSQL, and log it."""
     import datetime as dt
 
-    from django.db import connections
-
+    from core.connections import connections_close
     from lifecycle.models import InstanceEvent, InstanceState
     from lifecycle.services import instance_set_state, report_record
 
@@ -133,8 +125,4 @@ def shutdown_finish(*, instance_id: str, report: Report, drain_started_at: float
         # The report is in the log; PostgreSQL being down must not keep the process alive.
         logger.error("Could not store the shutdown report: %r", exc)
     finally:
-        for conn in connections.all(initialized_only=True):
-            conn.close()
-            close_pool = getattr(conn, "close_pool", None)
-            if close_pool is not None:
-                close_pool()
+        connections_close(pools=True, redis=False)

@@ -137,13 +137,9 @@ class Report:
 
 def _release_connections() -> None:
     """Give the step thread's database connection back to the pool (threads keep theirs)."""
-    from django.conf import settings
+    from core.connections import connections_close
 
-    if settings.configured:
-        from django.db import connections
-
-        for conn in connections.all(initialized_only=True):
-            conn.close()
+    connections_close(pools=False, redis=False)
 
 
 def load_steps(paths: Iterable[str], context: StepContext) -> list[Step]:
