@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from asgiref.sync import sync_to_async
 
 from lifecycle.conf import lifecycle_settings
+from lifecycle.jobs import JobWorker
 from lifecycle.platform import detect_platform
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
 from lifecycle.shutdown import ReportWriter, report_file
@@ -102,6 +103,16 @@ def _export_outbox(stop: threading.Event) -> None:
     outbox_export_loop(stop=stop)
 
 
+async def _running_job_ids(worker: JobWorker) -> list[int]:
+    try:
+        return await worker.running_job_ids()
+    except Exception as exc:
+        # PostgreSQL is out of reach: nothing can be handed back now. The jobs are retried by
+        # recovery once this worker stops heartbeating.
+        logger.warning("Could not list the running jobs: %r", exc)
+        return []
+
+
 async def _serve(
     app, options: dict, *, instance_id: str, heartbeat: Heartbeat, current: dict, on_drain: Callable[[], None]
 ) -> int:
@@ -122,9 +133,8 @@ async def _serve(
 
     with app.replace_connector(app.connector.get_worker_connector()):
         async with app.open_async():
-            app.perform_import_paths()
-            worker = app._worker(**options)
-            run_task = asyncio.create_task(worker.run(), name="procrastinate worker")
+            worker = JobWorker(app, **options)
+            run_task = worker.start()
             stopper = asyncio.create_task(stop_requested.wait())
             await asyncio.wait({run_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if run_task.done() and not received:
@@ -149,9 +159,9 @@ async def _serve(
             writer()
 
             t = time.monotonic()
-            running = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
-            await asyncio.wait({run_task}, timeout=max(0.0, deadline - after_jobs - time.monotonic()))
-            still = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
+            running = await _running_job_ids(worker)
+            finished = await worker.wait(deadline - after_jobs - time.monotonic())
+            still = [] if finished else await _running_job_ids(worker)
             label = f"Finishing running jobs ({len(running)})"
             if still:
                 # Not a failure: nothing is lost, the next step hands them to another worker.
@@ -186,7 +196,7 @@ async def _serve(
 
             await sync_to_async(finish, thread_sensitive=False)()
             code = 0 if report.ok else 1
-            if still:
+            if not worker.stopped:
                 # Abandoned sync jobs' threads would keep asyncio.run (and the process) alive.
                 logging.shutdown()
                 os._exit(code)
