@@ -15,36 +15,21 @@ def _query() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_connections_close__hands_the_connection_back_and_keeps_the_pools():
+@pytest.mark.parametrize(("pools", "redis", "closed"), [(False, False, 1), (True, True, 2)])
+def test_connections_close__closes_the_connection_and_what_is_asked(pools, redis, closed):
     _query()
     pool = connection.pool
-    client = redis_client()
-    redis_id = client.client_id()
+    redis_id = redis_client().client_id()
 
-    assert connections_close(pools=False, redis=False) == 1
-
-    assert connection.connection is None
-    assert not pool.closed
-    assert client.client_id() == redis_id  # the Redis pool was left alone
-    _query()  # and the database is reached again through the same pool
-    assert connection.pool is pool
-
-
-@pytest.mark.django_db(transaction=True)
-def test_connections_close__closes_the_pools_and_redis_when_asked():
-    _query()
-    pool = connection.pool
-    client = redis_client()
-    redis_id = client.client_id()
-
-    # The database connection, and the Redis pool counted as one.
-    assert connections_close(pools=True, redis=True) == 2
+    # The database connection, and the Redis pool counted as one when asked.
+    assert connections_close(pools=pools, redis=redis) == closed
 
     assert connection.connection is None
-    assert pool.closed
-    assert client.client_id() != redis_id  # a new Redis connection: the old one was closed
-    _query()  # a new pool is opened on the next use
-    assert connection.pool is not pool
+    assert pool.closed is pools
+    # A Redis pool that was closed opens a new connection; one left alone still has its own.
+    assert (redis_client().client_id() != redis_id) is redis
+    _query()  # the database is reached again: through the same pool, or a new one
+    assert (connection.pool is pool) is not pools
 
 
 def test_connections_close__only_the_calling_threads_connections():
