@@ -66,11 +66,11 @@ RUNNING_JOBS_QUERY_TIMEOUT = 1.0
 
 
 class JobWorker:
-    """procrastinate's worker, run, stopped and asked for its running jobs through its
-    documented API, so that no procrastinate upgrade changes it unannounced:
+    """procrastinate's worker, run, stopped and asked for its running jobs through what
+    procrastinate documents (an upgrade announces changes to it), none of its private names:
 
-    - `App.run_worker_async(**options)` runs it, with the app's `worker_defaults` under
-      `options` as procrastinate merges them (the Django contrib's connection cleanup among them);
+    - `App.run_worker_async(**options)` runs it, with the app's worker defaults under `options`
+      as procrastinate merges them (the Django contrib's connection cleanup among them);
     - cancelling that task once is procrastinate's graceful stop: no job is fetched any more,
       the running ones go on and the task ends when they have (a second cancel would abort them);
     - its running jobs are read from PostgreSQL, not from the worker's memory: the jobs in
@@ -83,7 +83,8 @@ class JobWorker:
     def __init__(self, app: App, **options: Any):
         self.app = app
         self.worker_id: int | None = None
-        # The worker middleware procrastinate would use (the call's, else the app's), then ours.
+        # The worker middleware procrastinate would use (the call's, else the app's worker
+        # defaults', App's `worker_defaults` argument), then ours.
         middleware = options.get("worker_middleware") or app.worker_defaults.get("worker_middleware") or []
         middleware = [*middleware, self._note_worker_id]
         self.options = {**options, "worker_middleware": middleware}
