@@ -10,7 +10,7 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from core.redis import redis_client
 from lifecycle.models import Instance, LifecycleReport
 from tests.support.tasks import slow_job
-from tests.support.workers import wait_for
+from tests.support.workers import manage, wait_for
 
 # Fast registry for the test: heartbeat every second, lost after 3 s without one.
 FAST_REGISTRY = {"INSTANCE_HEARTBEAT_INTERVAL": "1", "INSTANCE_HEARTBEAT_TTL": "3"}
@@ -74,6 +74,33 @@ def test_worker_sigterm__running_job_is_handed_back_within_budget(start_worker):
     assert steps["hand_back_jobs"]["count"] >= 1
     assert steps["hand_back_jobs"]["status"] == "ok"
     assert Instance.objects.get(pid=worker.pid).state == "stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_stop_command__follows_a_worker_and_prints_its_report(start_worker, service_env):
+    budget = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "4"}
+    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink", **budget)
+    wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
+    client = redis_client()
+    job_id = slow_job.defer(key="long", seconds=30)
+    wait_for(lambda: client.lindex("long:started", 0), timeout=10, message="job started")
+
+    result = manage({**service_env, **budget}, "stop")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Stopping worker instance worker-")
+    assert f"(pid {worker.pid})" in lines[0]
+    assert lines[1].startswith("Draining (no new jobs) ...")
+    assert " ok " in lines[1]
+    # The periodic recovery pass may have been running too.
+    assert lines[2].startswith("Finishing running jobs (")
+    assert " ok " in lines[2]
+    assert "still running at the deadline: handed back" in lines[2]
+    assert any(line.startswith("Handing back claimed jobs (") and " ok " in line for line in lines)
+    assert lines[-1].endswith("of a 4 s budget; nothing left in memory.")
+    assert ProcrastinateJob.objects.get(id=job_id).status == "todo"
 
 
 @pytest.mark.slow
