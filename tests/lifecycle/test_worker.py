@@ -1,6 +1,7 @@
 """Job workers (`manage.py worker`): a SIGKILLed worker's job completes on another one, and the
 dead instance is found lost; a SIGTERMed worker hands its running job back."""
 
+import re
 import signal
 import time
 
@@ -14,6 +15,16 @@ from tests.support.workers import manage, wait_for
 
 # Fast registry for the test: heartbeat every second, lost after 3 s without one.
 FAST_REGISTRY = {"INSTANCE_HEARTBEAT_INTERVAL": "1", "INSTANCE_HEARTBEAT_TTL": "3"}
+
+
+# A report line of `manage.py stop`: label, dots, status, seconds and an optional note.
+STEP_LINE = re.compile(
+    r"^(?P<label>.+?) \.{3,} (?P<status>ok|failed|timed out|skipped) +[\d.]+ s(?:  \((?P<detail>.*)\))?$"
+)
+
+
+def _instance_id(worker) -> str:
+    return Instance.objects.get(pid=worker.pid, kind="worker").id
 
 
 def _ready(worker) -> bool:
@@ -89,17 +100,16 @@ def test_stop_command__follows_a_worker_and_prints_its_report(start_worker, serv
     result = manage({**service_env, **budget}, "stop")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith("Stopping worker instance worker-")
-    assert f"(pid {worker.pid})" in lines[0]
-    assert lines[1].startswith("Draining (no new jobs) ...")
-    assert " ok " in lines[1]
+    header, *lines, summary = result.stdout.splitlines()
+    assert header.startswith(f"Stopping worker instance {_instance_id(worker)} (pid {worker.pid})")
+    steps = [STEP_LINE.match(line).groupdict() for line in lines]
+    names = [step["label"].split(" (")[0] for step in steps]
+    assert names[:2] == ["Draining", "Finishing running jobs"]
+    assert "Handing back claimed jobs" in names
+    assert {step["status"] for step in steps} == {"ok"}
     # The periodic recovery pass may have been running too.
-    assert lines[2].startswith("Finishing running jobs (")
-    assert " ok " in lines[2]
-    assert "still running at the deadline: handed back" in lines[2]
-    assert any(line.startswith("Handing back claimed jobs (") and " ok " in line for line in lines)
-    assert lines[-1].endswith("of a 4 s budget; nothing left in memory.")
+    assert steps[1]["detail"].endswith("still running at the deadline: handed back")
+    assert summary.endswith("of a 4 s budget; nothing left in memory.")
     assert ProcrastinateJob.objects.get(id=job_id).status == "todo"
 
 
