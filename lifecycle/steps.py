@@ -74,6 +74,9 @@ class Step(abc.ABC):
     # A recovery step that only counts (sessions, others' shutdowns) finds nothing to recover:
     # its count does not make a pass worth recording.
     bookkeeping: bool = False
+    # A note `run` may leave for the report line of a step that went well (what it left to the
+    # steps after it, say); a failure's or a timeout's line says what went wrong instead.
+    detail: str = ""
 
     def __init__(self, context: StepContext | None = None):
         self.context = context or StepContext()
@@ -137,13 +140,9 @@ class Report:
 
 def _release_connections() -> None:
     """Give the step thread's database connection back to the pool (threads keep theirs)."""
-    from django.conf import settings
+    from core.connections import connections_close
 
-    if settings.configured:
-        from django.db import connections
-
-        for conn in connections.all(initialized_only=True):
-            conn.close()
+    connections_close(pools=False, redis=False)
 
 
 def load_steps(paths: Iterable[str], context: StepContext) -> list[Step]:
@@ -208,7 +207,7 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
         exc = outcome["error"]
         logger.error("Lifecycle step %s failed: %r", step.name, exc, exc_info=exc)
         return result(StepStatus.FAILED, f"{type(exc).__name__}: {exc}")
-    return result(StepStatus.OK)
+    return result(StepStatus.OK, step.detail)
 
 
 # Seconds kept for each step still to come, so that a hung step cannot starve the ones after it

@@ -25,7 +25,7 @@ from django.dispatch import receiver
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import Busy
@@ -101,40 +101,15 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 
 
 def _round_trip(client: Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """Send `commands` in one write on a pooled connection and read their replies.
-
-    The sync lock's commands take this short path rather than `client.execute_command`: redis-py's
-    per-command layers (events, observability, response callbacks) cost as much CPU as Redis's own
-    work for a lock operation, and with four processes on one key that CPU is the hand-over's
-    latency. Connection errors are retried by the connection's own policy, as the client would.
-    The first error reply is raised after every reply has been read, so the connection goes back
-    to the pool clean.
+    """Send `commands` in one write on a pooled connection and read their replies: redis-py's
+    non-transactional pipeline. It reads every reply before it raises the first error reply, so
+    the connection goes back to the pool clean, and retries connection errors by the
+    connection's own policy, as the client does for one command.
     """
-    pool = client.connection_pool
-    connection = pool.get_connection()
-
-    def send_and_read() -> list[Any]:
-        connection.send_packed_command(connection.pack_commands(commands))
-        return [_read_reply(connection) for _ in commands]
-
-    try:
-        replies = connection.retry.call_with_retry(send_and_read, lambda _error: connection.disconnect())
-    except BaseException:
-        connection.disconnect()  # replies may be left unread: never hand this connection out again
-        raise
-    finally:
-        pool.release(connection)
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
-    return replies
-
-
-def _read_reply(connection: Any) -> Any:
-    try:
-        return connection.read_response()
-    except ResponseError as exc:  # an error reply; the connection itself is fine
-        return exc
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe.execute()
 
 
 class _Script:

@@ -29,6 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from core.connections import connections_close
 from lifecycle.outbox import metrics
 from lifecycle.outbox.conf import outbox_settings
 from lifecycle.outbox.models import KIND_TABLES, OutboxEvent
@@ -225,7 +226,7 @@ def outbox_export_loop(
                 failures += 1
                 exported = 0
                 logger.warning("outbox exporter: database unavailable (%s), retrying", exc)
-                connection.close()
+                connections_close(pools=False, redis=False)
             except Exception:
                 # Whatever it is, the rows are safe in PostgreSQL: keep the loop alive, slower.
                 failures += 1
@@ -234,4 +235,4 @@ def outbox_export_loop(
             if exported == 0:
                 stop.wait(min(30.0, poll_interval * 2 ** min(failures, 5)))
     finally:
-        connection.close()
+        connections_close(pools=False, redis=False)

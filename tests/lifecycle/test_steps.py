@@ -88,3 +88,19 @@ def test_format_report__one_line_per_step_and_a_summary():
     assert "ok" in lines[1]
     assert lines[1].endswith("0.84 s")
     assert lines[-1] == "Stopped in 0.97 s of a 30 s budget; nothing left in memory."
+
+
+class LeavingANote(Step):
+    name = "noting"
+    label = "Noting ({count})"
+
+    def run(self, *, deadline: float) -> int:
+        self.detail = "2 left to the next step"
+        return 2
+
+
+def test_run_step__a_step_that_went_well_may_leave_a_note():
+    result = run_step(LeavingANote(), deadline=time.monotonic() + 5)
+    assert result.status == StepStatus.OK
+    assert result.detail == "2 left to the next step"
+    assert run_step(Counting(), deadline=time.monotonic() + 5).detail == ""
