@@ -14,8 +14,9 @@ from pydantic import model_validator
 
 from core.errors import InvalidInput
 from core.schemas import ERRORS, NO_NUL, BodySchema, QueryInt
-from hive import selectors, services
-from hive.conf import hive_settings
+from hive import history, selectors, services
+from hive.conf import hive_settings, queen_settings
+from hive.models import Reply
 from lifecycle.idempotency.decorators import idempotency_effect_token, idempotent
 from lifecycle.queues.conf import queues_settings
 from lifecycle.queues.services import queue_ack, queue_claim, queue_publish, queue_validate_name
@@ -44,12 +45,9 @@ class Created(Schema):
 
 
 class TurnIn(BodySchema):
-    role: Literal["user", "assistant"]
+    # The Queen's (assistant) turns are written by the service only.
+    role: Literal["user"]
     content: str = Field(..., min_length=1, max_length=hive_settings.MAX_TURN_CHARS, pattern=NO_NUL)
-
-
-class TurnCreated(Schema):
-    seq: int
 
 
 class TurnOut(Schema):
@@ -59,10 +57,50 @@ class TurnOut(Schema):
     created_at: datetime
 
 
+class ReplyOut(Schema):
+    id: int
+    status: str
+    # The seq of the user turn answered, and of the Queen's turn once done.
+    answers_seq: int
+    seq: int | None = None
+    attempts: int = 0
+    error: str = ""
+
+
+class TurnCreated(Schema):
+    seq: int
+    turn: TurnOut
+    reply: ReplyOut
+
+
 class ConversationOut(Schema):
     id: uuid.UUID
     title: str
     turns: list[TurnOut]
+    # Replies still pending or failed (a failed one can be retried).
+    replies: list[ReplyOut]
+
+
+class TurnsOut(Schema):
+    last_seq: int
+    turns: list[TurnOut]
+    replies: list[ReplyOut]
+
+
+class TurnsQuery(Schema):
+    after: QueryInt = Field(0, ge=0)
+    wait: float = Field(0.0, ge=0, le=queen_settings.MAX_WAIT_SECONDS)
+
+
+def _reply_out(reply: Reply, *, answers_seq: int | None = None) -> dict[str, Any]:
+    return {
+        "id": reply.pk,
+        "status": reply.status,
+        "answers_seq": reply.user_turn.seq if answers_seq is None else answers_seq,
+        "seq": None,
+        "attempts": reply.attempts,
+        "error": reply.error,
+    }
 
 
 @router.post("/conversations/", response={201: Created, **ERRORS}, summary="Start a conversation with the Queen AI")
@@ -78,7 +116,31 @@ def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: 
     turn = services.turn_append(
         conversation_id=conversation_id, user=request.auth, role=payload.role, content=payload.content
     )
-    return Status(201, {"seq": turn.seq})
+    reply = _reply_out(turn.reply, answers_seq=turn.seq)
+    return Status(201, {"seq": turn.seq, "turn": history.turn_dict(turn), "reply": reply})
+
+
+@router.get(
+    "/conversations/{conversation_id}/turns/",
+    response={200: TurnsOut, **ERRORS},
+    summary="Turns after a seq, waiting up to 25 s for them",
+)
+def turns_after_view(request: HttpRequest, conversation_id: uuid.UUID, query: Query[TurnsQuery]):
+    conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.auth)
+    conversation = selectors.conversation_turns_after(conversation=conversation, after=query.after, wait=query.wait)
+    turns = [turn for turn in selectors.conversation_turns(conversation=conversation) if turn["seq"] > query.after]
+    replies = [_reply_out(reply) for reply in selectors.replies_open(conversation=conversation)]
+    return {"last_seq": conversation.last_seq, "turns": turns, "replies": replies}
+
+
+@router.post(
+    "/conversations/{conversation_id}/replies/{reply_id}/retry",
+    response={202: ReplyOut, **ERRORS},
+    summary="Queue a failed reply again",
+)
+def reply_retry_view(request: HttpRequest, conversation_id: uuid.UUID, reply_id: int):
+    reply = services.reply_retry(conversation_id=conversation_id, reply_id=reply_id, user=request.auth)
+    return Status(202, _reply_out(reply))
 
 
 @router.get(
@@ -89,7 +151,8 @@ def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: 
 def conversation_detail_view(request: HttpRequest, conversation_id: uuid.UUID):
     conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.auth)
     turns = selectors.conversation_turns(conversation=conversation)
-    return {"id": conversation.id, "title": conversation.title, "turns": turns}
+    replies = [_reply_out(reply) for reply in selectors.replies_open(conversation=conversation)]
+    return {"id": conversation.id, "title": conversation.title, "turns": turns, "replies": replies}
 
 
 # --- board -----------------------------------------------------------------------------------

@@ -22,3 +22,35 @@ class HiveSettings(AppSettings):
 
 
 hive_settings = HiveSettings()
+
+
+class QueenSettings(AppSettings):
+    """The Queen's replies: `queen_settings.X` reads `settings.QUEEN_X`, else the default here."""
+
+    prefix = "QUEEN_"
+    # Dotted path of the hive.llm.LLMBackend subclass that generates replies.
+    LLM_BACKEND: str = "hive.llm.GeminiBackend"
+    # Seconds one generation may take before it counts as a failed call.
+    GENERATION_TIMEOUT: float = 120.0
+    # Failed calls before a reply is stored as failed (the user may then retry it).
+    MAX_ATTEMPTS: int = 4
+    # Backoff between failed calls: BACKOFF_SECONDS * 2**(attempt-1), at most BACKOFF_MAX_SECONDS.
+    BACKOFF_SECONDS: float = 2.0
+    BACKOFF_MAX_SECONDS: float = 60.0
+    # The local backend (hive.llm.LocalBackend): seconds each reply takes.
+    LOCAL_DELAY: float = 0.0
+    # Gemini on Vertex AI (hive.llm.GeminiBackend); credentials from the environment (Workload
+    # Identity on GKE, the service account on Cloud Run), as for BigQuery.
+    VERTEX_PROJECT: str = ""
+    VERTEX_LOCATION: str = "us-central1"
+    GEMINI_MODEL: str = "gemini-2.5-flash"
+    # Another endpoint than Vertex AI's (the tests' local server).
+    GEMINI_BASE_URL: str = ""
+    SYSTEM_PROMPT: str = "You are the OMK Queen, the AI at the heart of the OMK Hive. Answer briefly and kindly."
+    # Longest wait of GET .../turns/?wait= in seconds, and how many such waits one process holds
+    # at once: each holds a gunicorn thread, so past the cap a wait answers at once.
+    MAX_WAIT_SECONDS: float = 25.0
+    MAX_WAITERS_PER_PROCESS: int = 2
+
+
+queen_settings = QueenSettings()

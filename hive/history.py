@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from core.redis import redis_client
@@ -110,3 +111,37 @@ def history_rebuild(conversation_id: Any, turns: Iterable[dict[str, Any]], *, ch
 
 def history_delete(conversation_id: Any) -> None:
     redis_client().delete(_key(conversation_id))
+
+
+def _channel(conversation_id: Any) -> str:
+    return f"{hive_settings.HOT_HISTORY_KEY_PREFIX}{conversation_id}:changed"
+
+
+def turns_notify(conversation_id: Any) -> None:
+    """Wake the readers waiting for this conversation's turns, on every instance."""
+    redis_client().publish(_channel(conversation_id), "1")
+
+
+def turns_wait(conversation_id: Any, *, timeout: float, ready: Callable[[], bool], recheck: float = 5.0) -> bool:
+    """Wait until `ready()` (a PostgreSQL read) is true or `timeout` seconds passed; True if ready.
+
+    Subscribed before the first check, so a change committed in between is not missed. A
+    notification only says "look again": PostgreSQL is read after each, and every `recheck`
+    seconds regardless, in case one was lost (a Redis failover, a publish that failed after
+    commit).
+    """
+    if ready():
+        return True
+    end = time.monotonic() + timeout
+    pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(_channel(conversation_id))
+        while True:
+            if ready():
+                return True
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            pubsub.get_message(timeout=min(remaining, recheck))
+    finally:
+        pubsub.close()

@@ -34,6 +34,9 @@ class Turn(models.Model):
     seq = models.PositiveIntegerField()
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField()
+    # The user turn an assistant turn answers (the Queen's replies; null for turns written
+    # before the service wrote them). Unique: one reply per user turn, whatever retries a job.
+    answers = models.OneToOneField("self", null=True, blank=True, on_delete=models.CASCADE, related_name="answered_by")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -45,7 +48,51 @@ class Turn(models.Model):
             models.CheckConstraint(condition=models.Q(seq__gte=1), name="hive_turn_seq_positive"),
             models.CheckConstraint(condition=models.Q(role__in=["user", "assistant"]), name="hive_turn_role_valid"),
             models.CheckConstraint(condition=~models.Q(content=""), name="hive_turn_content_not_empty"),
+            models.CheckConstraint(
+                condition=models.Q(answers__isnull=True) | models.Q(role="assistant"),
+                name="hive_turn_answers_by_assistant",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.conversation_id}#{self.seq} {self.role}"
+
+
+class Reply(models.Model):
+    """The Queen's reply to one user turn: pending from the user turn's transaction until the job
+    appends the assistant turn (done), or failed once the retries are spent (the user may retry)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        FAILED = "failed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="replies")
+    # One reply per user turn, keyed by the turn it answers.
+    user_turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="reply")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Failed calls of the LLM backend since the reply was last (re)queued.
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    turn = models.OneToOneField(Turn, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    job_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["conversation", "user_turn"]
+        indexes = [models.Index(fields=["status", "created_at"], name="hive_reply_status_created")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=["pending", "done", "failed"]), name="hive_reply_status_valid"
+            ),
+            # done <=> the assistant turn is there.
+            models.CheckConstraint(
+                condition=models.Q(status="done", turn__isnull=False)
+                | (~models.Q(status="done") & models.Q(turn__isnull=True)),
+                name="hive_reply_done_has_turn",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"reply to {self.user_turn_id} ({self.status})"

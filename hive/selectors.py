@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +13,9 @@ from django.contrib.auth.models import User
 from core.dependencies import unavailable_dependency
 from core.redis import redis_client
 from hive import history
-from hive.conf import hive_settings
+from hive.conf import hive_settings, queen_settings
 from hive.metrics import history_rebuilds
-from hive.models import Conversation
+from hive.models import Conversation, Reply
 from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key, conversation_not_found
 from lifecycle.sessions.metrics import SESSIONS_RECOVERED
 
@@ -101,3 +102,72 @@ def board_post_list(*, limit: int | None = None, offset: int = 0) -> BoardPage:
     count = client.zcard(index)
     next_offset = offset + len(items) if offset + len(items) < count else None
     return BoardPage(items=items, count=count, next_offset=next_offset)
+
+
+def reply_pending(*, reply_id: int) -> Reply | None:
+    return (
+        Reply.objects.select_related("conversation", "user_turn")
+        .filter(pk=reply_id, status=Reply.Status.PENDING)
+        .first()
+    )
+
+
+def reply_history(*, reply: Reply) -> list[dict[str, Any]]:
+    """What the Queen answers from: the conversation as it is now (hot history, PostgreSQL when
+    Redis lost it), without the user turns after the one answered (their replies come later:
+    one conversation's replies are generated one after another, in order)."""
+    conversation = Conversation.objects.get(pk=reply.conversation_id)
+    answered = reply.user_turn.seq
+    return [
+        turn
+        for turn in conversation_turns(conversation=conversation)
+        if turn["seq"] <= answered or turn["role"] != "user"
+    ]
+
+
+def replies_open(*, conversation: Conversation) -> list[Reply]:
+    """The conversation's replies still pending or failed, in the order of their turns."""
+    return list(
+        Reply.objects.filter(conversation=conversation)
+        .exclude(status=Reply.Status.DONE)
+        .select_related("user_turn")
+        .order_by("user_turn__seq")
+    )
+
+
+_waiters = {"count": 0}
+_waiters_lock = threading.Lock()
+
+
+def conversation_turns_after(*, conversation: Conversation, after: int, wait: float = 0.0) -> Conversation:
+    """The conversation re-read once it has turns after `after`, a pending reply failed, or `wait`
+    seconds passed (at most QUEEN_MAX_WAIT_SECONDS). A wait holds the request's thread (gunicorn
+    gthread): past QUEEN_MAX_WAITERS_PER_PROCESS waits at once, or with Redis out of reach, the
+    answer comes at once and the client asks again."""
+    wait = max(0.0, min(wait, queen_settings.MAX_WAIT_SECONDS))
+    if wait <= 0:
+        return conversation
+    with _waiters_lock:
+        admitted = _waiters["count"] < queen_settings.MAX_WAITERS_PER_PROCESS
+        if admitted:
+            _waiters["count"] += 1
+    if not admitted:
+        return conversation
+    pending = Reply.objects.filter(conversation=conversation, status=Reply.Status.PENDING).count()
+
+    def ready() -> bool:
+        conversation.refresh_from_db(fields=["last_seq", "title"])
+        if conversation.last_seq > after:
+            return True
+        return Reply.objects.filter(conversation=conversation, status=Reply.Status.PENDING).count() < pending
+
+    try:
+        history.turns_wait(conversation.id, timeout=wait, ready=ready)
+    except Exception as exc:
+        if unavailable_dependency(exc) != "redis":
+            raise
+        logger.warning("cannot wait for %s: Redis unavailable", conversation.id)
+    finally:
+        with _waiters_lock:
+            _waiters["count"] -= 1
+    return conversation

@@ -17,11 +17,11 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.redis import redis_client
 from hive import history
-from hive.conf import hive_settings
-from hive.models import Conversation, Turn
+from hive.conf import hive_settings, queen_settings
+from hive.models import Conversation, Reply, Turn
 from lifecycle.outbox.services import record_event
 from lifecycle.queues.services import InvalidQueueName, queue_validate_name
 
@@ -73,11 +73,66 @@ def conversation_create(*, owner: User, title: str = "") -> Conversation:
     return conversation
 
 
+def _turn_insert(
+    *, conversation_id: uuid.UUID, owner_id: Any, role: str, content: str, answers_id: int | None = None
+) -> Turn:
+    """Insert a turn with the next seq and its analytics event, in the caller's transaction; the
+    hot history and the waiting readers hear of it after commit. NotFound unless `owner_id` owns
+    the conversation."""
+    with connection.cursor() as cursor:
+        # The row lock taken by this UPDATE is held until commit: a concurrent append on any
+        # instance waits here and then reads the incremented counter, so seqs are consecutive.
+        cursor.execute(
+            f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, updated_at = %s "
+            "WHERE id = %s AND owner_id = %s RETURNING last_seq",
+            [timezone.now(), conversation_id, owner_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise conversation_not_found()
+    turn = Turn.objects.create(
+        conversation_id=conversation_id, seq=row[0], role=role, content=content, answers_id=answers_id
+    )
+    record_event(
+        kind="llm_conversation",
+        payload={
+            "conversation_id": str(conversation_id),
+            "seq": turn.seq,
+            "role": turn.role,
+            "content": turn.content,
+            "user_id": owner_id,
+            "created_at": turn.created_at.isoformat(),
+        },
+    )
+    # Only a committed turn goes to Redis. robust: a Redis failure here must not turn an
+    # acknowledged, durable write into an error (the client would retry and duplicate it);
+    # the next read sees the gap and rebuilds from PostgreSQL.
+    transaction.on_commit(_after_commit(history.history_append, conversation_id, history.turn_dict(turn)), robust=True)
+    transaction.on_commit(_after_commit(history.turns_notify, conversation_id), robust=True)
+    return turn
+
+
+def _reply_defer(reply: Reply) -> None:
+    from hive.tasks import generate_reply
+
+    # The job joins the caller's transaction (procrastinate's Django connector uses Django's
+    # connection): the turn, its pending reply and the job commit together or not at all. The
+    # lock runs one conversation's replies one after another, in the order of their turns.
+    reply.job_id = generate_reply.configure(lock=reply_lock(reply.conversation_id)).defer(reply_id=reply.pk)
+    Reply.objects.filter(pk=reply.pk).update(job_id=reply.job_id)
+
+
+def reply_lock(conversation_id: Any) -> str:
+    return f"hive-conversation:{conversation_id}"
+
+
 def turn_append(*, conversation_id: Any, user: User, role: str, content: str) -> Turn:
-    """Append a turn with the next seq. NotFound unless `user` owns the conversation."""
+    """Append a user turn with the next seq and queue the Queen's reply to it (`turn.reply`).
+    NotFound unless `user` owns the conversation. The Queen's turns are written by the service
+    only (`reply_complete`)."""
     errors: dict[str, str] = {}
-    if role not in Turn.Role.values:
-        errors["role"] = f"role must be one of {', '.join(Turn.Role.values)}."
+    if role != Turn.Role.USER:
+        errors["role"] = "role must be user: the Queen's (assistant) turns are written by the service."
     _require_text(errors, "content", content, hive_settings.MAX_TURN_CHARS)
     if errors:
         raise InvalidInput.of(errors)
@@ -85,34 +140,68 @@ def turn_append(*, conversation_id: Any, user: User, role: str, content: str) ->
     if pk is None:
         raise conversation_not_found()
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            # The row lock taken by this UPDATE is held until commit: a concurrent append on any
-            # instance waits here and then reads the incremented counter, so seqs are consecutive.
-            cursor.execute(
-                f"UPDATE {Conversation._meta.db_table} SET last_seq = last_seq + 1, updated_at = %s "
-                "WHERE id = %s AND owner_id = %s RETURNING last_seq",
-                [timezone.now(), pk, user.pk],
-            )
-            row = cursor.fetchone()
-        if row is None:
-            raise conversation_not_found()
-        turn = Turn.objects.create(conversation_id=pk, seq=row[0], role=role, content=content)
-        record_event(
-            kind="llm_conversation",
-            payload={
-                "conversation_id": str(pk),
-                "seq": turn.seq,
-                "role": turn.role,
-                "content": turn.content,
-                "user_id": user.pk,
-                "created_at": turn.created_at.isoformat(),
-            },
-        )
-        # Only a committed turn goes to Redis. robust: a Redis failure here must not turn an
-        # acknowledged, durable write into an error (the client would retry and duplicate it);
-        # the next read sees the gap and rebuilds from PostgreSQL.
-        transaction.on_commit(_after_commit(history.history_append, pk, history.turn_dict(turn)), robust=True)
+        turn = _turn_insert(conversation_id=pk, owner_id=user.pk, role=role, content=content)
+        reply = Reply.objects.create(conversation_id=pk, user_turn=turn)
+        _reply_defer(reply)
     return turn
+
+
+def reply_retry(*, conversation_id: Any, reply_id: Any, user: User) -> Reply:
+    """Queue a failed reply again (the user's retry); Conflict unless it failed."""
+    pk = _parse_uuid(conversation_id)
+    if pk is None:
+        raise conversation_not_found()
+    with transaction.atomic():
+        reply = (
+            Reply.objects.select_for_update()
+            .filter(pk=reply_id if isinstance(reply_id, int) else -1, conversation_id=pk, conversation__owner=user)
+            .first()
+        )
+        if reply is None:
+            raise NotFound("No such reply.")
+        if reply.status != Reply.Status.FAILED:
+            raise Conflict(f"The reply is {reply.status}: only a failed reply can be retried.")
+        reply.status, reply.attempts, reply.error = Reply.Status.PENDING, 0, ""
+        reply.save(update_fields=["status", "attempts", "error", "updated_at"])
+        _reply_defer(reply)
+        transaction.on_commit(_after_commit(history.turns_notify, pk), robust=True)
+    return reply
+
+
+def reply_complete(*, reply_id: int, content: str) -> tuple[Reply, bool]:
+    """Append the Queen's turn for a pending reply; (reply, False) when it is already there (a
+    retried job) or no longer pending. The assistant turn's unique `answers` makes a second
+    one impossible even past this check."""
+    with transaction.atomic():
+        reply = Reply.objects.select_for_update().select_related("conversation").filter(pk=reply_id).first()
+        if reply is None or reply.status != Reply.Status.PENDING:
+            return reply, False  # type: ignore[return-value]
+        turn = _turn_insert(
+            conversation_id=reply.conversation_id,
+            owner_id=reply.conversation.owner_id,
+            role=Turn.Role.ASSISTANT,
+            content=content,
+            answers_id=reply.user_turn_id,
+        )
+        reply.status, reply.turn, reply.error = Reply.Status.DONE, turn, ""
+        reply.save(update_fields=["status", "turn", "error", "updated_at"])
+    return reply, True
+
+
+def reply_record_failure(*, reply_id: int, error: str) -> Reply | None:
+    """Count a failed call; the reply becomes failed (visible, retryable) once the attempts are
+    spent. None when the reply is no longer pending."""
+    with transaction.atomic():
+        reply = Reply.objects.select_for_update().filter(pk=reply_id).first()
+        if reply is None or reply.status != Reply.Status.PENDING:
+            return None
+        reply.attempts += 1
+        reply.error = error[:2000]
+        if reply.attempts >= queen_settings.MAX_ATTEMPTS:
+            reply.status = Reply.Status.FAILED
+            transaction.on_commit(_after_commit(history.turns_notify, reply.conversation_id), robust=True)
+        reply.save(update_fields=["status", "attempts", "error", "updated_at"])
+    return reply
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from hive import selectors, services
-from hive.models import Turn
+from hive.models import Reply, Turn
 
 
 def _errors(exc: InvalidInput) -> list[str]:
@@ -43,12 +43,12 @@ def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpR
     except NotFound as exc:
         raise Http404(exc.detail) from None
     status = 200
-    form = {"role": "user", "content": ""}
+    form = {"content": ""}
     if request.method == "POST":
-        form = {"role": request.POST.get("role", ""), "content": request.POST.get("content", "")}
+        form = {"content": request.POST.get("content", "")}
         try:
             services.turn_append(
-                conversation_id=conversation.id, user=request.user, role=form["role"], content=form["content"]
+                conversation_id=conversation.id, user=request.user, role=Turn.Role.USER, content=form["content"]
             )
         except InvalidInput as exc:
             for error in _errors(exc):
@@ -59,8 +59,27 @@ def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpR
             return redirect("hive:conversation", conversation_id=conversation.id)
         conversation.refresh_from_db()
     turns = selectors.conversation_turns(conversation=conversation)
-    context = {"conversation": conversation, "turns": turns, "roles": Turn.Role.values, "form": form}
+    replies = selectors.replies_open(conversation=conversation)
+    context = {
+        "conversation": conversation,
+        "turns": turns,
+        "replies": replies,
+        "pending": any(reply.status == Reply.Status.PENDING for reply in replies),
+        "form": form,
+    }
     return render(request, "hive/conversation.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["POST"])
+def reply_retry_page(request: HttpRequest, conversation_id: uuid.UUID, reply_id: int) -> HttpResponse:
+    try:
+        services.reply_retry(conversation_id=conversation_id, reply_id=reply_id, user=request.user)
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    except Conflict as exc:
+        messages.error(request, exc.detail)
+    return redirect("hive:conversation", conversation_id=conversation_id)
 
 
 @login_required

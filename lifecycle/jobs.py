@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -23,6 +24,15 @@ from procrastinate.contrib.django.django_connector import DjangoConnector
 from lifecycle.conf import lifecycle_settings
 
 logger = logging.getLogger(__name__)
+
+
+# Set once this process's worker is stopping. A long job (an LLM call) checks it, stops its work
+# and hands itself back (a retry due now) instead of running past the shutdown budget.
+_stopping = threading.Event()
+
+
+def jobs_stopping() -> threading.Event:
+    return _stopping
 
 
 def job_manager() -> manager.JobManager:

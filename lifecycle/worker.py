@@ -173,8 +173,12 @@ class StopFetchingJobs(Step):
         self.on_drain = on_drain
 
     def run(self, *, deadline: float) -> int:
+        from lifecycle.jobs import jobs_stopping
+
         self.on_drain()
         self.loop.call_soon_threadsafe(self.worker.stop)
+        # Cancellable jobs stop now and hand themselves back; the others are waited for.
+        jobs_stopping().set()
         return 0
 
 

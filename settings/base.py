@@ -175,6 +175,15 @@ globals().update(
             "OUTBOX_BIGQUERY_DATASET": ("BIGQUERY_DATASET", env_str),
             "OUTBOX_BIGQUERY_LOCATION": ("BIGQUERY_LOCATION", env_str),
             "OUTBOX_BIGQUERY_EMULATOR_URL": ("BIGQUERY_EMULATOR_URL", env_str),
+            "QUEEN_LLM_BACKEND": ("QUEEN_LLM_BACKEND", env_str),
+            "QUEEN_LOCAL_DELAY": ("QUEEN_LOCAL_DELAY", env_float),
+            "QUEEN_GENERATION_TIMEOUT": ("QUEEN_GENERATION_TIMEOUT", env_float),
+            "QUEEN_MAX_ATTEMPTS": ("QUEEN_MAX_ATTEMPTS", env_int),
+            "QUEEN_BACKOFF_SECONDS": ("QUEEN_BACKOFF_SECONDS", env_float),
+            "QUEEN_VERTEX_PROJECT": ("QUEEN_VERTEX_PROJECT", env_str),
+            "QUEEN_VERTEX_LOCATION": ("QUEEN_VERTEX_LOCATION", env_str),
+            "QUEEN_GEMINI_MODEL": ("QUEEN_GEMINI_MODEL", env_str),
+            "QUEEN_GEMINI_BASE_URL": ("QUEEN_GEMINI_BASE_URL", env_str),
         }
     )
 )

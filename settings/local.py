@@ -6,3 +6,6 @@ from settings.env import env_bool, env_str
 DEBUG = env_bool("DEBUG", True)
 # The bqemulator that `make run` starts: analytics events are exported for real, locally.
 OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
+
+# No LLM locally: the deterministic local backend (not a language model, see docs/conversations.md).
+QUEEN_LLM_BACKEND = env_str("QUEEN_LLM_BACKEND", "hive.llm.LocalBackend")

@@ -27,3 +27,7 @@ OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.
 WHITENOISE_USE_FINDERS = True
 # Nothing is collected before the tests: no STATIC_ROOT to scan (whitenoise would warn).
 STATIC_ROOT = None
+
+# No network in tests: the deterministic local backend, and retries that come quickly.
+QUEEN_LLM_BACKEND = env_str("QUEEN_LLM_BACKEND", "hive.llm.LocalBackend")
+QUEEN_BACKOFF_SECONDS = env_float("QUEEN_BACKOFF_SECONDS", 0.2)

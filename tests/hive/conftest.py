@@ -34,3 +34,30 @@ def recovered():
         return total, by_reason
 
     return value
+
+
+@pytest.fixture
+def run_replies():
+    """Run the queued reply jobs in this process, oldest first, as a worker would; their results."""
+    from procrastinate.contrib.django.models import ProcrastinateJob
+
+    from hive.tasks import generate_reply
+
+    def run() -> list[str]:
+        results = []
+        for job in ProcrastinateJob.objects.filter(task_name="hive.generate_reply", status="todo").order_by("id"):
+            results.append(generate_reply(**job.args))
+            ProcrastinateJob.objects.filter(pk=job.pk).update(status="succeeded")
+        return results
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def no_reply_jobs(request):
+    """procrastinate's tables are not Django's to flush: each database test starts without reply jobs."""
+    if request.node.get_closest_marker("django_db") or "db" in request.fixturenames:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM procrastinate_jobs WHERE task_name = 'hive.generate_reply'")

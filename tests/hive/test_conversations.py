@@ -5,10 +5,12 @@ import uuid
 
 import pytest
 from django.db import connection, transaction
+from procrastinate.contrib.django.models import ProcrastinateJob
 
 from core.redis import redis_client
 from hive import history
-from hive.models import Conversation, Turn
+from hive.llm import local_reply
+from hive.models import Conversation, Reply, Turn
 from hive.services import turn_append
 from lifecycle.outbox.models import OutboxEvent
 
@@ -30,30 +32,62 @@ def _turn(client, conversation_id, role="user", content="hello"):
     )
 
 
-def test_conversation_api__create_append_read(api_client):
+def test_conversation_api__create_append_read(api_client, run_replies):
     conversation_id = _create(api_client)
-    assert _turn(api_client, conversation_id, "user", "Who rules the hive?").json() == {"seq": 1}
-    assert _turn(api_client, conversation_id, "assistant", "The Queen.").json() == {"seq": 2}
+    created = _turn(api_client, conversation_id, "user", "Who rules the hive?").json()
+    assert created["seq"] == 1
+    assert (created["turn"]["role"], created["turn"]["content"]) == ("user", "Who rules the hive?")
+    assert (created["reply"]["status"], created["reply"]["answers_seq"]) == ("pending", 1)
+    assert api_client.get(f"/api/conversations/{conversation_id}/").json()["replies"][0]["id"] == created["reply"]["id"]
+    assert run_replies() == ["done"]
     response = api_client.get(f"/api/conversations/{conversation_id}/")
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == conversation_id
-    assert [(t["seq"], t["role"], t["content"]) for t in body["turns"]] == [
-        (1, "user", "Who rules the hive?"),
-        (2, "assistant", "The Queen."),
-    ]
+    assert [(t["seq"], t["role"]) for t in body["turns"]] == [(1, "user"), (2, "assistant")]
+    assert body["turns"][1]["content"] == local_reply(body["turns"][:1])
+    assert body["replies"] == []
     assert all(t["created_at"] for t in body["turns"])
 
 
-def test_conversation_api__each_turn_has_its_analytics_event(api_client, user):
+def test_conversation_api__clients_cannot_post_assistant_turns(api_client):
+    conversation_id = _create(api_client)
+    response = _turn(api_client, conversation_id, "assistant", "I am the Queen.")
+    assert response.status_code == 422
+    assert "role" in response.content.decode()
+    assert Turn.objects.count() == 0
+    assert ProcrastinateJob.objects.count() == 0
+
+
+def test_turn_append__commits_the_reply_job_in_its_transaction(user):
+    conversation = Conversation.objects.create(owner=user)
+    jobs_inside = []
+
+    def fail_after_append() -> None:
+        with transaction.atomic():
+            turn_append(conversation_id=conversation.id, user=user, role="user", content="lost")
+            jobs_inside.append(ProcrastinateJob.objects.filter(task_name="hive.generate_reply").count())
+            raise RuntimeError("the request failed after the append")
+
+    with pytest.raises(RuntimeError):
+        fail_after_append()
+    assert jobs_inside == [1]
+    # The job rolled back with the turn: no job for a turn that does not exist.
+    assert ProcrastinateJob.objects.count() == 0
+    assert Reply.objects.count() == 0
+    turn = turn_append(conversation_id=conversation.id, user=user, role="user", content="kept")
+    job = ProcrastinateJob.objects.get(task_name="hive.generate_reply")
+    assert job.args == {"reply_id": turn.reply.pk}
+    assert Reply.objects.get().job_id == job.id
+
+
+def test_conversation_api__each_turn_has_its_analytics_event(api_client, user, run_replies):
     conversation_id = _create(api_client)
     _turn(api_client, conversation_id, "user", "one")
-    _turn(api_client, conversation_id, "assistant", "two")
+    run_replies()
     events = OutboxEvent.objects.filter(kind="llm_conversation").order_by("payload__seq")
-    assert [(e.payload["seq"], e.payload["role"], e.payload["content"]) for e in events] == [
-        (1, "user", "one"),
-        (2, "assistant", "two"),
-    ]
+    assert [(e.payload["seq"], e.payload["role"]) for e in events] == [(1, "user"), (2, "assistant")]
+    assert events[1].payload["content"] == Turn.objects.get(seq=2).content
     assert {e.payload["conversation_id"] for e in events} == {conversation_id}
     assert {e.payload["user_id"] for e in events} == {user.pk}
 
@@ -143,7 +177,7 @@ def test_conversation_read__redis_flushed_rebuilds_from_postgres(api_client, rec
     api_client.get(f"/api/conversations/{conversation_id}/")
     assert recovered("missing") == (before[0] + 1, before[1] + 1)
     # And the conversation goes on after the loss.
-    assert _turn(api_client, conversation_id, content="after").json() == {"seq": 6}
+    assert _turn(api_client, conversation_id, content="after").json()["seq"] == 6
     assert len(api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]) == 6
 
 
@@ -208,8 +242,11 @@ def test_conversation_api__retried_turn_with_idempotency_key_is_appended_once(ap
     first = api_client.post(url, payload, content_type="application/json", headers={"Idempotency-Key": "turn-1"})
     again = api_client.post(url, payload, content_type="application/json", headers={"Idempotency-Key": "turn-1"})
     assert first.status_code == again.status_code == 201
-    assert first.json() == again.json() == {"seq": 1}
+    assert first.json() == again.json()
+    assert first.json()["seq"] == 1
     assert Turn.objects.count() == 1
+    # One reply queued, not two.
+    assert Reply.objects.count() == ProcrastinateJob.objects.filter(task_name="hive.generate_reply").count() == 1
     assert OutboxEvent.objects.filter(kind="llm_conversation").count() == 1
     assert len(api_client.get(f"/api/conversations/{conversation_id}/").json()["turns"]) == 1
 

@@ -8,26 +8,33 @@ from hive.services import conversation_create, turn_append
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_conversation_page__lists_turns_and_adds_one(web_client, user):
+def test_conversation_page__lists_turns_and_adds_one(web_client, user, run_replies):
     conversation = conversation_create(owner=user, title="Nectar plans")
     turn_append(conversation_id=conversation.id, user=user, role="user", content="Where is the clover?")
     response = web_client.get(f"/hive/conversations/{conversation.id}/")
     assert response.status_code == 200
     assert b"Nectar plans" in response.content
     assert b"Where is the clover?" in response.content
-    response = web_client.post(
-        f"/hive/conversations/{conversation.id}/", {"role": "assistant", "content": "East meadow."}
-    )
+    response = web_client.post(f"/hive/conversations/{conversation.id}/", {"content": "And the lavender?"})
     assert response.status_code == 302
-    assert b"East meadow." in web_client.get(f"/hive/conversations/{conversation.id}/").content
-    assert list(Turn.objects.order_by("seq").values_list("seq", "role")) == [(1, "user"), (2, "assistant")]
+    page = web_client.get(f"/hive/conversations/{conversation.id}/").content
+    assert b"And the lavender?" in page
+    # Pending replies: the page says so and refreshes itself without JavaScript.
+    assert b"The Queen is answering turn 2" in page
+    assert b'http-equiv="refresh"' in page
+    assert list(Turn.objects.order_by("seq").values_list("seq", "role")) == [(1, "user"), (2, "user")]
+    assert run_replies() == ["done", "done"]
+    page = web_client.get(f"/hive/conversations/{conversation.id}/").content
+    assert b"The Queen answers turn 1" in page
+    assert b"The Queen answers turn 2" in page
+    assert b'http-equiv="refresh"' not in page
 
 
 def test_conversation_page__bad_turn_is_422_and_writes_nothing(web_client, user):
     conversation = conversation_create(owner=user)
-    response = web_client.post(f"/hive/conversations/{conversation.id}/", {"role": "queen", "content": ""})
+    response = web_client.post(f"/hive/conversations/{conversation.id}/", {"content": ""})
     assert response.status_code == 422
-    assert b"role" in response.content
+    assert b"content" in response.content
     assert Turn.objects.count() == 0
 
 
