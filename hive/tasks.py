@@ -23,12 +23,9 @@ from hive.metrics import (
     replies_retried,
     reply_generation_seconds,
 )
+from hive.steps import reply_handed_back
 
 logger = logging.getLogger(__name__)
-
-# Replies this process handed back because it was stopping (the shutdown report counts them).
-handed_back = {"count": 0}
-_handed_back_lock = threading.Lock()
 
 
 class RetryReply(Exception):
@@ -114,8 +111,7 @@ def generate_reply(*, reply_id: int) -> str:
                 llm_backend(), history, deadline=started + queen_settings.GENERATION_TIMEOUT, stopping=stopping
             )
         except LLMCancelled:
-            with _handed_back_lock:
-                handed_back["count"] += 1
+            reply_handed_back()
             replies_handed_back.inc()
             logger.warning("Reply %s handed back: the worker is stopping", reply_id)
             raise RetryReply("handed back", retry_in=0) from None

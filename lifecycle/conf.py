@@ -18,6 +18,7 @@ class LifecycleSettings(AppSettings):
     # app contributes the steps for what it owns (jobs here, messages in queues, events in outbox).
     SHUTDOWN_STEPS: list[str] = [
         "lifecycle.shutdown.HandBackJobs",
+        "hive.steps.HandBackReplies",
         "lifecycle.queues.steps.HandBackMessages",
         "lifecycle.outbox.steps.ExportOutbox",
         "lifecycle.shutdown.CloseConnections",

@@ -61,3 +61,7 @@ def no_reply_jobs(request):
 
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM procrastinate_jobs WHERE task_name = 'hive.generate_reply'")
+
+
+# Real `manage.py worker` processes, as the lifecycle tests start them.
+from tests.lifecycle.conftest import start_worker  # noqa: E402, F401
