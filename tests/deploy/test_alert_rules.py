@@ -21,6 +21,7 @@ EXPECTED_ALERTS = {
     "OmkRecoveryFailing": "warning",
     "OmkOutboxLagging": "warning",
     "OmkOutboxBacklog": "warning",
+    "OmkQueenRepliesFailing": "warning",
 }
 
 
@@ -56,12 +57,13 @@ def test_alert_rules__are_the_issues(tmp_path):
     assert "> 8" in exprs["OmkSlowShutdown"]
     assert "outbox_oldest_pending_seconds" in exprs["OmkOutboxLagging"]
     assert "outbox_pending" in exprs["OmkOutboxBacklog"]
+    assert "hive_replies_failed_total" in exprs["OmkQueenRepliesFailing"]
 
 
 def test_promtool_check_rules__passes(tmp_path):
     result = promtool("check", "rules", str(write_rules(tmp_path)), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout + result.stderr
 
 
 def test_promtool_check_rules__catches_a_broken_expression(tmp_path):
@@ -99,6 +101,7 @@ ALERT_METRICS = {
     "locks_timeout_total",
     "outbox_pending",
     "outbox_oldest_pending_seconds",
+    "hive_replies_failed_total",
 }
 
 

@@ -89,3 +89,35 @@ def test_reply_retry_page__queues_a_failed_reply_again(conversation, user, setti
     assert response.status_code == 302
     assert run_replies() == ["done"]
     assert Reply.objects.get().status == "done"
+
+
+def test_generate_reply__counts_generated_retried_failed_and_the_time(conversation, user, settings):
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    before = {
+        n: sample(n)
+        for n in (
+            "hive_replies_generated_total",
+            "hive_replies_retried_total",
+            "hive_replies_failed_total",
+            "hive_reply_generation_seconds_count",
+        )
+    }
+    ok = turn_append(conversation_id=conversation.id, user=user, role="user", content="one")
+    generate_reply(reply_id=ok.reply.pk)
+    settings.QUEEN_LLM_BACKEND = "tests.support.llm.FailingBackend"
+    settings.QUEEN_MAX_ATTEMPTS = 2
+    bad = turn_append(conversation_id=conversation.id, user=user, role="user", content="two")
+    with pytest.raises(RetryReply):
+        generate_reply(reply_id=bad.reply.pk)
+    generate_reply(reply_id=bad.reply.pk)
+    after = {n: sample(n) - before[n] for n in before}
+    assert after == {
+        "hive_replies_generated_total": 1,
+        "hive_replies_retried_total": 1,
+        "hive_replies_failed_total": 1,
+        "hive_reply_generation_seconds_count": 1,
+    }
