@@ -23,3 +23,9 @@ LOCKS_TTL = 3.0
 
 # The bqemulator the run starts beside the service.
 OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
+
+# No LLM reachable: the Queen's replies come from the deterministic local backend (not a model),
+# taking 0.3 s each so that a killed worker is often caught in the middle of one.
+QUEEN_LLM_BACKEND = env_str("QUEEN_LLM_BACKEND", "hive.llm.LocalBackend")
+QUEEN_LOCAL_DELAY = 0.3
+QUEEN_BACKOFF_SECONDS = 0.5

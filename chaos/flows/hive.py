@@ -19,15 +19,22 @@ def _marker(rng: random.Random, prefix: str) -> str:
 
 class ConversationFlow(Flow):
     """Users talk to the Queen AI; sometimes two turns of one conversation are sent at once
-    (through different instances), which must both be kept with gap-free seqs."""
+    (through different instances), which must both be kept with gap-free seqs. Users wait for
+    the Queen's replies (the bounded long poll); after the run every acknowledged turn must have
+    exactly one reply within REPLY_BOUND seconds of the load's end."""
 
     name = "conversations"
     requires = (
         "POST /api/conversations/",
         "POST /api/conversations/{}/turns/",
         "GET /api/conversations/{}/",
+        "GET /api/conversations/{}/turns/",
     )
     weight = 2.0
+    # Seconds after the load stopped within which every reply must be there: the stalled-job
+    # window, a recovery period, the job polling and the generation, with room for backoff.
+    REPLY_BOUND = 60.0
+    WAIT_SECONDS = 5
 
     def user_step(self, user: User, rng: random.Random) -> bool:
         conversations = user.state.setdefault("conversations", [])
@@ -48,14 +55,67 @@ class ConversationFlow(Flow):
             for thread in threads:
                 thread.join()
         else:
-            self._turn(user, conversation, _marker(rng, "turn"), rng.random())
+            op = self._turn(user, conversation, _marker(rng, "turn"))
+            if op.outcome == ACKED and rng.random() < 0.3:
+                # Wait for the Queen as a client does: one bounded long poll, no loop.
+                seq = body_field(op.body, "seq")
+                user.api.call(self.name, "wait", "GET",
+                              f"/api/conversations/{conversation}/turns/?after={seq}&wait={self.WAIT_SECONDS}",
+                              write=False)  # fmt: skip
         return True
 
-    def _turn(self, user: User, conversation: str, content: str, r: float) -> None:
-        role = "user" if r < 0.6 else "assistant"
-        user.api.call(self.name, "turn", "POST", f"/api/conversations/{conversation}/turns/",
-                      json={"role": role, "content": content}, ok=(201,), idempotency_key=True,
-                      data={"conversation": conversation, "content": content, "user": user.name})  # fmt: skip
+    def _turn(self, user: User, conversation: str, content: str, r: float = 0.0):
+        # Only user turns: the Queen's are the service's to write.
+        return user.api.call(self.name, "turn", "POST", f"/api/conversations/{conversation}/turns/",
+                             json={"role": "user", "content": content}, ok=(201,), idempotency_key=True,
+                             data={"conversation": conversation, "content": content, "user": user.name})  # fmt: skip
+
+    def finish(self) -> None:
+        """Wait, up to REPLY_BOUND from now, for the replies of every acknowledged turn."""
+        from hive.models import Reply
+
+        conversations = {op.data["conversation"] for op in self.acked("turn")}
+        deadline = time.monotonic() + self.REPLY_BOUND
+        self.replies_settled_in: float | None = None
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            if not Reply.objects.filter(conversation_id__in=conversations, status="pending").exists():
+                self.replies_settled_in = time.monotonic() - started
+                return
+            time.sleep(0.5)
+
+    def check_replies(self, result: CheckResult) -> dict[str, int]:
+        """Every acknowledged user turn has exactly one reply from the Queen (an assistant turn
+        answering it); a reply still pending or failed after the bound is a violation."""
+        from hive.models import Reply, Turn
+
+        acked = self.acked("turn")
+        contents = {op.data["content"]: op for op in acked}
+        users = {
+            t.content: t for t in Turn.objects.filter(role="user", content__in=list(contents)).select_related("reply")
+        }
+        answers = Counter(
+            Turn.objects.filter(role="assistant", answers__in=[t.pk for t in users.values()]).values_list(
+                "answers_id", flat=True
+            )
+        )
+        missing = failed = pending = 0
+        for content in contents:
+            turn = users.get(content)
+            if turn is None:
+                continue  # the turn itself is lost: reported by the turn check
+            n = answers.get(turn.pk, 0)
+            if n == 0:
+                missing += 1
+                status = getattr(getattr(turn, "reply", None), "status", "none")
+                failed += status == Reply.Status.FAILED
+                pending += status == Reply.Status.PENDING
+                result.lost += 1
+                result.violate(f"turn {content}: no reply from the Queen (reply {status})")
+            elif n > 1:
+                result.duplicated += n - 1
+                result.violate(f"turn {content}: {n} replies from the Queen")
+        return {"replies_missing": missing, "replies_failed": failed, "replies_pending": pending}
 
     def check(self) -> CheckResult:
         from hive.models import Turn
@@ -104,10 +164,14 @@ class ConversationFlow(Flow):
         # Each acknowledged turn is also an analytics event (outbox, then BigQuery): exactly once.
         from chaos import analytics
 
-        found = analytics.event_counts(self.run, kind="llm_conversation", markers=[op.data["content"] for op in turns])
+        # Quoted: the user turn's event holds "marker"; the Queen's reply quotes the marker too,
+        # but between typographic quotes, so it is not counted as the turn's event.
+        found = analytics.event_counts(
+            self.run, kind="llm_conversation", markers=[f'"{op.data["content"]}"' for op in turns]
+        )
         events_missing = events_duplicated = 0
         for op in turns:
-            n = found["counts"].get(op.data["content"], 0)
+            n = found["counts"].get(f'"{op.data["content"]}"', 0)
             if op.outcome == ACKED and n == 0:
                 events_missing += 1
                 result.lost += 1
@@ -116,7 +180,10 @@ class ConversationFlow(Flow):
                 events_duplicated += 1
                 result.duplicated += n - 1
                 result.violate(f"turn {op.data['content']}: {n} llm_conversation events in {found['where']}")
+        replies = self.check_replies(result)
         result.details = {
+            **replies,
+            "replies_settled_in_s": round(getattr(self, "replies_settled_in", None) or -1, 1),
             "analytics_checked_in": found["where"],
             "analytics_events_missing": events_missing,
             "analytics_events_duplicated": events_duplicated,

@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from chaos.flows.base import User
+from chaos.flows.base import CheckResult, User
 from chaos.flows.governance import ProposalFlow, PurchaseFlow, StakeFlow
 from chaos.recorder import ACKED, REJECTED, Recorder
 from governance import services
@@ -110,3 +110,40 @@ def test_proposal_check__two_acknowledged_executions_and_a_wrong_tally(run):
 
     Proposal.objects.filter(pk=proposal.pk).update(tally_for=Decimal("1"))
     assert flow.check().details["tally_mismatches"] == 1
+
+
+# The reply job closes its connection as a worker's task does: outside a test transaction.
+@pytest.mark.django_db(transaction=True)
+def test_conversation_reply_check__clean_then_missing_then_failed(run):
+    from chaos.flows.hive import ConversationFlow
+    from hive.models import Reply, Turn
+    from hive.services import conversation_create, turn_append
+    from hive.tasks import generate_reply
+
+    owner = _owner("chaos-voter")
+    conversation = conversation_create(owner=owner)
+    turns = [turn_append(conversation_id=conversation.id, user=owner, role="user", content=f"turn-{n}") for n in (1, 2)]
+    for turn in turns:
+        _acked(run, "conversations", "turn", {"conversation": str(conversation.id), "content": turn.content,
+                                               "user": owner.username}, {"seq": turn.seq})  # fmt: skip
+    for turn in turns:
+        generate_reply(reply_id=turn.reply.pk)
+    clean = CheckResult()
+    assert ConversationFlow(run).check_replies(clean) == {
+        "replies_missing": 0,
+        "replies_failed": 0,
+        "replies_pending": 0,
+    }
+    assert clean.violations == []
+
+    # A reply lost (the assistant turn gone), and one stored as failed.
+    Reply.objects.filter(user_turn=turns[1]).update(status="failed", turn=None)
+    Turn.objects.filter(answers=turns[1]).delete()
+    checked = CheckResult()
+    assert ConversationFlow(run).check_replies(checked) == {
+        "replies_missing": 1,
+        "replies_failed": 1,
+        "replies_pending": 0,
+    }
+    assert checked.lost == 1
+    assert "turn-2: no reply from the Queen (reply failed)" in checked.violations[0]
