@@ -103,7 +103,8 @@ def generate_reply(*, reply_id: int) -> str:
             return "not pending"
         stopping = stop_event()
         if stopping.is_set():
-            raise LLMCancelled("the worker is stopping")
+            # Claimed as the worker began to stop: another worker takes it now.
+            raise RetryReply("the worker is stopping", retry_in=0)
         history = selectors.reply_history(reply=reply)
         started = time.monotonic()
         try:
