@@ -102,16 +102,16 @@ def generate_reply(*, reply_id: int) -> str:
         if reply is None:
             return "not pending"
         stopping = stop_event()
-        if stopping.is_set():
-            # Claimed as the worker began to stop: another worker takes it now.
-            raise RetryReply("the worker is stopping", retry_in=0)
-        history = selectors.reply_history(reply=reply)
         started = time.monotonic()
         try:
+            if stopping.is_set():
+                raise LLMCancelled("the worker is stopping")
+            history = selectors.reply_history(reply=reply)
             content = _call(
                 llm_backend(), history, deadline=started + queen_settings.GENERATION_TIMEOUT, stopping=stopping
             )
         except LLMCancelled:
+            # Another worker takes it now; no attempt spent.
             reply_handed_back()
             replies_handed_back.inc()
             logger.warning("Reply %s handed back: the worker is stopping", reply_id)

@@ -55,12 +55,21 @@ def run_replies():
 
 @pytest.fixture(autouse=True)
 def no_reply_jobs(request):
-    """procrastinate's tables are not Django's to flush: each database test starts without reply jobs."""
-    if request.node.get_closest_marker("django_db") or "db" in request.fixturenames:
+    """procrastinate's tables are not Django's to flush: each database test starts and ends
+    without reply jobs (a later test's workers would otherwise run them)."""
+    uses_db = bool(request.node.get_closest_marker("django_db")) or "db" in request.fixturenames
+
+    def delete() -> None:
         from django.db import connection
 
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM procrastinate_jobs WHERE task_name = 'hive.generate_reply'")
+
+    if uses_db:
+        delete()
+    yield
+    if uses_db:
+        delete()
 
 
 # Real `manage.py worker` processes, as the lifecycle tests start them.
