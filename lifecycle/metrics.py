@@ -24,6 +24,9 @@ from prometheus_client import (
 )
 
 INSTANCE_STARTUP = Counter("instance_startup_total", "Instances that registered and started", ("kind",))
+JOB_WORKER_RESTARTS = Counter(
+    "job_worker_restarts_total", "procrastinate workers restarted in-process after they stopped by themselves"
+)
 INSTANCE_SHUTDOWN = Counter("instance_shutdown_total", "Instance shutdowns, by outcome", ("kind", "outcome"))
 INSTANCE_SHUTDOWN_DURATION = Histogram(
     "instance_shutdown_duration_seconds",

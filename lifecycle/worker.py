@@ -122,13 +122,7 @@ async def _serve(
 
     with app.replace_connector(app.connector.get_worker_connector()):
         async with app.open_async():
-            worker = JobWorker(app, **options)
-            run_task = worker.start()
-            stopper = asyncio.create_task(stop_requested.wait())
-            await asyncio.wait({run_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if run_task.done() and not received:
-                run_task.result()  # the worker crashed: raise its error
-                return 0
+            worker = await _run_until_stop_requested(app, options, stop_requested)
 
             def drain() -> None:
                 current["state"] = "draining"
@@ -150,6 +144,51 @@ async def _serve(
                 logging.shutdown()
                 os._exit(code)
             return code
+
+
+# Seconds before procrastinate's worker is started again after it stopped by itself, doubled
+# after each stop in a row up to the maximum: PostgreSQL may still be restarting.
+RESTART_BACKOFF = 0.5
+RESTART_BACKOFF_MAX = 8.0
+# A worker that ran this long before stopping by itself starts the backoff over.
+RESTART_STABLE_SECONDS = 30.0
+
+
+async def _run_until_stop_requested(app, options: dict, stop_requested: asyncio.Event) -> JobWorker:
+    """Run procrastinate's worker until a stop is requested; return the one running then.
+
+    procrastinate's worker stops by itself when one of its side tasks fails: its LISTEN
+    connection cannot reconnect while PostgreSQL restarts ("Side task listener failed ...,
+    stopping worker"). Its run then ends (normally, or with the error of its own cleanup), and
+    this process, registered and heartbeating as ready, would run no job any more. So it is
+    started again, after a backoff, in the same process: the registry, heartbeat and outbox
+    exporter go on, and a stop requested meanwhile still runs the shutdown sequence.
+    """
+    from lifecycle.metrics import JOB_WORKER_RESTARTS
+
+    stopper = asyncio.create_task(stop_requested.wait(), name="stop requested")
+    backoff = RESTART_BACKOFF
+    while True:
+        worker = JobWorker(app, **options)
+        run_task = worker.start()
+        started = time.monotonic()
+        await asyncio.wait({run_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop_requested.is_set():
+            return worker
+        error = run_task.exception()
+        if time.monotonic() - started >= RESTART_STABLE_SECONDS:
+            backoff = RESTART_BACKOFF
+        logger.error(
+            "procrastinate worker stopped by itself (%s): restarting it in %.1f s",
+            repr(error) if error else "no error",
+            backoff,
+            exc_info=error,
+        )
+        JOB_WORKER_RESTARTS.inc()
+        await asyncio.wait({stopper}, timeout=backoff)
+        if stop_requested.is_set():
+            return worker
+        backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
 
 
 class StopFetchingJobs(Step):

@@ -8,7 +8,13 @@ from tests.support.workers import WorkerProcess
 
 @pytest.fixture
 def start_worker(service_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real `manage.py worker` processes; each is SIGKILLed at the end of the test."""
+    """Start real `manage.py worker` processes; each is SIGKILLed at the end of the test. The
+    test jobs an earlier test left queued (a handed-back 30 s job) are deleted first: a new
+    worker would run them before this test's."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM procrastinate_jobs WHERE task_name LIKE 'tests.%%' AND status <> 'doing'")
     started: list[WorkerProcess] = []
 
     def start(**env: str) -> WorkerProcess:

@@ -155,3 +155,54 @@ def test_worker__serves_its_own_metrics_on_its_port(start_worker):
         return text if all(name in text for name in wanted) else None
 
     assert wait_for(scraped, timeout=15, message="the worker's metrics with its recovery and outbox samples")
+
+
+def _restart_database(*, down: float) -> int:
+    """Close every connection to the test database and refuse new ones for `down` seconds, as a
+    PostgreSQL restart does; return how many were closed. Done from the `postgres` database: a
+    database cannot refuse connections to itself."""
+    import psycopg
+    from django.db import connection
+
+    connection.close()
+    params = connection.settings_dict
+    name = params["NAME"]
+    admin = psycopg.connect(
+        host=params["HOST"],
+        port=params["PORT"],
+        user=params["USER"],
+        password=params["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )
+    with admin:
+        quoted = psycopg.sql.Identifier(name)
+        admin.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(quoted))
+        try:
+            closed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", [name]
+            ).fetchone()[0]
+            time.sleep(down)
+        finally:
+            admin.execute(psycopg.sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(quoted))
+    return closed
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_worker__runs_jobs_again_after_a_database_restart(start_worker):
+    budget = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "4"}
+    worker = start_worker(**FAST_REGISTRY, **budget)
+    wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
+    client = redis_client()
+    slow_job.defer(key="before", seconds=0)
+    wait_for(lambda: client.lrange("before:done", 0, -1), timeout=10, message="job done before the cut")
+    assert _restart_database(down=3) >= 1
+
+    slow_job.defer(key="after", seconds=0)
+
+    wait_for(lambda: client.lrange("after:done", 0, -1), timeout=20, message="job deferred after the cut done")
+    assert worker.process.poll() is None  # the same process, its procrastinate worker restarted
+    assert "procrastinate worker stopped by itself" in worker.log()
+    assert _ready(worker)
+    assert worker.stop(timeout=10) == 0  # and a restarted worker still stops gracefully
