@@ -83,7 +83,8 @@ TEMPLATES = [
 # PostgreSQL through psycopg 3 and Django's pool. The pool is created lazily on the first query,
 # so it opens inside each gunicorn worker after fork, never in the master (no preload_app).
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/omk")
-# Typed as Django reads them (a dict of options per alias), not as inferred from the literal.
+# DATABASES, CACHES and LOGGING are annotated as Django reads them (options of any type): mypy
+# would infer each literal's join instead, and `settings.CACHES[...]` would be a Collection[str].
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         **dj_database_url.parse(DATABASE_URL, conn_max_age=0),
