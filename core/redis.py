@@ -13,6 +13,19 @@ def redis_client() -> Redis:
     return get_redis_connection("default")
 
 
+def redis_text(reply: object) -> str:
+    """A string reply of `redis_client()` (a key, a member, a stream id) as text.
+
+    The client answers bytes (django-redis leaves decode_responses off); redis-py types its
+    replies for either setting (bytes | str), and some for every shape the command can answer.
+    """
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, str):
+        return reply
+    raise TypeError(f"Expected a Redis string reply, got {type(reply).__name__}.")
+
+
 # redis.asyncio connections belong to the event loop that opened them, so each loop gets its own
 # client, built from the same settings as django-redis's pool (URL, timeouts, pool options).
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRedis] = weakref.WeakKeyDictionary()

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from redis.backoff import ExponentialBackoff
@@ -82,7 +83,9 @@ TEMPLATES = [
 # PostgreSQL through psycopg 3 and Django's pool. The pool is created lazily on the first query,
 # so it opens inside each gunicorn worker after fork, never in the master (no preload_app).
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/omk")
-DATABASES = {
+# DATABASES, CACHES and LOGGING are annotated as Django reads them (options of any type): mypy
+# would infer each literal's join instead, and `settings.CACHES[...]` would be a Collection[str].
+DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         **dj_database_url.parse(DATABASE_URL, conn_max_age=0),
         # With a pool, Django turns this into the pool's check: each connection is tested when it
@@ -107,7 +110,7 @@ DATABASES = {
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
-CACHES = {
+CACHES: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
@@ -149,7 +152,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# None where nothing is collected (settings/test.py).
+STATIC_ROOT: Path | None = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Each app's settings and their defaults are in its conf.py (core/conf.py, lifecycle/conf.py,
@@ -195,7 +199,7 @@ LOGOUT_REDIRECT_URL = "/login/"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -626,13 +626,13 @@ def critical_section(
                 async with distributed_lock.acquire(name, ttl=ttl, timeout=timeout, renew=renew):
                     return await func(*args, **kwargs)
 
-            return run_async  # type: ignore[return-value]
+            return cast(F, run_async)
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             with distributed_lock.acquire(name, ttl=ttl, timeout=timeout, renew=renew):
                 return func(*args, **kwargs)
 
-        return run  # type: ignore[return-value]
+        return cast(F, run)
 
     return decorate

@@ -19,11 +19,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
 from core.errors import InvalidInput
-from core.redis import redis_client
+from core.redis import redis_client, redis_text
 from lifecycle.queues.conf import queues_settings
 from lifecycle.queues.metrics import QUEUE_MESSAGES
 
@@ -218,7 +219,7 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
             keys=[key, f"{key}:published:{dedupe}"], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
         )
     QUEUE_MESSAGES.labels(event="published").inc()
-    return message_id.decode()
+    return redis_text(message_id)
 
 
 def queue_trim(*, name: str) -> int:
@@ -263,7 +264,12 @@ def queue_claim(
     if len(messages) < count:
         # Redis reads BLOCK 0 as "forever": only block when asked to, and when nothing was taken over.
         block = block_ms if block_ms > 0 and not messages else None
-        response = client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block)
+        # [[stream, entries]], or None when nothing came: redis-py's default (legacy) reply shape.
+        # Its type also lists the map of `legacy_responses=False`, which this client never sets.
+        response = cast(
+            "list[list[Any]] | None",
+            client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block),
+        )
         for _stream, entries in response or []:
             messages += [_message(entry, redelivered=False) for entry in entries]
     redelivered = sum(message.redelivered for message in messages)
@@ -319,7 +325,7 @@ def _requeue(key: str, *, min_idle_ms: int, consumer: str, deadline: float | Non
             raise
         if not pending:
             break
-        ids = [entry["message_id"].decode() for entry in pending]
+        ids = [redis_text(entry["message_id"]) for entry in pending]
         moved += script(keys=[key], args=[_group(), min_idle_ms, consumer, *ids], client=client)
         if len(pending) < batch:
             break

@@ -28,7 +28,9 @@ class SessionStore(CacheSessionStore):
     _expiry_refreshed = False
 
     def _redis(self):
-        client = self._cache.client  # django-redis DefaultClient
+        # The cache CacheSessionStore.__init__ opens (private, undeclared in django-stubs): its
+        # django-redis DefaultClient holds the key scheme, the serializer and the pool.
+        client = self._cache.client  # type: ignore[attr-defined]
         return client, client.get_client(write=True)
 
     def load(self):
@@ -61,6 +63,9 @@ class SessionStore(CacheSessionStore):
             if not redis.expire(key, self.get_expiry_age()):
                 raise UpdateError
             return
-        written = redis.set(key, client.encode(self._get_session()), ex=self.get_expiry_age(), xx=True)
+        # SessionBase's private loader of the session dict (undeclared in django-stubs), as the
+        # stock save() reads it.
+        data = self._get_session()  # type: ignore[attr-defined]
+        written = redis.set(key, client.encode(data), ex=self.get_expiry_age(), xx=True)
         if not written:
             raise UpdateError
