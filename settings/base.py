@@ -47,6 +47,8 @@ MIDDLEWARE = [
     # Then: probes are answered before host validation, sessions or auth (kubelet sends the
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
+    # Request count, latency and in-flight by route; outside the 503 it counts by dependency.
+    "lifecycle.middleware.RequestMetricsMiddleware",
     "core.middleware.DependencyUnavailableMiddleware",
     # Before sessions: a 64 KiB+ body under /api/ is refused before any work (core/conf.py).
     "core.middleware.ApiGuardMiddleware",
