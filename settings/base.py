@@ -202,12 +202,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        # Cloud Logging reads `severity` and `message` from one JSON object per line.
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(instance_id)s",
-            "rename_fields": {"levelname": "severity", "asctime": "time"},
-        },
+        # Cloud Logging reads `severity` and `message` from one JSON object per line; gunicorn's
+        # access and error lines use the same formatter (lifecycle.logs.GunicornLogger).
+        "json": {"()": "lifecycle.logs.json_formatter"},
     },
     # Every record carries the request id and the instance id.
     "filters": {"context": {"()": "lifecycle.logs.ContextFilter"}},
