@@ -20,6 +20,8 @@ class LifecycleSettings(AppSettings):
         "lifecycle.shutdown.HandBackJobs",
         "lifecycle.queues.steps.HandBackMessages",
         "lifecycle.outbox.steps.ExportOutbox",
+        "lifecycle.sessions.steps.ReportActiveSessions",
+        "lifecycle.shutdown.FlushLogs",
         "lifecycle.shutdown.CloseConnections",
     ]
     RECOVERY_STEPS: list[str] = [

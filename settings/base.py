@@ -48,6 +48,8 @@ MIDDLEWARE = [
     # Then: probes are answered before host validation, sessions or auth (kubelet sends the
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
+    # Request count, latency and in-flight by route; outside the 503 it counts by dependency.
+    "lifecycle.middleware.RequestMetricsMiddleware",
     "core.middleware.DependencyUnavailableMiddleware",
     # Before sessions: a 64 KiB+ body under /api/ is refused before any work (core/conf.py).
     "core.middleware.ApiGuardMiddleware",
@@ -204,12 +206,9 @@ LOGGING: dict[str, Any] = {
     "disable_existing_loggers": False,
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        # Cloud Logging reads `severity` and `message` from one JSON object per line.
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(instance_id)s",
-            "rename_fields": {"levelname": "severity", "asctime": "time"},
-        },
+        # Cloud Logging reads `severity` and `message` from one JSON object per line; gunicorn's
+        # access and error lines use the same formatter (lifecycle.logs.GunicornLogger).
+        "json": {"()": "lifecycle.logs.json_formatter"},
     },
     # Every record carries the request id and the instance id.
     "filters": {"context": {"()": "lifecycle.logs.ContextFilter"}},

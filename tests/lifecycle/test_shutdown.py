@@ -177,11 +177,21 @@ def test_stop_command__prints_the_report_and_exits_0(start_instance, service_env
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Stopping web instance web-")
     assert f"(pid {instance.pid})" in lines[0]
-    assert lines[1].startswith("Draining (readiness 503) ...")
-    assert " ok " in lines[1]
-    assert lines[2].startswith("Finishing in-flight requests (1) ...")
+    assert lines[1] == "Flushing pending operations:"
+    assert lines[2].startswith("  Draining (readiness 503) ...")
     assert " ok " in lines[2]
-    assert any(line.startswith("Closing connections ...") for line in lines)
+    assert lines[3].startswith("  Finishing in-flight requests (1) ...")
+    assert " ok " in lines[3]
+    # The four questions an operator checks a shutdown for, in this order, then what was lost.
+    headings = [line for line in lines if not line.startswith(" ") and line.endswith(":")]
+    assert headings == [
+        "Flushing pending operations:",
+        "Persisting active sessions:",
+        "Flushing logs:",
+        "Closing connections:",
+    ]
+    assert any(line.startswith("  Closing connections ...") for line in lines)
+    assert lines[-2] == "Lost: 0"
     assert lines[-1].startswith("Stopped in ")
     assert lines[-1].endswith("of a 30 s budget; nothing left in memory.")
     assert slow.result().status_code == 200
@@ -203,7 +213,7 @@ def test_stop_command__failed_step_exits_1_and_nothing_to_stop_exits_2(start_ins
     result = manage(env, "stop")
 
     assert result.returncode == 1, result.stdout + result.stderr
-    hung = next(line for line in result.stdout.splitlines() if line.startswith("Hanging forever"))
+    hung = next(line for line in result.stdout.splitlines() if line.strip().startswith("Hanging forever"))
     assert "timed out" in hung
     assert "NOT clean" in result.stdout.splitlines()[-1]
 

@@ -100,9 +100,11 @@ def test_stop_command__follows_a_worker_and_prints_its_report(start_worker, serv
     result = manage({**service_env, **budget}, "stop")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    header, *lines, summary = result.stdout.splitlines()
+    header, *lines, lost, summary = result.stdout.splitlines()
     assert header.startswith(f"Stopping worker instance {_instance_id(worker)} (pid {worker.pid})")
-    steps = [STEP_LINE.match(line).groupdict() for line in lines]
+    assert lost == "Lost: 0"
+    # Step lines are indented under their group's heading.
+    steps = [STEP_LINE.match(line.strip()).groupdict() for line in lines if line.startswith("  ")]
     names = [step["label"].split(" (")[0] for step in steps]
     assert names[:2] == ["Draining", "Finishing running jobs"]
     assert "Handing back claimed jobs" in names
