@@ -49,34 +49,49 @@ def _kill_group(process: subprocess.Popen | None, signum: int) -> None:
 
 
 class RedisServer:
-    """A Redis with persistence as production would run it: every write in the AOF before the reply."""
+    """A Redis with persistence as production would run it: every write in the AOF before the reply.
 
-    def __init__(self, directory: Path, port: int | None = None):
+    `persistent=False` for a throwaway server (tests); `extra_args` adds configuration, e.g.
+    `["--replicaof", "127.0.0.1", "6380"]` for a replica.
+    """
+
+    def __init__(
+        self, directory: Path, port: int | None = None, *, persistent: bool = True, extra_args: list[str] | None = None
+    ):
         self.dir = directory
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.persistent = persistent
+        self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
+
+    def command_line(self) -> list[str]:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        return [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            *persistence,
+            "--save", "",
+            "--logfile", str(self.dir / "redis.log"),
+            *self.extra_args,
+        ]  # fmt: skip
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         log = (self.dir / "redis.out").open("ab")
         self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
-                "--logfile", str(self.dir / "redis.log"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        if not wait_until(self.ping, 15):
+            self.command_line(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        if not wait_until(self.answers, 15):
             raise RuntimeError(f"Redis did not start on port {self.port}; see {self.dir / 'redis.log'}")
+
+    def answers(self) -> bool:
+        """Any reply, PONG or an error (a replica without its primary answers MASTERDOWN)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16)[:1] in (b"+", b"-")
 
     def ping(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
@@ -132,7 +147,7 @@ class PostgresCluster:
             raise RuntimeError(f"{name} not found (PostgreSQL server binaries are needed)")
         return str(versions[-1])
 
-    def init(self) -> None:
+    def _prepare_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._as_postgres and not self._reachable_by_postgres(self.dir.parent):
             # e.g. pytest's 0700 tmp_path: the cluster goes to /tmp, a link keeps it findable.
@@ -145,6 +160,9 @@ class PostgresCluster:
         (self.dir / "harness.pid").write_text(str(os.getpid()))
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
+
+    def init(self) -> None:
+        self._prepare_dir()
         result = self._run(
             self._tool("initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
         )
@@ -156,17 +174,34 @@ class PostgresCluster:
         check = ["runuser", "-u", "postgres", "--", "test", "-w", str(path), "-o", "-x", str(path)]
         return subprocess.run(check, capture_output=True, check=False).returncode == 0
 
-    def start(self) -> None:
+    def start(self, **settings: str) -> None:
+        """Start the server; `settings` are extra `-c name=value` (e.g. hot_standby="off")."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
             " -c max_connections=300 -c shared_buffers=64MB"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in settings.items())
         result = self._run(
             self._tool("pg_ctl"), "-D", str(self.datadir), "-l", str(self.dir / "postgres.log"),
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed: {result.stderr or result.stdout}")
+
+    def init_standby(self, primary: PostgresCluster) -> None:
+        """Make this cluster a streaming standby of `primary` (pg_basebackup -R): started, it
+        replays the primary's WAL and answers reads, refusing writes (read_only_sql_transaction)."""
+        self._prepare_dir()
+        result = self._run(
+            self._tool("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+            "-D", str(self.datadir), "-R", "-X", "stream", "--no-sync", "-c", "fast",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed: {result.stderr or result.stdout}")
+
+    def promote(self) -> None:
+        result = self._run(self._tool("pg_ctl"), "-D", str(self.datadir), "-w", "-t", "60", "promote")
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl promote failed: {result.stderr or result.stdout}")
 
     def stop(self, mode: str = "fast") -> None:
         self._run(self._tool("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")

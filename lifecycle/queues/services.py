@@ -15,6 +15,7 @@ held past the visibility timeout back into its queue at once, instead of waiting
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -199,6 +200,8 @@ local id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', ARGV[2], ARGV[3])
 redis.call('SET', KEYS[2], id, 'PX', ARGV[4])
 return id
 """
+# Long enough for redis-py's retries of one call (a few backoffs of at most 0.5 s).
+_SENT_MARK_TTL_MS = 60_000
 
 
 def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
@@ -210,13 +213,16 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
     key = _key(name)
     client = redis_client()
     if dedupe is None:
-        # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
-        message_id = client.xadd(key, {BODY_FIELD: body}, minid=_min_id(), approximate=False)
+        # redis-py sends a command again when its connection broke before the reply (the retry
+        # policy in settings): a mark of this call alone makes the resent script find the message
+        # the first one appended, instead of appending it twice.
+        mark, mark_ttl_ms = f"{key}:sent:{secrets.token_hex(8)}", _SENT_MARK_TTL_MS
     else:
-        mark_ttl_ms = int(queues_settings.RETENTION_SECONDS * 1000)
-        message_id = client.register_script(_PUBLISH_ONCE)(
-            keys=[key, f"{key}:published:{dedupe}"], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
-        )
+        mark, mark_ttl_ms = f"{key}:published:{dedupe}", int(queues_settings.RETENTION_SECONDS * 1000)
+    # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
+    message_id = client.register_script(_PUBLISH_ONCE)(
+        keys=[key, mark], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
+    )
     QUEUE_MESSAGES.labels(event="published").inc()
     return message_id.decode()
 
