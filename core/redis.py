@@ -4,6 +4,8 @@ import asyncio
 import weakref
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django_redis import get_redis_connection
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -25,6 +27,12 @@ def async_redis_client() -> AsyncRedis:
     if client is None:
         client = _async_clients[loop] = build_async_redis_client()
     return client
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs: object) -> None:
+    if setting == "CACHES":
+        _async_clients.clear()
 
 
 def build_async_redis_client() -> AsyncRedis:

@@ -172,12 +172,15 @@ def test_lock__on_a_read_only_replica_is_503(api_client, settings, servers):
 
 
 def test_session__read_on_a_read_only_replica_is_503_and_the_user_stays_logged_in(client, user, settings, servers):
-    original = settings.CACHES
+    use_redis(settings, servers.primary.url)
     client.force_login(user)
     assert client.get("/api/auth/me").status_code == 200
-    use_redis(settings, servers.replica.url)  # the read is a GETEX: a write
+    replicated = redis.Redis(port=servers.replica.port)
+    assert wait_until(lambda: replicated.dbsize() >= redis.Redis(port=servers.primary.port).dbsize(), 5)
+    # The replica has the session; the read slides its expiry, a write the replica refuses.
+    use_redis(settings, servers.replica.url)
     _assert_503(client.get("/api/auth/me"))
-    settings.CACHES = original
+    use_redis(settings, servers.primary.url)
     assert client.get("/api/auth/me").status_code == 200
 
 
