@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from redis.exceptions import ResponseError
 
 from core.errors import InvalidInput
-from core.redis import redis_client
+from core.redis import RedisScript, redis_client
 from lifecycle.queues.conf import queues_settings
 from lifecycle.queues.metrics import QUEUE_MESSAGES
 
@@ -55,6 +55,7 @@ for i = 3, #ARGV do
 end
 return result
 """
+_ack = RedisScript(_ACK)
 
 # Puts pending messages back into the queue as new messages, atomically per script call: the old
 # id is acked and deleted, a copy (with `requeued_from`) is appended for any consumer to read. The
@@ -200,6 +201,7 @@ local id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', ARGV[2], ARGV[3])
 redis.call('SET', KEYS[2], id, 'PX', ARGV[4])
 return id
 """
+_publish_once = RedisScript(_PUBLISH_ONCE)
 # Long enough for redis-py's retries of one call (a few backoffs of at most 0.5 s).
 _SENT_MARK_TTL_MS = 60_000
 
@@ -220,9 +222,7 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
     else:
         mark, mark_ttl_ms = f"{key}:published:{dedupe}", int(queues_settings.RETENTION_SECONDS * 1000)
     # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
-    message_id = client.register_script(_PUBLISH_ONCE)(
-        keys=[key, mark], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
-    )
+    message_id = _publish_once(client, keys=[key, mark], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms])
     QUEUE_MESSAGES.labels(event="published").inc()
     return message_id.decode()
 
@@ -293,7 +293,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
     key = _key(name)
     client = redis_client()
     try:
-        results = client.register_script(_ACK)(keys=[key], args=[_group(), consumer or "", *ids], client=client)
+        results = _ack(client, keys=[key], args=[_group(), consumer or "", *ids])
     except ResponseError as exc:
         if "NOGROUP" in str(exc):
             return AckResult(acked=[], not_pending=ids)

@@ -29,7 +29,7 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, UpdateError
 from django.contrib.sessions.backends.cache import SessionStore as CacheSessionStore
 
-from core.redis import async_redis_client
+from core.redis import RedisScript, async_redis_client
 
 # The mark of a session's own expiry is under another prefix than the sessions, so that what
 # counts sessions (lifecycle.sessions.manager.count_sessions) does not count marks.
@@ -52,6 +52,7 @@ if own ~= 'fixed' then
 end
 return {data, own}
 """
+_load = RedisScript(_LOAD, durable=False)  # sliding an expiry loses nothing acknowledged
 
 # KEYS: session, its expiry mark. ARGV: data, ttl (s), mark ('' for the default expiry), NX
 # (create) or XX (update). Returns 1, or 0 when NX found a session or XX found none.
@@ -64,6 +65,7 @@ else
 end
 return 1
 """
+_save = RedisScript(_SAVE)
 
 
 def _own_expiry(expiry: Any) -> str:
@@ -131,9 +133,8 @@ class SessionStore(CacheSessionStore):
     # --- sync -----------------------------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
-        redis = self._redis()
         keys = self._keys(self._get_or_create_session_key())
-        return self._loaded(redis.register_script(_LOAD)(keys=keys, args=[settings.SESSION_COOKIE_AGE]))
+        return self._loaded(_load(self._redis(), keys=keys, args=[settings.SESSION_COOKIE_AGE]))
 
     def save(self, must_create: bool = False) -> None:
         session_key = self.session_key
@@ -143,8 +144,7 @@ class SessionStore(CacheSessionStore):
         args = self._save_args(data, must_create, self.get_expiry_age())
         if args is None:
             return None
-        redis = self._redis()
-        self._written(redis.register_script(_SAVE)(keys=self._keys(session_key), args=args), must_create)
+        self._written(_save(self._redis(), keys=self._keys(session_key), args=args), must_create)
         return None
 
     def exists(self, session_key: str | None) -> bool:
@@ -160,8 +160,7 @@ class SessionStore(CacheSessionStore):
 
     async def aload(self) -> dict[str, Any]:
         keys = self._keys(await self._aget_or_create_session_key())
-        script = async_redis_client().register_script(_LOAD)
-        return self._loaded(await script(keys=keys, args=[settings.SESSION_COOKIE_AGE]))
+        return self._loaded(await _load.run_async(async_redis_client(), keys=keys, args=[settings.SESSION_COOKIE_AGE]))
 
     async def asave(self, must_create: bool = False) -> None:
         session_key = self.session_key
@@ -171,8 +170,8 @@ class SessionStore(CacheSessionStore):
         args = self._save_args(data, must_create, await self.aget_expiry_age())
         if args is None:
             return None
-        script = async_redis_client().register_script(_SAVE)
-        self._written(await script(keys=self._keys(session_key), args=args), must_create)
+        written = await _save.run_async(async_redis_client(), keys=self._keys(session_key), args=args)
+        self._written(written, must_create)
         return None
 
     async def aexists(self, session_key: str | None) -> bool:

@@ -1,5 +1,5 @@
 """Helpers of the dependency-failure tests (tests/core/test_dependencies_*.py and the Sentinel
-tests): the exception a call raises, the service pointed at another Redis."""
+tests): the exception a call raises, the service pointed at another Redis or at Sentinels."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from settings.sentinel import sentinel_cache
+
 
 def raised(call: Callable[[], Any]) -> BaseException:
     """The exception `call` raises (an AssertionError if it returns)."""
@@ -18,6 +20,13 @@ def raised(call: Callable[[], Any]) -> BaseException:
     except Exception as exc:
         return exc
     raise AssertionError("the call succeeded")
+
+
+def use_sentinels(settings, sentinels: list[tuple[str, int]], master: str) -> None:
+    """Point the service's Redis clients at the primary the Sentinels name, as REDIS_SENTINELS
+    and REDIS_SENTINEL_MASTER do (settings/sentinel.py)."""
+    location, options = sentinel_cache("redis://ignored/0", sentinels, master, settings.REDIS_SOCKET_TIMEOUT)
+    use_redis(settings, location, **options)
 
 
 def use_redis(settings, url: str, *, retries: bool = True, **options: Any) -> None:
