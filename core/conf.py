@@ -99,6 +99,12 @@ class CoreSettings(AppSettings):
     API_MAX_BODY_BYTES: int = 64 * 1024
     # Seconds a client is told to wait (Retry-After) when PostgreSQL or Redis is unreachable.
     RETRY_AFTER_SECONDS: int = 5
+    # Redis replicas that must have a write whose loss would lose acknowledged data (board
+    # posts, queue publish and ack, session writes) before it is acknowledged: the write is
+    # followed by WAIT on the same connection, and fewer replicas in time is a 503. 0: no WAIT.
+    REDIS_MIN_REPLICAS_ACK: int = 0
+    # Seconds the WAIT above may take (keep it below REDIS_SOCKET_TIMEOUT).
+    REDIS_REPLICAS_ACK_TIMEOUT: float = 0.5
     # Directory of this host's instance files: pidfiles, drain flags, shutdown reports and
     # gunicorn's multiprocess metrics. The only place the path is written.
     RUN_DIR: str = "/tmp/omk"

@@ -82,20 +82,13 @@ def on_starting(server) -> None:
 
 
 def when_ready(server) -> None:
-    from django.conf import settings
-    from redis import Redis
-
+    from core.redis import build_redis_client
     from lifecycle.conf import lifecycle_settings
 
-    cache = settings.CACHES["default"]
-    # A client of the master's own: never Django's pool, which the workers must create afresh.
-    client = Redis.from_url(
-        cache["LOCATION"],
-        socket_timeout=cache["OPTIONS"].get("SOCKET_TIMEOUT", 2.0),
-        socket_connect_timeout=cache["OPTIONS"].get("SOCKET_CONNECT_TIMEOUT", 2.0),
-    )
+    # A client of the master's own (REDIS_URL or Sentinel, as every client): never Django's pool,
+    # which the workers must create afresh.
     state.heartbeat = Heartbeat(
-        client=client,
+        client=build_redis_client(),
         instance_id=state.instance_id,
         state=_current_state,
         interval=lifecycle_settings.HEARTBEAT_INTERVAL,

@@ -5,12 +5,14 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from settings.env import env_bool, env_float, env_int, env_list, env_settings, env_str
+from settings.env import env_bool, env_float, env_int, env_list, env_settings, env_str, sentinel_address
+from settings.sentinel import sentinel_cache
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -112,6 +114,14 @@ DATABASES: dict[str, dict[str, Any]] = {
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
+# Redis Sentinel: "host:port,host:port,...". When set, every client asks them for the primary of
+# REDIS_SENTINEL_MASTER (and asks again after a failover); REDIS_URL then gives only the database
+# number and the password, its host is not used. Unset: REDIS_URL's host (Memorystore's one
+# endpoint, which moves to the new primary by itself).
+REDIS_SENTINELS = [sentinel_address(item) for item in env_list("REDIS_SENTINELS", [])]
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "") if REDIS_SENTINELS else ""
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the monitored primary.")
 CACHES: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
@@ -131,6 +141,11 @@ CACHES: dict[str, dict[str, Any]] = {
         },
     }
 }
+if REDIS_SENTINELS:
+    CACHES["default"]["LOCATION"], _sentinel_options = sentinel_cache(
+        REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SOCKET_TIMEOUT
+    )
+    CACHES["default"]["OPTIONS"].update(_sentinel_options)
 
 SESSION_ENGINE = "lifecycle.sessions.backend"
 SESSION_CACHE_ALIAS = "default"
@@ -165,6 +180,8 @@ globals().update(
     env_settings(
         {
             "OMK_RETRY_AFTER_SECONDS": ("RETRY_AFTER_SECONDS", env_int),
+            "OMK_REDIS_MIN_REPLICAS_ACK": ("REDIS_MIN_REPLICAS_ACK", env_int),
+            "OMK_REDIS_REPLICAS_ACK_TIMEOUT": ("REDIS_REPLICAS_ACK_TIMEOUT", env_float),
             "OMK_RUN_DIR": ("OMK_RUN_DIR", env_str),
             "LIFECYCLE_HEARTBEAT_INTERVAL": ("INSTANCE_HEARTBEAT_INTERVAL", env_float),
             "LIFECYCLE_HEARTBEAT_TTL": ("INSTANCE_HEARTBEAT_TTL", env_float),

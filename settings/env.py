@@ -53,6 +53,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def sentinel_address(item: str) -> tuple[str, int]:
+    """'host:port' of a Redis Sentinel (REDIS_SENTINELS) -> (host, port)."""
+    host, _, port = item.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port.")
+    return host, int(port)
+
+
 def env_settings(names: dict[str, tuple[str, Any]]) -> dict[str, Any]:
     """{SETTING: (ENV_VAR, reader)} -> the settings whose environment variable is set, read.
 
