@@ -50,7 +50,7 @@ from django.contrib.auth.models import Group  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from lifecycle.outbox.exporter import outbox_export, reset_sink  # noqa: E402
+from lifecycle.outbox.exporter import outbox_export, outbox_export_batch, reset_sink  # noqa: E402
 from lifecycle.outbox.models import KIND_TABLES, OutboxEvent  # noqa: E402
 from lifecycle.outbox.services import record_event  # noqa: E402
 from lifecycle.outbox.sinks import Event  # noqa: E402
@@ -260,69 +260,84 @@ def new_batch(size: int) -> list[Event]:
     ]
 
 
-def exporter_batch(size: int) -> float:
-    """Seconds for the exporter to take `size` pending rows to BigQuery and mark them."""
+def exporter_batch(sink: BigQuerySink, size: int) -> float:
+    """Seconds for the exporter to take `size` pending rows to BigQuery and mark them (the
+    outbox emptied first, so every measurement starts from the same PostgreSQL state)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {OutboxEvent._meta.db_table}")
     now = timezone.now()
     OutboxEvent.objects.bulk_create(
         [OutboxEvent(kind="bee_decision", payload={**PAYLOAD, "n": n}, created_at=now) for n in range(size)],
         batch_size=2000,
     )
     started = time.perf_counter()
-    exported = outbox_export(max_seconds=120, batch_size=size)
+    result = outbox_export_batch(sink=sink, batch_size=size, timeout=120)
     elapsed = time.perf_counter() - started
-    assert exported == size, exported
+    assert result.exported == size, result
     return elapsed
 
 
-def bench_table_size(size: int, repeats: int, batch: int) -> dict:
-    settings.OUTBOX_BIGQUERY_DATASET = f"bench_sweep_{size}_{int(time.time())}"
-    reset_sink()
-    sink = BigQuerySink()
-    sink.setup()
-    filled = prefill(sink, size)
-    full, pruned = MergeSink(pruned=False), MergeSink(pruned=True)
-    table = f"`{sink.dataset_id}.bee_decisions`"
-
-    def count_ids(where: str = "") -> None:
-        list(sink.client.query(f"SELECT COUNT(DISTINCT event_id) FROM {table} {where}").result())
-
-    point = {
-        "rows_prefilled": size,
-        "prefill_seconds": round(filled, 2),
-        # What the emulator (DuckDB) does with a filter on the partitioning column.
-        "scan_event_ids_all_days_seconds": median_of(repeats, count_ids),
-        "scan_event_ids_one_day_seconds": median_of(
-            repeats, lambda: count_ids(f"WHERE {partition_condition([timezone.now()])}")
-        ),
-        "dry_run_bytes_merge_full": full.dry_run_bytes(new_batch(10)),
-        "dry_run_bytes_merge_pruned": pruned.dry_run_bytes(new_batch(10)),
-        "merge_full_seconds": median_of(repeats, lambda: full.send(new_batch(batch))),
-        "merge_pruned_seconds": median_of(repeats, lambda: pruned.send(new_batch(batch))),
-        "storage_write_seconds": median_of(repeats, lambda: sink.send(new_batch(batch), timeout=120)),
-    }
-    OutboxEvent.objects.all().delete()
-    point["exporter_seconds"] = round(statistics.median(exporter_batch(batch) for _ in range(repeats)), 3)
-    point["exporter_events_per_second"] = round(batch / point["exporter_seconds"])
-    rows, distinct = table_rows(sink)
-    # Four ways of writing, `repeats` batches each.
-    point["each_event_once"] = rows == distinct == size + 4 * repeats * batch
-    point["rows_after"] = rows
-    sink.client.delete_dataset(sink.dataset_id, delete_contents=True, not_found_ok=True)
-    for each in (sink, full, pruned):
-        each.close()
-    return point
+WAYS = ("merge_full", "merge_pruned", "storage_write", "exporter")
 
 
 def bench_table_sizes(sizes: list[int], repeats: int, batch: int) -> dict:
+    """Every table size gets its own dataset, filled first; then the measurements go round the
+    sizes `repeats` times, so a change in the machine's load hits every size alike."""
     points = []
     for size in sizes:
-        points.append(bench_table_size(size, repeats, batch))
-        print(json.dumps(points[-1]), file=sys.stderr)
+        settings.OUTBOX_BIGQUERY_DATASET = f"bench_sweep_{size}_{int(time.time())}"
+        sink = BigQuerySink()
+        sink.setup()
+        filled = prefill(sink, size)
+        table = f"`{sink.dataset_id}.bee_decisions`"
+
+        def count_ids(where: str = "", table: str = table, sink: BigQuerySink = sink) -> None:
+            list(sink.client.query(f"SELECT COUNT(DISTINCT event_id) FROM {table} {where}").result())
+
+        full, pruned = MergeSink(pruned=False), MergeSink(pruned=True)
+        points.append(
+            {
+                "sinks": {"merge_full": full, "merge_pruned": pruned, "storage_write": sink},
+                "samples": {way: [] for way in WAYS},
+                "rows_prefilled": size,
+                "prefill_seconds": round(filled, 2),
+                # What the emulator (DuckDB) does with a filter on the partitioning column.
+                "scan_event_ids_all_days_seconds": median_of(repeats, count_ids),
+                "scan_event_ids_one_day_seconds": median_of(
+                    repeats, lambda count_ids=count_ids: count_ids(f"WHERE {partition_condition([timezone.now()])}")
+                ),
+                "dry_run_bytes_merge_full": full.dry_run_bytes(new_batch(10)),
+                "dry_run_bytes_merge_pruned": pruned.dry_run_bytes(new_batch(10)),
+            }
+        )
+    # Untimed: each sink's first call (channels, message classes, the emulator's first stream).
+    for point in points:
+        for sink in point["sinks"].values():
+            sink.send(new_batch(100), timeout=120)
+        exporter_batch(point["sinks"]["storage_write"], 100)
+    for _ in range(repeats):
+        for point in points:
+            sinks = point["sinks"]
+            for way in ("merge_full", "merge_pruned", "storage_write"):
+                point["samples"][way].append(seconds(lambda sink=sinks[way]: sink.send(new_batch(batch), timeout=120)))
+            point["samples"]["exporter"].append(exporter_batch(sinks["storage_write"], batch))
+    for point in points:
+        sinks, samples = point.pop("sinks"), point.pop("samples")
+        for way in WAYS:
+            point[f"{way}_seconds"] = round(statistics.median(samples[way]), 3)
+            point[f"{way}_samples"] = [round(sample, 3) for sample in samples[way]]
+        point["exporter_events_per_second"] = round(batch / point["exporter_seconds"])
+        rows, distinct = table_rows(sinks["storage_write"])
+        # Four ways of writing, `repeats` batches each after a warm-up of 100, every event once.
+        expected = point["rows_prefilled"] + len(WAYS) * (repeats * batch + 100)
+        point["each_event_once"] = rows == distinct == expected
+        sinks["storage_write"].client.delete_dataset(
+            sinks["storage_write"].dataset_id, delete_contents=True, not_found_ok=True
+        )
+        for each in sinks.values():
+            each.close()
     first, last = points[0], points[-1]
-    ratios = {
-        name: round(last[f"{name}_seconds"] / first[f"{name}_seconds"], 2)
-        for name in ("merge_full", "merge_pruned", "storage_write", "exporter")
-    }
+    ratios = {way: round(last[f"{way}_seconds"] / first[f"{way}_seconds"], 2) for way in WAYS}
     return {
         "batch": batch,
         "repeats": repeats,

@@ -7,8 +7,9 @@ class OutboxSettings(AppSettings):
     prefix = "OUTBOX_"
     # Where exported events go: a dotted path to an `OutboxSink` subclass (like EMAIL_BACKEND).
     SINK: str = "lifecycle.outbox.sinks.bigquery.BigQuerySink"
-    # Rows taken (and locked) per batch by the exporter loop. BigQuery's cost is per job (a load
-    # and a MERGE per batch) far more than per row: large batches are what makes throughput.
+    # Rows taken (and locked) per batch by the exporter loop. BigQuery's cost is per call (a stream
+    # created, appended, finalized, committed per table) far more than per row: large batches are
+    # what makes throughput.
     BATCH_SIZE: int = 10000
     # Exported rows are deleted after this many days (they are in BigQuery by then).
     RETENTION_DAYS: int = 7

@@ -137,17 +137,26 @@ def _retry_later(rows: Q, attempts: int, error: str) -> None:
     metrics.OUTBOX_EXPORT_FAILURES.labels(reason="batch").inc()
 
 
-def _mark_exported(event_ids: Sequence[uuid.UUID], *, stream: Sequence[str] | None = None) -> int:
-    """Mark rows exported; with `stream`, only those still recorded under those streams (a
-    recovery may have staged them again meanwhile). One array parameter, not an IN list of
-    thousands of placeholders to parse."""
-    sql = f"UPDATE {TABLE} SET exported_at = %s, next_attempt_at = NULL WHERE id = ANY(%s) AND exported_at IS NULL"
-    params: list = [timezone.now(), list(event_ids)]
-    if stream is not None:
-        sql += " AND stream = ANY(%s)"
-        params.append(list(stream))
+def _mark_exported(event_ids: Sequence[uuid.UUID]) -> int:
+    """Mark rows exported. One array parameter, not an IN list of thousands of placeholders."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(
+            f"UPDATE {TABLE} SET exported_at = %s, next_attempt_at = NULL WHERE id = ANY(%s) AND exported_at IS NULL",
+            [timezone.now(), list(event_ids)],
+        )
+        return cursor.rowcount
+
+
+def _mark_streams_exported(tokens: Sequence[str], staged_at) -> int:
+    """Mark exported the rows still recorded under these streams (a recovery may have staged some
+    again meanwhile). Found by the recording itself, through the staged rows' index: no list of
+    ten thousand ids to send a second time."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {TABLE} SET exported_at = %s, next_attempt_at = NULL "
+            "WHERE exported_at IS NULL AND NOT (stream = '') AND staged_at = %s AND stream = ANY(%s)",
+            [timezone.now(), staged_at, list(tokens)],
+        )
         return cursor.rowcount
 
 
@@ -214,7 +223,7 @@ def outbox_export_batch(
     committed = [batch for batch in staged if batch.token not in failed]
     exported_ids = {event_id for batch in committed for event_id in batch.event_ids}
     with transaction.atomic():
-        exported = _mark_exported(list(exported_ids), stream=[batch.token for batch in committed]) if committed else 0
+        exported = _mark_streams_exported([batch.token for batch in committed], now) if committed else 0
         if failed:
             attempts = max(row[4] for row in rows) + 1
             _retry_later(Q(stream__in=list(failed), exported_at__isnull=True), attempts, "; ".join(failed.values()))

@@ -42,8 +42,8 @@ KIND_TABLES: dict[str, str] = {
 
 
 class OutboxEvent(models.Model):
-    # The event id is generated here, once, and travels with the event to BigQuery, where it is
-    # the key that makes a re-sent event a no-op (MERGE on event_id).
+    # The event id is generated here, once, and travels with the event to BigQuery, where it names
+    # the event (what a recovery asks the table about, what users deduplicate on).
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name="event id")
     kind = models.CharField(max_length=32, choices=EventKind.choices)
     payload = models.JSONField(encoder=StrictJSONEncoder)
