@@ -429,10 +429,11 @@ class BigQuerySink(OutboxSink):
 
         deadline = _Deadline(timeout)
         failed: dict[str, str] = {}
+        unreachable = ""
         for token in tokens:
-            if failed:
-                # The transport failed already: the rest would only wait for the same timeout.
-                failed[token] = next(iter(failed.values()))
+            if unreachable:
+                # The call itself failed: the others would only wait for the same time limit.
+                failed[token] = unreachable
                 continue
             try:
                 with _as_sink_errors():
@@ -443,7 +444,7 @@ class BigQuerySink(OutboxSink):
                         **deadline.calls(),
                     )
             except SinkError as exc:
-                failed[token] = str(exc)
+                failed[token] = unreachable = str(exc)
                 continue
             if response.commit_time:
                 continue
