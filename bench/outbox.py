@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -283,7 +284,7 @@ WAYS = ("merge_full", "merge_pruned", "storage_write", "exporter")
 def bench_table_sizes(sizes: list[int], repeats: int, batch: int) -> dict:
     """Every table size gets its own dataset, filled first; then the measurements go round the
     sizes `repeats` times, so a change in the machine's load hits every size alike."""
-    points = []
+    points: list[dict[str, Any]] = []
     for size in sizes:
         settings.OUTBOX_BIGQUERY_DATASET = f"bench_sweep_{size}_{int(time.time())}"
         sink = BigQuerySink()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 
 from django.db import transaction
 from django.db.models import Q
@@ -48,7 +49,7 @@ def outbox_reexport_missing(*, sink, table: str, since: dt.datetime, timeout: fl
     timeout = timeout or outbox_settings.BIGQUERY_TIMEOUT_SECONDS
     table_id = f"{sink.dataset_id}.{table}"
     requeued = 0
-    last: tuple[dt.datetime, object] | None = None
+    last: tuple[dt.datetime | None, uuid.UUID] | None = None
     while True:
         rows = OutboxEvent.objects.filter(kind=_kind_of(table), exported_at__gte=since)
         if last is not None:

@@ -79,7 +79,7 @@ def bigquery_write_client(*, emulator_url: str, emulator_grpc: str):
         if not emulator_grpc:
             # Without it the client would go to Google's endpoint from a machine meant for the emulator.
             raise SinkError("OUTBOX_BIGQUERY_EMULATOR_GRPC is not set (the emulator's gRPC host:port)")
-        import grpc
+        import grpc  # type: ignore[import-untyped]
         from google.cloud.bigquery_storage_v1.services.big_query_write.transports import BigQueryWriteGrpcTransport
 
         return BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=grpc.insecure_channel(emulator_grpc)))

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # type: ignore[import-untyped]
 
 Field = descriptor_pb2.FieldDescriptorProto
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
