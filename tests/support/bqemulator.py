@@ -43,6 +43,7 @@ class BigQueryEmulator:
         rest_port: int = 0,
         grpc_port: int = 0,
         time_travel: bool = True,
+        env: dict[str, str] | None = None,
     ):
         self.data_dir = data_dir
         self.project = project
@@ -52,6 +53,8 @@ class BigQueryEmulator:
         # The Storage Write API (gRPC), as OUTBOX_BIGQUERY_EMULATOR_GRPC wants it.
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.time_travel = time_travel
+        # BQEMU_* settings of the emulator (its limits, for instance).
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> BigQueryEmulator:
@@ -78,6 +81,7 @@ class BigQueryEmulator:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -401,3 +401,15 @@ def test_bigquery_setup__reexport_since_sends_again_what_bigquery_lacks(bigquery
     )
     assert outbox_export(max_seconds=30) == 2
     assert _rows_once(bigquery, "bee_decisions") == sorted(str(i) for i in ids)
+
+
+def test_outbox_export__a_stream_staged_and_never_recorded_never_shows(bigquery):
+    ids = [record_event(kind="bee_decision", payload={"n": n}) for n in range(8)]
+    # An exporter killed before its first transaction committed: its stream is staged, the rows
+    # know nothing of it.
+    [orphan] = bigquery.sink.stage(_events(ids))
+
+    assert outbox_export(max_seconds=30) == 8
+
+    assert _rows_once(bigquery, "bee_decisions") == sorted(str(i) for i in ids)
+    assert orphan.token not in set(OutboxEvent.objects.values_list("stream", flat=True))

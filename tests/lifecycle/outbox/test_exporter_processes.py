@@ -11,9 +11,11 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from lifecycle.outbox.exporter import PAUSE_AFTER_SEND_ENV, PAUSE_BEFORE_COMMIT_ENV, outbox_export
+from lifecycle.outbox.exporter import PAUSE_AFTER_SEND_ENV, PAUSE_BEFORE_COMMIT_ENV, outbox_export, reset_sink
 from lifecycle.outbox.models import OutboxEvent
 from lifecycle.outbox.services import record_event
+from lifecycle.outbox.sinks.bigquery import BigQuerySink
+from tests.support.bqemulator import BigQueryEmulator
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -126,3 +128,31 @@ def test_outbox_export__sigkill_between_recording_and_commit_then_racing_recover
     rows, ids = _in_bigquery(bigquery)
     assert (rows, ids) == (600, recorded)
     assert OutboxEvent.objects.filter(exported_at__isnull=True).count() == 0
+
+
+def test_outbox_export__a_stream_limit_refusal_keeps_the_batch_pending_then_it_flows(tmp_path, settings):
+    # An emulator whose streams take 5 rows at most: BigQuery's RESOURCE_EXHAUSTED, as its
+    # quotas answer.
+    emulator = BigQueryEmulator(tmp_path / "limited", env={"BQEMU_WRITE_API_MAX_STREAM_ROWS": "5"}).start()
+    try:
+        settings.OUTBOX_BIGQUERY_EMULATOR_URL = emulator.url
+        settings.OUTBOX_BIGQUERY_EMULATOR_GRPC = emulator.grpc_address
+        settings.OUTBOX_BIGQUERY_PROJECT = emulator.project
+        settings.OUTBOX_BIGQUERY_DATASET = "limited"
+        BigQuerySink().setup()
+        recorded = {str(record_event(kind="bee_decision", payload={"n": n})) for n in range(6)}
+
+        # Six rows of one kind: one stream of six.
+        assert outbox_export(max_seconds=30, batch_size=6) == 0
+
+        rows = list(OutboxEvent.objects.all())
+        assert {(row.state, row.attempts) for row in rows} == {("pending", 1)}
+        assert all("exceed the per-stream cap" in row.last_error for row in rows)
+        # Within the limit, once their backoff is over, they go (and nothing of the refused stream shows).
+        OutboxEvent.objects.update(next_attempt_at=None)
+        assert outbox_export(max_seconds=30, batch_size=5) == 6
+        rows = BigQuerySink().client.query("SELECT event_id FROM `limited.bee_decisions`").result()
+        assert sorted(row.event_id for row in rows) == sorted(recorded)
+    finally:
+        reset_sink()
+        emulator.stop()
