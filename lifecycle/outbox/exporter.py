@@ -300,7 +300,8 @@ def outbox_export(*, max_seconds: float, batch_size: int = 500, linger: float = 
         return 0
     deadline = time.monotonic() + max_seconds
     sink = get_sink()
-    total = outbox_recover(sink=sink, timeout=max(2.0, max_seconds / 2))
+    # Half the budget at most: with a shutdown's few seconds, exporting what is pending comes first.
+    total = outbox_recover(sink=sink, timeout=max_seconds / 2)
     while time.monotonic() < deadline:
         # At least a few seconds per batch: a batch cut short is sent again whole next time.
         timeout = max(2.0, deadline - time.monotonic())
