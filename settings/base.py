@@ -194,10 +194,13 @@ globals().update(
             "OUTBOX_SINK": ("OUTBOX_SINK", env_str),
             "OUTBOX_BATCH_SIZE": ("OUTBOX_BATCH_SIZE", env_int),
             "OUTBOX_RETENTION_DAYS": ("OUTBOX_RETENTION_DAYS", env_int),
+            "OUTBOX_BATCH_LINGER_SECONDS": ("OUTBOX_BATCH_LINGER_SECONDS", env_float),
+            "OUTBOX_RECOVER_AFTER_SECONDS": ("OUTBOX_RECOVER_AFTER_SECONDS", env_float),
             "OUTBOX_BIGQUERY_PROJECT": ("BIGQUERY_PROJECT", env_str),
             "OUTBOX_BIGQUERY_DATASET": ("BIGQUERY_DATASET", env_str),
             "OUTBOX_BIGQUERY_LOCATION": ("BIGQUERY_LOCATION", env_str),
             "OUTBOX_BIGQUERY_EMULATOR_URL": ("BIGQUERY_EMULATOR_URL", env_str),
+            "OUTBOX_BIGQUERY_EMULATOR_GRPC": ("BIGQUERY_EMULATOR_GRPC", env_str),
         }
     )
 )

@@ -6,3 +6,4 @@ from settings.env import env_bool, env_str
 DEBUG = env_bool("DEBUG", True)
 # The bqemulator that `make run` starts: analytics events are exported for real, locally.
 OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
+OUTBOX_BIGQUERY_EMULATOR_GRPC = env_str("BIGQUERY_EMULATOR_GRPC", "127.0.0.1:9060")

@@ -122,7 +122,8 @@ def test_worker__exports_the_outbox_continuously(start_worker):
     from lifecycle.outbox.services import record_event
     from tests.support.sinks import SINK_KEY
 
-    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    # A short linger: the loop holds a small batch that long (10 s by default) before sending it.
+    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink", OUTBOX_BATCH_LINGER_SECONDS="0.5")
     wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
     event_ids = {str(record_event(kind="bee_decision", payload={"bee": "b1", "n": n})) for n in range(5)}
 
