@@ -168,6 +168,7 @@ globals().update(
             "LIFECYCLE_DRAIN_DELAY": ("DRAIN_DELAY", env_float),
             "LIFECYCLE_STALLED_JOB_SECONDS": ("STALLED_JOB_SECONDS", env_float),
             "LIFECYCLE_WORKER_METRICS_PORT": ("WORKER_METRICS_PORT", env_int),
+            "LIFECYCLE_WORKER_HUNG_SECONDS": ("WORKER_HUNG_SECONDS", env_float),
             "LIFECYCLE_SHUTDOWN_STEPS": ("LIFECYCLE_SHUTDOWN_STEPS", env_list),
             "LIFECYCLE_RECOVERY_STEPS": ("LIFECYCLE_RECOVERY_STEPS", env_list),
             "OUTBOX_SINK": ("OUTBOX_SINK", env_str),
