@@ -2,6 +2,7 @@
 report, a hung step, and `manage.py stop`."""
 
 import concurrent.futures
+import os
 import signal
 import time
 
@@ -61,6 +62,27 @@ def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance)
     assert instance_row.state == "stopped"
     states = list(InstanceEvent.objects.filter(instance=instance_row).values_list("state", flat=True))
     assert states == ["starting", "ready", "draining", "stopped"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c__same_graceful_sequence_as_sigterm(start_instance):
+    """Ctrl-C in `make run`'s terminal: SIGINT to the master and its workers (one process group)."""
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0.5", **GKE_10S, **SINK)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    slow = [pool.submit(requests.get, instance.url + "/_test/slow?seconds=2", timeout=20) for _ in range(2)]
+    time.sleep(0.5)  # both are being served
+
+    os.killpg(instance.pid, signal.SIGINT)
+
+    assert instance.process.wait(timeout=15) == 0
+    assert [f.result().status_code for f in slow] == [200] * 2
+    report = LifecycleReport.objects.get(kind="shutdown", instance__pid=instance.pid)
+    assert report.ok
+    steps = {s["name"]: s for s in report.steps}
+    assert list(steps)[:3] == ["drain", "drain_delay", "finish_requests"]
+    assert steps["finish_requests"]["count"] == 2
+    assert Instance.objects.get(id=report.instance_id).state == "stopped"
 
 
 @pytest.mark.slow
