@@ -29,3 +29,6 @@ OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.
 QUEEN_LLM_BACKEND = env_str("QUEEN_LLM_BACKEND", "hive.llm.LocalBackend")
 QUEEN_LOCAL_DELAY = 0.3
 QUEEN_BACKOFF_SECONDS = 0.5
+OUTBOX_BIGQUERY_EMULATOR_GRPC = env_str("BIGQUERY_EMULATOR_GRPC", "127.0.0.1:9060")
+# The run drains the outbox at its end: a trickle of events is exported after 1 s, not 10.
+OUTBOX_BATCH_LINGER_SECONDS = 1.0

@@ -8,11 +8,11 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import model_validator
 
 from core.errors import InvalidInput
+from core.http import ApiRequest
 from core.schemas import ERRORS, NO_NUL, BodySchema, QueryInt
 from hive import history, selectors, services
 from hive.conf import hive_settings, queen_settings
@@ -105,14 +105,14 @@ def _reply_out(reply: Reply, *, answers_seq: int | None = None) -> dict[str, Any
 
 @router.post("/conversations/", response={201: Created, **ERRORS}, summary="Start a conversation with the Queen AI")
 @idempotent
-def conversation_create_view(request: HttpRequest, body: ConversationIn):
+def conversation_create_view(request: ApiRequest, body: ConversationIn):
     conversation = services.conversation_create(owner=request.auth, title=body.title)
     return Status(201, {"id": conversation.id})
 
 
 @router.post("/conversations/{conversation_id}/turns/", response={201: TurnCreated, **ERRORS}, summary="Append a turn")
 @idempotent
-def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: TurnIn):
+def turn_append_view(request: ApiRequest, conversation_id: uuid.UUID, payload: TurnIn):
     turn = services.turn_append(
         conversation_id=conversation_id, user=request.auth, role=payload.role, content=payload.content
     )
@@ -125,7 +125,7 @@ def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: 
     response={200: TurnsOut, **ERRORS},
     summary="Turns after a seq, waiting up to 25 s for them",
 )
-def turns_after_view(request: HttpRequest, conversation_id: uuid.UUID, query: Query[TurnsQuery]):
+def turns_after_view(request: ApiRequest, conversation_id: uuid.UUID, query: Query[TurnsQuery]):
     conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.auth)
     conversation = selectors.conversation_turns_after(conversation=conversation, after=query.after, wait=query.wait)
     turns = [turn for turn in selectors.conversation_turns(conversation=conversation) if turn["seq"] > query.after]
@@ -138,7 +138,7 @@ def turns_after_view(request: HttpRequest, conversation_id: uuid.UUID, query: Qu
     response={202: ReplyOut, **ERRORS},
     summary="Queue a failed reply again",
 )
-def reply_retry_view(request: HttpRequest, conversation_id: uuid.UUID, reply_id: int):
+def reply_retry_view(request: ApiRequest, conversation_id: uuid.UUID, reply_id: int):
     reply = services.reply_retry(conversation_id=conversation_id, reply_id=reply_id, user=request.auth)
     return Status(202, _reply_out(reply))
 
@@ -148,7 +148,7 @@ def reply_retry_view(request: HttpRequest, conversation_id: uuid.UUID, reply_id:
     response={200: ConversationOut, **ERRORS},
     summary="A conversation and its turns",
 )
-def conversation_detail_view(request: HttpRequest, conversation_id: uuid.UUID):
+def conversation_detail_view(request: ApiRequest, conversation_id: uuid.UUID):
     conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.auth)
     turns = selectors.conversation_turns(conversation=conversation)
     replies = [_reply_out(reply) for reply in selectors.replies_open(conversation=conversation)]
@@ -189,7 +189,7 @@ class BoardPageQuery(Schema):
     "/board/", response={201: BoardPostCreated, **ERRORS}, summary="Post on the hive board (expires after 7 days)"
 )
 @idempotent
-def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
+def board_post_create_view(request: ApiRequest, payload: BoardPostIn):
     post = services.board_post_create(
         author=request.auth.get_username(), body=payload.body, dedupe=idempotency_effect_token(request)
     )
@@ -197,7 +197,7 @@ def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
 
 
 @router.get("/board/", response={200: BoardPageOut, **ERRORS}, summary="The hive board, newest first")
-def board_post_list_view(request: HttpRequest, page: Query[BoardPageQuery]):
+def board_post_list_view(request: ApiRequest, page: Query[BoardPageQuery]):
     limit = min(page.limit, hive_settings.BOARD_MAX_PAGE_SIZE)
     result = selectors.board_post_list(limit=limit, offset=page.offset)
     return {"items": result.items, "count": result.count, "next_offset": result.next_offset}
@@ -247,7 +247,7 @@ class QueueAckOut(Schema):
     "/queues/{name}/", response={201: QueueMessageCreated, **ERRORS}, summary="Publish a message to a bee queue"
 )
 @idempotent
-def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn):
+def queue_publish_view(request: ApiRequest, name: str, payload: QueueMessageIn):
     queue_validate_name(name)
     if len(payload.body) > hive_settings.MAX_MESSAGE_CHARS:
         raise InvalidInput.of({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
@@ -256,7 +256,7 @@ def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn)
 
 
 @router.post("/queues/{name}/claim", response={200: QueueClaimOut, **ERRORS}, summary="Claim messages for a consumer")
-def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
+def queue_claim_view(request: ApiRequest, name: str, payload: QueueClaimIn):
     messages = queue_claim(name=name, consumer=payload.consumer, count=payload.count, block_ms=payload.block_ms)
     return {"messages": messages}
 
@@ -266,7 +266,7 @@ def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
     response={200: QueueAckOut, **ERRORS},
     summary="Acknowledge claimed messages (each at most once)",
 )
-def queue_ack_view(request: HttpRequest, name: str, payload: QueueAckIn):
+def queue_ack_view(request: ApiRequest, name: str, payload: QueueAckIn):
     result = queue_ack(name=name, ids=payload.ids, consumer=payload.consumer)
     return {"acked": result.acked, "not_pending": result.not_pending}
 
@@ -287,7 +287,7 @@ class DecisionAccepted(Schema):
     "/bees/{bee}/decisions/", response={202: DecisionAccepted, **ERRORS}, summary="Record a bee decision (analytics)"
 )
 @idempotent
-def bee_decision_view(request: HttpRequest, bee: str, payload: DecisionIn):
+def bee_decision_view(request: ApiRequest, bee: str, payload: DecisionIn):
     event_id = services.bee_decision_record(
         bee=bee, decision=payload.decision, context=payload.context, user=request.auth
     )

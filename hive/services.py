@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound
-from core.redis import redis_client
+from core.redis import RedisScript, redis_client
 from hive import history
 from hive.conf import hive_settings, queen_settings
 from hive.models import Conversation, Reply, Turn
@@ -254,6 +254,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
 return ARGV[1]
 """
+_board_post_once = RedisScript(_BOARD_POST_ONCE)
 
 
 def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> BoardPost:
@@ -279,10 +280,10 @@ def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> B
     # One script: a post is never in the index without its key, nor the other way round. The post
     # expires by itself; the index entry (scored by creation time) is dropped by the listing.
     mark = board_index_key() + f":posted:{dedupe or post.id}"
-    post_id = client.register_script(_BOARD_POST_ONCE)(
+    post_id = _board_post_once(
+        client,
         keys=[board_post_key(post.id), board_index_key(), mark],
         args=[post.id, post.as_json(), ttl_ms, created_ms],
-        client=client,
     ).decode()
     if post_id != post.id:
         return dataclasses.replace(post, id=post_id)

@@ -7,11 +7,12 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.http import AuthenticatedHttpRequest
 from hive import selectors, services
 from hive.models import Reply, Turn
 
@@ -22,7 +23,7 @@ def _errors(exc: InvalidInput) -> list[str]:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def conversation_list_page(request: HttpRequest) -> HttpResponse:
+def conversation_list_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             conversation = services.conversation_create(owner=request.user, title=request.POST.get("title", ""))
@@ -37,7 +38,7 @@ def conversation_list_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+def conversation_page(request: AuthenticatedHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     try:
         conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.user)
     except NotFound as exc:
@@ -72,7 +73,7 @@ def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpR
 
 @login_required
 @require_http_methods(["POST"])
-def reply_retry_page(request: HttpRequest, conversation_id: uuid.UUID, reply_id: int) -> HttpResponse:
+def reply_retry_page(request: AuthenticatedHttpRequest, conversation_id: uuid.UUID, reply_id: int) -> HttpResponse:
     try:
         services.reply_retry(conversation_id=conversation_id, reply_id=reply_id, user=request.user)
     except NotFound as exc:
@@ -84,7 +85,7 @@ def reply_retry_page(request: HttpRequest, conversation_id: uuid.UUID, reply_id:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def board_page(request: HttpRequest) -> HttpResponse:
+def board_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             services.board_post_create(author=request.user.get_username(), body=request.POST.get("body", ""))

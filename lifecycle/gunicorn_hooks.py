@@ -3,7 +3,7 @@
 - Start: a fresh instance id (inherited by the workers), Django imported but no connection
   opened (workers inherit whatever the master holds at fork), Redis heartbeats from a thread
   with a client of its own, and the first worker runs registration and recovery.
-- SIGTERM: gunicorn closes its listener at once (gunicorn issues #2529, #3397), so a connection
+- SIGTERM (and SIGINT, Ctrl-C): gunicorn closes its listener at once (gunicorn issues #2529, #3397), so a connection
   that arrives while load balancers still route to us would be refused. The master's
   `handle_term` is replaced: readiness turns 503 in every worker, the listener stays open and
   the workers keep serving for the drain delay, then gunicorn's graceful stop runs under our
@@ -75,6 +75,10 @@ def on_starting(server) -> None:
     # the workers are gone, and workers then fork with it loaded. No connection is opened here.
     django.setup()
     server.handle_term = types.MethodType(handle_term, server)
+    # Ctrl-C (`make run`): gunicorn's handle_int is a quick stop, no drain and no report. The same
+    # sequence as SIGTERM instead; the workers, which got the terminal's SIGINT too, ignore it
+    # (post_worker_init) and stop when the sequence stops them.
+    server.handle_int = types.MethodType(handle_term, server)
     write_json(
         instance_file("gunicorn", os.getpid()),
         {"pid": os.getpid(), "instance_id": state.instance_id, "kind": "web", "started_at": time.time()},
@@ -82,20 +86,13 @@ def on_starting(server) -> None:
 
 
 def when_ready(server) -> None:
-    from django.conf import settings
-    from redis import Redis
-
+    from core.redis import build_redis_client
     from lifecycle.conf import lifecycle_settings
 
-    cache = settings.CACHES["default"]
-    # A client of the master's own: never Django's pool, which the workers must create afresh.
-    client = Redis.from_url(
-        cache["LOCATION"],
-        socket_timeout=cache["OPTIONS"].get("SOCKET_TIMEOUT", 2.0),
-        socket_connect_timeout=cache["OPTIONS"].get("SOCKET_CONNECT_TIMEOUT", 2.0),
-    )
+    # A client of the master's own (REDIS_URL or Sentinel, as every client): never Django's pool,
+    # which the workers must create afresh.
     state.heartbeat = Heartbeat(
-        client=client,
+        client=build_redis_client(),
         instance_id=state.instance_id,
         state=_current_state,
         interval=lifecycle_settings.HEARTBEAT_INTERVAL,
@@ -123,6 +120,9 @@ def post_fork(server, worker) -> None:
 
 def post_worker_init(worker) -> None:
     from lifecycle.startup import start_web_startup_thread
+
+    # gunicorn's worker quits at once on SIGINT; the master's shutdown sequence stops it instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     start_web_startup_thread(master_pid=worker.ppid)
 

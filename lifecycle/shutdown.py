@@ -52,11 +52,31 @@ class HandBackJobs(Step):
         return len(jobs_hand_back(job_ids=self.context.running_job_ids))
 
 
+class FlushLogs(Step):
+    """Flush every log handler, so that no line of this process's end is lost with its buffers.
+
+    Analytics events need no flush: each is an outbox row in PostgreSQL, written in the
+    transaction of its change (export_outbox sends what it can; the rest waits there)."""
+
+    name = "flush_logs"
+    label = "Flushing log handlers ({count})"
+    group = "logs"
+    detail = "analytics events are outbox rows in PostgreSQL"
+
+    def run(self, *, deadline: float) -> int:
+        loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        handlers = {h for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers}
+        for handler in handlers:
+            handler.flush()
+        return len(handlers)
+
+
 class CloseConnections(Step):
     """Close Redis and PostgreSQL connections (the pools close after the report is stored)."""
 
     name = "close_connections"
     label = "Closing connections"
+    group = "connections"
 
     def run(self, *, deadline: float) -> int:
         from core.connections import connections_close

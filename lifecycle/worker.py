@@ -24,6 +24,7 @@ from lifecycle.jobs import JobWorker
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
 from lifecycle.shutdown import ShutdownSequence
 from lifecycle.steps import Step, StepContext
+from lifecycle.worker_probes import WorkerProbes, worker_probes_serve
 
 logger = logging.getLogger("lifecycle.worker")
 
@@ -45,7 +46,6 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
     write_json(instance_file("worker", pid), {"pid": pid, "instance_id": instance_id, "kind": "worker"})
     instance_register(instance_id=instance_id, kind="worker")
     INSTANCE_STARTUP.labels(kind="worker").inc()
-    _serve_metrics(lifecycle_settings.WORKER_METRICS_PORT)
     current = {"state": "starting"}
     heartbeat = Heartbeat(
         client=redis_client(),
@@ -54,6 +54,7 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
         interval=lifecycle_settings.HEARTBEAT_INTERVAL,
         ttl=lifecycle_settings.HEARTBEAT_TTL,
     ).start()
+    probes = _serve_probes(lifecycle_settings.WORKER_METRICS_PORT, heartbeat=heartbeat, current=current)
     recovery_run(instance_id=instance_id, kind="worker")
     current["state"] = "ready"
     instance_set_state(instance_id=instance_id, state=InstanceState.READY, detail="recovery done")
@@ -77,6 +78,7 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
                 heartbeat=heartbeat,
                 current=current,
                 on_drain=export_stop.set,
+                probes=probes,
             )
         )
     finally:
@@ -84,16 +86,18 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
         instance_file("worker", pid).unlink(missing_ok=True)
 
 
-def _serve_metrics(port: int | None) -> None:
-    """Serve /metrics from a daemon thread: it dies with the process, samples and all."""
+def _serve_probes(port: int | None, *, heartbeat: Heartbeat, current: dict) -> WorkerProbes | None:
+    """/health, /ready and /metrics on `port` (or nothing without one)."""
     if not port:
-        return
-    from prometheus_client import start_http_server
-
-    from lifecycle.metrics import metrics_registry
-
-    start_http_server(int(port), registry=metrics_registry())
-    logger.info("Worker metrics on port %s", port)
+        return None
+    probes = WorkerProbes(
+        heartbeat=heartbeat,
+        state=lambda: current["state"],
+        hung_seconds=lifecycle_settings.WORKER_HUNG_SECONDS,
+        ttl=lifecycle_settings.HEARTBEAT_TTL,
+    )
+    worker_probes_serve(int(port), probes)
+    return probes
 
 
 def _export_outbox(stop: threading.Event) -> None:
@@ -103,9 +107,18 @@ def _export_outbox(stop: threading.Event) -> None:
 
 
 async def _serve(
-    app, options: dict, *, instance_id: str, heartbeat: Heartbeat, current: dict, on_drain: Callable[[], None]
+    app,
+    options: dict,
+    *,
+    instance_id: str,
+    heartbeat: Heartbeat,
+    current: dict,
+    on_drain: Callable[[], None],
+    probes: WorkerProbes | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    if probes is not None:
+        probes.watch_loop(loop)
     stop_requested = asyncio.Event()
     received: list[float] = []
 

@@ -18,16 +18,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError
 
+from core.dependencies import REDIS_UNAVAILABLE_ERRORS
 from core.errors import Busy
 from lifecycle.locks import lua
 from lifecycle.locks.conf import LocksSettings, locks_settings
@@ -46,8 +45,8 @@ from lifecycle.locks.metrics import (
 
 logger = logging.getLogger(__name__)
 
-# A replica promoted late or a primary demoted mid-failover answers READONLY: as unreachable as down.
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# READONLY, LOADING, MASTERDOWN... mid-failover are as unreachable as down (core.dependencies).
+_UNREACHABLE = REDIS_UNAVAILABLE_ERRORS
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -626,13 +625,13 @@ def critical_section(
                 async with distributed_lock.acquire(name, ttl=ttl, timeout=timeout, renew=renew):
                     return await func(*args, **kwargs)
 
-            return run_async  # type: ignore[return-value]
+            return cast(F, run_async)
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             with distributed_lock.acquire(name, ttl=ttl, timeout=timeout, renew=renew):
                 return func(*args, **kwargs)
 
-        return run  # type: ignore[return-value]
+        return cast(F, run)
 
     return decorate

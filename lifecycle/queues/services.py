@@ -15,15 +15,17 @@ held past the visibility timeout back into its queue at once, instead of waiting
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
 from core.errors import InvalidInput
-from core.redis import redis_client
+from core.redis import RedisScript, redis_client, redis_text
 from lifecycle.queues.conf import queues_settings
 from lifecycle.queues.metrics import QUEUE_MESSAGES
 
@@ -54,6 +56,7 @@ for i = 3, #ARGV do
 end
 return result
 """
+_ack = RedisScript(_ACK)
 
 # Puts pending messages back into the queue as new messages, atomically per script call: the old
 # id is acked and deleted, a copy (with `requeued_from`) is appended for any consumer to read. The
@@ -199,6 +202,9 @@ local id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', ARGV[2], ARGV[3])
 redis.call('SET', KEYS[2], id, 'PX', ARGV[4])
 return id
 """
+_publish_once = RedisScript(_PUBLISH_ONCE)
+# Long enough for redis-py's retries of one call (a few backoffs of at most 0.5 s).
+_SENT_MARK_TTL_MS = 60_000
 
 
 def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
@@ -210,15 +216,16 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
     key = _key(name)
     client = redis_client()
     if dedupe is None:
-        # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
-        message_id = client.xadd(key, {BODY_FIELD: body}, minid=_min_id(), approximate=False)
+        # redis-py sends a command again when its connection broke before the reply (the retry
+        # policy in settings): a mark of this call alone makes the resent script find the message
+        # the first one appended, instead of appending it twice.
+        mark, mark_ttl_ms = f"{key}:sent:{secrets.token_hex(8)}", _SENT_MARK_TTL_MS
     else:
-        mark_ttl_ms = int(queues_settings.RETENTION_SECONDS * 1000)
-        message_id = client.register_script(_PUBLISH_ONCE)(
-            keys=[key, f"{key}:published:{dedupe}"], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms], client=client
-        )
+        mark, mark_ttl_ms = f"{key}:published:{dedupe}", int(queues_settings.RETENTION_SECONDS * 1000)
+    # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
+    message_id = _publish_once(client, keys=[key, mark], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms])
     QUEUE_MESSAGES.labels(event="published").inc()
-    return message_id.decode()
+    return redis_text(message_id)
 
 
 def queue_trim(*, name: str) -> int:
@@ -263,7 +270,12 @@ def queue_claim(
     if len(messages) < count:
         # Redis reads BLOCK 0 as "forever": only block when asked to, and when nothing was taken over.
         block = block_ms if block_ms > 0 and not messages else None
-        response = client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block)
+        # [[stream, entries]], or None when nothing came: redis-py's default (legacy) reply shape.
+        # Its type also lists the map of `legacy_responses=False`, which this client never sets.
+        response = cast(
+            "list[list[Any]] | None",
+            client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block),
+        )
         for _stream, entries in response or []:
             messages += [_message(entry, redelivered=False) for entry in entries]
     redelivered = sum(message.redelivered for message in messages)
@@ -287,7 +299,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
     key = _key(name)
     client = redis_client()
     try:
-        results = client.register_script(_ACK)(keys=[key], args=[_group(), consumer or "", *ids], client=client)
+        results = _ack(client, keys=[key], args=[_group(), consumer or "", *ids])
     except ResponseError as exc:
         if "NOGROUP" in str(exc):
             return AckResult(acked=[], not_pending=ids)
@@ -319,7 +331,7 @@ def _requeue(key: str, *, min_idle_ms: int, consumer: str, deadline: float | Non
             raise
         if not pending:
             break
-        ids = [entry["message_id"].decode() for entry in pending]
+        ids = [redis_text(entry["message_id"]) for entry in pending]
         moved += script(keys=[key], args=[_group(), min_idle_ms, consumer, *ids], client=client)
         if len(pending) < batch:
             break

@@ -100,9 +100,11 @@ def test_stop_command__follows_a_worker_and_prints_its_report(start_worker, serv
     result = manage({**service_env, **budget}, "stop")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    header, *lines, summary = result.stdout.splitlines()
+    header, *lines, lost, summary = result.stdout.splitlines()
     assert header.startswith(f"Stopping worker instance {_instance_id(worker)} (pid {worker.pid})")
-    steps = [STEP_LINE.match(line).groupdict() for line in lines]
+    assert lost == "Lost: 0"
+    # Step lines are indented under their group's heading.
+    steps = [STEP_LINE.match(line.strip()).groupdict() for line in lines if line.startswith("  ")]
     names = [step["label"].split(" (")[0] for step in steps]
     assert names[:2] == ["Draining", "Finishing running jobs"]
     assert "Handing back claimed jobs" in names
@@ -120,7 +122,8 @@ def test_worker__exports_the_outbox_continuously(start_worker):
     from lifecycle.outbox.services import record_event
     from tests.support.sinks import SINK_KEY
 
-    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    # A short linger: the loop holds a small batch that long (10 s by default) before sending it.
+    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink", OUTBOX_BATCH_LINGER_SECONDS="0.5")
     wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
     event_ids = {str(record_event(kind="bee_decision", payload={"bee": "b1", "n": n})) for n in range(5)}
 
