@@ -23,3 +23,6 @@ LOCKS_TTL = 3.0
 
 # The bqemulator the run starts beside the service.
 OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
+
+# The harness plays the payment processor: it signs each purchase's webhook with this secret.
+GOVERNANCE_PAYMENT_WEBHOOK_SECRET = env_str("PAYMENT_WEBHOOK_SECRET", "chaos-webhook-secret")

@@ -6,10 +6,11 @@ from typing import Literal
 
 from django.http import HttpRequest
 from ninja import Field, Path, Query, Router, Schema, Status
+from pydantic import ValidationError as PydanticValidationError
 
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.schemas import ERRORS, NO_NUL, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount, QueryInt
-from governance import selectors, services
+from governance import payments, selectors, services
 from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency.decorators import idempotent
@@ -205,8 +206,11 @@ class PurchaseOut(Schema):
     wallet: str
     amount: Decimal
     tokens: Decimal
+    # pending (reserved, awaiting payment) -> confirmed | failed | expired
     status: str
     created_at: datetime
+    # Until when a pending purchase holds its tokens; null once settled.
+    expires_at: datetime | None
 
 
 def _purchase_out(purchase: Purchase) -> dict:
@@ -218,6 +222,7 @@ def _purchase_out(purchase: Purchase) -> dict:
         "tokens": purchase.tokens,
         "status": purchase.status,
         "created_at": purchase.created_at,
+        "expires_at": purchase.expires_at if purchase.status == Purchase.Status.PENDING else None,
     }
 
 
@@ -235,7 +240,73 @@ def purchases_create(request: HttpRequest, payload: PurchaseIn):
     return Status(201, _purchase_out(purchase))
 
 
-# --- staking -----------------------------------------------------------------------------------
+class PaymentWebhookIn(BodySchema):
+    purchase: Id
+    status: Literal["paid", "failed"]
+    reference: str = Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+
+
+class PaymentWebhookOut(Schema):
+    purchase: int
+    status: str
+    # False when this payment had been applied already (a delivery repeated): nothing changed.
+    changed: bool
+
+
+_WEBHOOK_OPENAPI = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": payments.HEADER,
+            "required": True,
+            "schema": {"type": "string", "maxLength": payments.MAX_HEADER_LENGTH},
+            "description": 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">',
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PaymentWebhookIn.model_json_schema()}},
+    },
+}
+
+
+@router.post(
+    "/payments/webhook",
+    auth=None,
+    throttle=[],
+    response={200: PaymentWebhookOut, **ERRORS},
+    openapi_extra=_WEBHOOK_OPENAPI,
+    summary="The payment processor's signed notification that a purchase was paid or failed",
+)
+def payments_webhook(request: HttpRequest):
+    # The raw bytes are verified before anything reads them: an unsigned body is never parsed.
+    # Limited by the signature, not by the anonymous rate: the processor may send bursts.
+    payments.verify(request.body, request.headers.get(payments.HEADER))
+    try:
+        payload = PaymentWebhookIn.model_validate_json(request.body)
+    except PydanticValidationError as exc:
+        raise InvalidInput.of(
+            {".".join(str(p) for p in error["loc"]) or "body": error["msg"] for error in exc.errors()}
+        ) from None
+    result = services.purchase_settle(
+        purchase_id=payload.purchase, paid=payload.status == "paid", reference=payload.reference
+    )
+    return {"purchase": result.purchase.pk, "status": result.purchase.status, "changed": result.changed}
+
+
+# --- token balance and staking -------------------------------------------------------------------
+
+
+class BalanceOut(Schema):
+    available: Decimal
+    staked: Decimal
+    pending: Decimal
+
+
+@router.get("/balance/", response={200: BalanceOut, **ERRORS}, summary="The caller's tokens")
+def balance_detail(request: HttpRequest):
+    balance = selectors.balance_get(user=request.auth)
+    return {"available": balance.available, "staked": balance.staked, "pending": balance.pending}
 
 
 class StakeIn(BodySchema):

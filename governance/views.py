@@ -86,7 +86,11 @@ def sale_page(request: HttpRequest) -> HttpResponse:
             except ServiceError as exc:
                 _field_errors_to_form(form, exc)
             else:
-                messages.success(request, f"Purchase confirmed: {purchase.tokens.normalize()} tokens.")
+                messages.success(
+                    request,
+                    f"Purchase {purchase.pk} reserved: {purchase.tokens.normalize()} tokens, held until "
+                    f"{purchase.expires_at:%Y-%m-%d %H:%M} UTC. They are yours once the payment is confirmed.",
+                )
                 return redirect("governance:sale")
         return _sale_page(request, form, status=400)
     return _sale_page(request)
@@ -97,6 +101,7 @@ def _staking_page(request: HttpRequest, form: StakeForm, status: int = 200) -> H
         "form": form,
         "stakes": selectors.stake_list(owner=request.user, limit=200),
         "weight": selectors.active_stake_total(owner=request.user),
+        "balance": selectors.balance_get(user=request.user),
     }
     return render(request, "governance/staking.html", context, status=status)
 

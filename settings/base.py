@@ -175,6 +175,8 @@ globals().update(
             "OUTBOX_BIGQUERY_DATASET": ("BIGQUERY_DATASET", env_str),
             "OUTBOX_BIGQUERY_LOCATION": ("BIGQUERY_LOCATION", env_str),
             "OUTBOX_BIGQUERY_EMULATOR_URL": ("BIGQUERY_EMULATOR_URL", env_str),
+            "GOVERNANCE_PURCHASE_PENDING_TTL": ("PURCHASE_PENDING_TTL", env_float),
+            "GOVERNANCE_PAYMENT_WEBHOOK_SECRET": ("PAYMENT_WEBHOOK_SECRET", env_str),
         }
     )
 )

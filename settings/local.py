@@ -6,3 +6,5 @@ from settings.env import env_bool, env_str
 DEBUG = env_bool("DEBUG", True)
 # The bqemulator that `make run` starts: analytics events are exported for real, locally.
 OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
+# The payment processor's test mode signs local webhooks with this (never used in production).
+GOVERNANCE_PAYMENT_WEBHOOK_SECRET = env_str("PAYMENT_WEBHOOK_SECRET", "local-webhook-secret")

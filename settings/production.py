@@ -18,6 +18,14 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS is not set: list the service's host names, comma-separated.")
 
+# Without it no payment could be confirmed (every webhook is refused): refuse to start instead.
+if not os.environ.get("PAYMENT_WEBHOOK_SECRET"):
+    raise ImproperlyConfigured(
+        "PAYMENT_WEBHOOK_SECRET is not set. Production refuses to start without it: set it from a "
+        "secret to the payment processor's webhook signing secret."
+    )
+GOVERNANCE_PAYMENT_WEBHOOK_SECRET = os.environ["PAYMENT_WEBHOOK_SECRET"]
+
 LOG_FORMAT = "json"
 LOGGING["handlers"]["stdout"]["formatter"] = "json"  # noqa: F405
 
