@@ -26,3 +26,7 @@ OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.
 
 # The harness plays the payment processor: it signs each purchase's webhook with this secret.
 GOVERNANCE_PAYMENT_WEBHOOK_SECRET = env_str("PAYMENT_WEBHOOK_SECRET", "chaos-webhook-secret")
+
+# Machine-driven load: each client posts on the board far more often than a person (production
+# keeps HIVE_BOARD_MAX_POSTS_PER_HOUR's default).
+HIVE_BOARD_MAX_POSTS_PER_HOUR = 1_000_000

@@ -14,8 +14,15 @@ from core.redis import redis_client
 from hive import history
 from hive.conf import hive_settings
 from hive.metrics import history_rebuilds
-from hive.models import Conversation
-from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key, conversation_not_found
+from hive.models import BeeQueue, Conversation
+from hive.services import (
+    BoardPost,
+    _parse_uuid,
+    board_index_key,
+    board_post_key,
+    conversation_not_found,
+    queue_not_found,
+)
 from lifecycle.sessions.metrics import SESSIONS_RECOVERED
 
 logger = logging.getLogger(__name__)
@@ -101,3 +108,25 @@ def board_post_list(*, limit: int | None = None, offset: int = 0) -> BoardPage:
     count = client.zcard(index)
     next_offset = offset + len(items) if offset + len(items) < count else None
     return BoardPage(items=items, count=count, next_offset=next_offset)
+
+
+def bee_queue_for(*, user: User, name: str) -> BeeQueue:
+    """The queue `name` if `user` owns it or is a member; NotFound otherwise, as for none."""
+    from django.db.models import Q
+
+    queue = BeeQueue.objects.filter(Q(owner=user) | Q(members=user), name=name).distinct().first()
+    if queue is None:
+        raise queue_not_found(name)
+    return queue
+
+
+def bee_queue_list(*, user: User) -> list[BeeQueue]:
+    """The queues `user` owns or is a member of."""
+    from django.db.models import Q
+
+    return list(
+        BeeQueue.objects.filter(Q(owner=user) | Q(members=user))
+        .distinct()
+        .select_related("owner")
+        .prefetch_related("members")
+    )
