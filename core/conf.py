@@ -92,6 +92,15 @@ class CoreSettings(AppSettings):
     API_MAX_BODY_BYTES: int = 64 * 1024
     # Seconds a client is told to wait (Retry-After) when PostgreSQL or Redis is unreachable.
     RETRY_AFTER_SECONDS: int = 5
+    # Proxies in front of the service that append to X-Forwarded-For (core/clients.py): the
+    # client's address is this many entries from its right. 0: REMOTE_ADDR.
+    TRUSTED_PROXY_HOPS: int = 0
+    # API throttles (core/throttling.py), in django-ninja's rate syntax: per user and endpoint
+    # class (reads, writes), and per address for requests with no user (the login).
+    API_THROTTLE_USER: str = "50/s"
+    API_THROTTLE_ANON: str = "10/s"
+    # Prefix of the throttles' Redis counters.
+    THROTTLE_KEY_PREFIX: str = "omk:throttle:"
     # Directory of this host's instance files: pidfiles, drain flags, shutdown reports and
     # gunicorn's multiprocess metrics. The only place the path is written.
     RUN_DIR: str = "/tmp/omk"

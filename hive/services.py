@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.errors import Conflict, InvalidInput, NotFound, ServiceError
+from core.errors import Conflict, InvalidInput, NotFound, Throttled
 from core.redis import redis_client
 from hive import history
 from hive.conf import hive_settings
@@ -172,15 +172,6 @@ return ARGV[1]
 """
 
 
-class BoardRateLimited(ServiceError):
-    status = 429
-    code = "throttled"
-
-    def __init__(self, detail: str, *, retry_after: int):
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
 def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> BoardPost:
     """Post on the board. `dedupe` (see lifecycle.idempotency.idempotency_effect_token) names the
     request: posting again under the same name returns the first post and adds none."""
@@ -213,7 +204,7 @@ def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> B
         client=client,
     )
     if raw is None:
-        raise BoardRateLimited(
+        raise Throttled(
             f"You have written {limit} board posts this hour, the limit: retry in {3600 - into_hour} s.",
             retry_after=3600 - into_hour,
         )

@@ -8,6 +8,7 @@ from ninja import NinjaAPI
 
 from accounts.auth import api_auth
 from core.handlers import install_error_handlers
+from core.throttling import api_throttles
 
 api = NinjaAPI(
     title="OMK Hive API",
@@ -19,6 +20,8 @@ api = NinjaAPI(
     ),
     urls_namespace="api",
     auth=api_auth,
+    # Per user and endpoint class, and per address without a user; 429 `throttled` with Retry-After.
+    throttle=api_throttles(),
 )
 
 install_error_handlers(api)

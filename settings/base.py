@@ -1,6 +1,7 @@
 """Settings shared by every environment. Addresses and secrets come from the environment."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -34,6 +35,8 @@ INSTALLED_APPS = [
     "lifecycle.idempotency",
     "lifecycle.sessions",
     "lifecycle.queues",
+    # Login lockout on every login path (API, pages, admin).
+    "axes",
     # The domain. ("ninja" is not listed on purpose: its docs page then loads Swagger UI from the
     # CDN, as nothing serves static files.)
     "accounts",
@@ -59,6 +62,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused while locked out (any login path) into 429 with Retry-After.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "omk.urls"
@@ -134,7 +139,25 @@ SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 3600)
 SESSION_SAVE_EVERY_REQUEST = True
 
 # Django's ModelBackend with the per-request user lookup compiled once (accounts/backends.py).
-AUTHENTICATION_BACKENDS = ["accounts.backends.ModelBackend"]
+# django-axes first: while a username or address is locked out it refuses before the password is
+# checked, on every path that calls authenticate() (the API's login, /login/, the admin's).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "accounts.backends.ModelBackend"]
+
+# Login lockout (django-axes). Failures are counted in Redis (the cache: INCR, shared by every
+# instance), per username and per address separately: either reaching the limit locks it for the
+# cool-off, which each further failure pushes back. A success clears that username's and
+# address's count. Redis unreachable: the login is a 503 (fail closed), never an unchecked guess.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_CACHE = "default"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.clients.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# The attempts are logged by the service's own logs; no per-attempt rows in PostgreSQL.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -160,6 +183,9 @@ globals().update(
         {
             "OMK_RETRY_AFTER_SECONDS": ("RETRY_AFTER_SECONDS", env_int),
             "OMK_RUN_DIR": ("OMK_RUN_DIR", env_str),
+            "OMK_TRUSTED_PROXY_HOPS": ("TRUSTED_PROXY_HOPS", env_int),
+            "OMK_API_THROTTLE_USER": ("API_THROTTLE_USER", env_str),
+            "OMK_API_THROTTLE_ANON": ("API_THROTTLE_ANON", env_str),
             "LIFECYCLE_HEARTBEAT_INTERVAL": ("INSTANCE_HEARTBEAT_INTERVAL", env_float),
             "LIFECYCLE_HEARTBEAT_TTL": ("INSTANCE_HEARTBEAT_TTL", env_float),
             # Unset: the platform's default (0 on Cloud Run, where traffic stops before SIGTERM).
