@@ -99,6 +99,8 @@ class CoreSettings(AppSettings):
     # class (reads, writes), and per address for requests with no user (the login).
     API_THROTTLE_USER: str = "50/s"
     API_THROTTLE_ANON: str = "10/s"
+    # The API's interactive docs (/api/docs) for everyone; False: staff only (production).
+    API_DOCS_PUBLIC: bool = True
     # Prefix of the throttles' Redis counters.
     THROTTLE_KEY_PREFIX: str = "omk:throttle:"
     # Directory of this host's instance files: pidfiles, drain flags, shutdown reports and

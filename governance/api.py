@@ -68,9 +68,9 @@ def _proposal_out(proposal: Proposal) -> dict:
     }
 
 
-def _proposal(proposal_id: int) -> Proposal:
+def _proposal(request: HttpRequest, proposal_id: int) -> Proposal:
     try:
-        return selectors.proposal_get(proposal_id=proposal_id)
+        return selectors.proposal_get(proposal_id=proposal_id, viewer=request.auth)
     except Proposal.DoesNotExist:
         raise NotFound(f"No proposal with id {proposal_id}.") from None
 
@@ -81,7 +81,8 @@ def proposals_list(
     page: Query[Page],
     status: Literal["draft", "open", "closed", "executed", "cancelled"] | None = None,
 ):
-    return [_proposal_out(p) for p in selectors.proposal_list(status=status, limit=page.limit, offset=page.offset)]
+    proposals = selectors.proposal_list(viewer=request.auth, status=status, limit=page.limit, offset=page.offset)
+    return [_proposal_out(p) for p in proposals]
 
 
 @router.post("/proposals/", response={201: ProposalOut, **ERRORS})
@@ -93,7 +94,7 @@ def proposals_create(request: HttpRequest, payload: ProposalIn):
 
 @router.get("/proposals/{proposal_id}/", response={200: ProposalOut, **ERRORS})
 def proposals_detail(request: HttpRequest, proposal_id: Path[Id]):
-    return _proposal_out(_proposal(proposal_id))
+    return _proposal_out(_proposal(request, proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/open/", response={200: ProposalOut, **ERRORS})

@@ -17,15 +17,29 @@ def active_stake_total(*, owner: User) -> Decimal:
     return Decimal(total)
 
 
-def proposal_list(*, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Proposal]:
+def _visible(viewer: User | None) -> QuerySet[Proposal]:
+    """Drafts are staff's work in progress: everyone else sees them only once opened."""
     queryset: QuerySet[Proposal] = Proposal.objects.select_related("proposer")
+    if viewer is None or not viewer.is_staff:
+        queryset = queryset.exclude(status=Proposal.Status.DRAFT)
+    return queryset
+
+
+def proposal_list(
+    *, viewer: User | None = None, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[Proposal]:
+    queryset = _visible(viewer)
     if status:
         queryset = queryset.filter(status=status)
     return list(queryset[offset : offset + limit])
 
 
-def proposal_get(*, proposal_id: int) -> Proposal:
-    return Proposal.objects.select_related("proposer").get(pk=proposal_id)
+def proposal_get(*, proposal_id: int, viewer: User | None = None) -> Proposal:
+    """The proposal; DoesNotExist for a draft the viewer (not staff) may not see, as for none.
+    Without a viewer (the services' own reads) any proposal."""
+    if viewer is None:
+        return Proposal.objects.select_related("proposer").get(pk=proposal_id)
+    return _visible(viewer).get(pk=proposal_id)
 
 
 def proposal_live_tally(*, proposal: Proposal) -> dict[str, Decimal]:

@@ -327,7 +327,8 @@ def vote_cast(*, voter: User, proposal_id: int, choice: str) -> Vote:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    if row is None:
+    if row is None or (row[0] == Proposal.Status.DRAFT and not voter.is_staff):
+        # A draft is staff's work in progress: to anyone else it does not exist yet.
         raise NotFound(f"No proposal with id {proposal_id}.")
     status, starts_at, ends_at, weight, vote_id = row
     refusal = _vote_refusal(proposal_id, status, starts_at, ends_at, weight, now=now)

@@ -22,7 +22,7 @@ def _field_errors_to_form(form, exc: ServiceError) -> None:
 
 @login_required
 def proposal_list(request: HttpRequest) -> HttpResponse:
-    proposals = selectors.proposal_list(limit=200)
+    proposals = selectors.proposal_list(viewer=request.user, limit=200)
     rows = [(p, selectors.proposal_tally(proposal=p)) for p in proposals]
     return render(request, "governance/proposal_list.html", {"rows": rows})
 
@@ -41,7 +41,7 @@ def _proposal_page(request: HttpRequest, proposal: Proposal, form: VoteForm, sta
 @login_required
 def proposal_detail(request: HttpRequest, proposal_id: int) -> HttpResponse:
     try:
-        proposal = selectors.proposal_get(proposal_id=proposal_id)
+        proposal = selectors.proposal_get(proposal_id=proposal_id, viewer=request.user)
     except Proposal.DoesNotExist:
         raise Http404(f"No proposal with id {proposal_id}.") from None
     if request.method == "POST":

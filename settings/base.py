@@ -37,8 +37,10 @@ INSTALLED_APPS = [
     "lifecycle.queues",
     # Login lockout on every login path (API, pages, admin).
     "axes",
-    # The domain. ("ninja" is not listed on purpose: its docs page then loads Swagger UI from the
-    # CDN, as nothing serves static files.)
+    # django-ninja's static files: the API docs page loads Swagger UI from this service (whitenoise),
+    # not from a CDN the service does not control.
+    "ninja",
+    # The domain.
     "accounts",
     "governance",
     "hive",
@@ -62,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
     # Last: turns a login refused while locked out (any login path) into 429 with Retry-After.
     "axes.middleware.AxesMiddleware",
 ]
@@ -118,6 +122,10 @@ CACHES = {
         "LOCATION": REDIS_URL,
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # Values are JSON, never pickles: whoever can write to Redis must not be able to run
+            # code in the instances by planting a pickle. (A session stored as a pickle before
+            # this no longer decodes: its user is logged out once, see lifecycle/sessions.)
+            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
             "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "CONNECTION_POOL_KWARGS": {
@@ -165,6 +173,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Pages load only this service's own scripts, styles (and inline styles: the templates have a
+# <style> block), images and forms; nothing may frame them. The API docs page runs Swagger UI's
+# inline start-up script, so it is left out (it is staff-only in production).
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/docs"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

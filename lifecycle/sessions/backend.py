@@ -39,6 +39,8 @@ class SessionStore(CacheSessionStore):
         except Exception as exc:
             if unavailable_dependency(exc) is not None:
                 raise
+            # Not JSON (a session pickled by an older release, or garbage): never unpickled,
+            # the visitor starts a fresh session (logged out once).
             session_data = None
         if session_data is not None:
             self._expiry_refreshed = True
