@@ -19,7 +19,7 @@ import logging
 import threading
 
 from django.http import HttpRequest
-from ninja.throttling import SimpleRateThrottle
+from ninja.throttling import BaseThrottle, SimpleRateThrottle
 from prometheus_client import Counter
 
 from core.clients import client_ip
@@ -120,5 +120,5 @@ class AnonThrottle(RedisRateThrottle):
         return client_ip(request)
 
 
-def api_throttles() -> list[RedisRateThrottle]:
+def api_throttles() -> list[BaseThrottle]:
     return [UserThrottle(), AnonThrottle()]
