@@ -41,24 +41,28 @@ database: install services
 	$(BIN)/python manage.py migrate --no-input
 
 # The background worker (durable jobs, recovery passes, the outbox exporter) runs beside
-# gunicorn and stops with it.
+# gunicorn and stops with it. When gunicorn ends (Ctrl-C, SIGTERM, `manage.py stop`),
+# `manage.py stop` stops what is left: the worker, with its report, and the BigQuery emulator
+# if this run started it (recorded in OMK_RUN_DIR). Nothing of the run stays up.
+RUN_DIR = $${OMK_RUN_DIR:-/tmp/omk}
 run: database bigquery-local
 	@echo "Serving on http://127.0.0.1:$(PORT)"
-	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py worker & \
-		trap 'kill $$! 2>/dev/null' EXIT; \
-	PORT=$(PORT) DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} \
-		$(BIN)/gunicorn -c omk/gunicorn.conf.py
+	export DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local}; \
+	$(BIN)/python manage.py worker & \
+	trap '$(BIN)/python manage.py stop 2>/dev/null || true' EXIT; \
+	PORT=$(PORT) $(BIN)/gunicorn -c omk/gunicorn.conf.py
 
-# --- Outbox (issue 6): a local BigQuery (bqemulator, a dev package) on 127.0.0.1:9050 and the
+# A local BigQuery (bqemulator, a dev package) on 127.0.0.1:9050 and the
 # event tables in it, so a local run exports analytics events for real.
 .PHONY: bigquery-local
 bigquery-local: install-dev database
-	scripts/bqemulator.sh
+	BQEMULATOR_RECORD=$(RUN_DIR)/bqemulator.pid scripts/bqemulator.sh
 	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.local} $(BIN)/python manage.py bigquery_setup
 
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(TYPECHECK_DIRS)
 
 # The caller's DJANGO_SETTINGS_MODULE, DATABASE_URL and REDIS_URL never reach the test run: it is
 # settings.test (also --ds in pyproject.toml) on this machine's PostgreSQL and Redis, with the
@@ -82,7 +86,7 @@ fuzz-api: install-dev services
 		$(TEST_ENV) $(BIN)/pytest tests/governance/test_schemathesis.py -s $(PYTEST_ARGS)
 
 # mypy with django-stubs (configuration in pyproject.toml) on the application packages that exist
-# in this checkout. Not part of `make lint` or `make test` yet: the code has type errors today.
+# in this checkout; `make lint` (so `make test`) runs it too.
 TYPECHECK_DIRS = $(wildcard core lifecycle governance hive accounts omk settings)
 
 typecheck: install-dev
@@ -102,7 +106,7 @@ lock: install-dev
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
-# --- chaos harness (issue 9): autoscaling, kills and restarts under load, with an invariant report.
+# The chaos harness: autoscaling, kills and restarts under load, with an invariant report.
 DURATION ?= 60
 SEED ?= 1
 chaos: install-dev system-packages

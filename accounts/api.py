@@ -8,6 +8,7 @@ from pydantic import Field
 from accounts.auth import api_auth
 from accounts.lockout import cool_off_seconds, lockout_detail
 from core.errors import NotAuthenticated, Throttled, UnsupportedMediaType
+from core.http import ApiRequest
 from core.schemas import ERRORS, NO_NUL, BodySchema, ErrorOut
 
 router = Router(tags=["auth"])
@@ -44,12 +45,12 @@ def auth_login(request: HttpRequest, payload: LoginIn):
 
 
 @router.post("/logout", auth=api_auth, response={204: None, **ERRORS})
-def auth_logout(request: HttpRequest):
+def auth_logout(request: ApiRequest):
     logout(request)
     return Status(204, None)
 
 
 @router.get("/me", auth=api_auth, response={200: SessionOut, **ERRORS})
-def auth_me(request: HttpRequest):
+def auth_me(request: ApiRequest):
     user = request.auth
     return {"username": user.get_username(), "is_staff": user.is_staff, "csrf_token": get_token(request)}

@@ -10,11 +10,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
 from django.db import connections, router
+from django.db.models import Model
 
-_compiled: dict[tuple[type, str], tuple[str, list[str]] | None] = {}
+_compiled: dict[tuple[type[Model], str], tuple[str, list[str]] | None] = {}
 
 
-def _select_by_pk(model: type, alias: str) -> tuple[str, list[str]] | None:
+def _select_by_pk(model: type[Model], alias: str) -> tuple[str, list[str]] | None:
     """The SELECT of one user by pk and its columns, or None if it cannot be reused as is."""
     if (model, alias) not in _compiled:
         # Compiled with a placeholder value; only the parameter changes between calls. A

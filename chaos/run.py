@@ -153,6 +153,7 @@ class Run:
         if self.args.no_bigquery or importlib.util.find_spec("lifecycle.outbox.exporter") is None:
             # Never let an exporter reach another run's emulator on the default port.
             self.env["BIGQUERY_EMULATOR_URL"] = f"http://127.0.0.1:{free_port()}"
+            self.env["BIGQUERY_EMULATOR_GRPC"] = f"127.0.0.1:{free_port()}"
             return
         from tests.support.bqemulator import BigQueryEmulator
 
@@ -162,6 +163,7 @@ class Run:
         self.env.update(
             {
                 "BIGQUERY_EMULATOR_URL": self.bigquery.url,
+                "BIGQUERY_EMULATOR_GRPC": self.bigquery.grpc_address,
                 "BIGQUERY_PROJECT": self.bigquery.project,
                 "BIGQUERY_DATASET": f"omk_chaos_{self.args.seed}",
             }

@@ -23,6 +23,9 @@ LOCKS_TTL = 3.0
 
 # The bqemulator the run starts beside the service.
 OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
+OUTBOX_BIGQUERY_EMULATOR_GRPC = env_str("BIGQUERY_EMULATOR_GRPC", "127.0.0.1:9060")
+# The run drains the outbox at its end: a trickle of events is exported after 1 s, not 10.
+OUTBOX_BATCH_LINGER_SECONDS = 1.0
 
 # The harness plays the payment processor: it signs each purchase's webhook with this secret.
 GOVERNANCE_PAYMENT_WEBHOOK_SECRET = env_str("PAYMENT_WEBHOOK_SECRET", "chaos-webhook-secret")

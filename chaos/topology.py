@@ -48,35 +48,59 @@ def _kill_group(process: subprocess.Popen | None, signum: int) -> None:
             os.killpg(process.pid, signum)
 
 
-class RedisServer:
-    """A Redis with persistence as production would run it: every write in the AOF before the reply."""
+def _stop_group(process: subprocess.Popen | None) -> None:
+    """SIGTERM, five seconds, then SIGKILL."""
+    _kill_group(process, signal.SIGTERM)
+    if process is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        _kill_group(process, signal.SIGKILL)
 
-    def __init__(self, directory: Path, port: int | None = None):
+
+class RedisServer:
+    """A Redis with persistence as production would run it: every write in the AOF before the reply.
+
+    `persistent=False` for a throwaway server (tests); `extra_args` adds configuration, e.g.
+    `["--replicaof", "127.0.0.1", "6380"]` for a replica.
+    """
+
+    def __init__(
+        self, directory: Path, port: int | None = None, *, persistent: bool = True, extra_args: list[str] | None = None
+    ):
         self.dir = directory
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.persistent = persistent
+        self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen | None = None
+
+    def command_line(self) -> list[str]:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        return [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            *persistence,
+            "--save", "",
+            "--logfile", str(self.dir / "redis.log"),
+            *self.extra_args,
+        ]  # fmt: skip
 
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         log = (self.dir / "redis.out").open("ab")
         self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
-                "--logfile", str(self.dir / "redis.log"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-        if not wait_until(self.ping, 15):
+            self.command_line(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        if not wait_until(self.answers, 15):
             raise RuntimeError(f"Redis did not start on port {self.port}; see {self.dir / 'redis.log'}")
+
+    def answers(self) -> bool:
+        """Any reply, PONG or an error (a replica without its primary answers MASTERDOWN)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16)[:1] in (b"+", b"-")
 
     def ping(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
@@ -100,6 +124,133 @@ class RedisServer:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.crash()
+
+
+class RedisSentinel:
+    """A Redis Sentinel (Debian's `redis-sentinel`) watching one primary under `master_name`.
+
+    Quorum 2 of 3 in the harness and the tests; `down_after_ms` is how long the primary may be
+    silent before this Sentinel calls it down. The Sentinel rewrites its file as it learns.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        master_name: str,
+        master_port: int,
+        port: int | None = None,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 10000,
+    ):
+        self.dir = directory
+        self.port = port or free_port()
+        self.master_name = master_name
+        self.master_port = master_port
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self.dir / "sentinel.conf"
+        if not config.exists():
+            name = self.master_name
+            config.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nlogfile {self.dir / 'sentinel.log'}\n"
+                f"sentinel monitor {name} 127.0.0.1 {self.master_port} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+        binary = shutil.which("redis-sentinel")
+        command = (
+            [binary, str(config)]
+            if binary
+            else [shutil.which("redis-server") or "redis-server", str(config), "--sentinel"]
+        )
+        self.process = subprocess.Popen(
+            command, stdout=(self.dir / "sentinel.out").open("ab"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        if not wait_until(self.answers, 15):
+            raise RuntimeError(f"Sentinel did not start on port {self.port}; see {self.dir / 'sentinel.log'}")
+
+    def answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    def master(self) -> dict:
+        """This Sentinel's view of the primary (SENTINEL MASTER <name>)."""
+        import redis
+
+        return redis.Redis(port=self.port, socket_timeout=1).sentinel_master(self.master_name)
+
+    def stop(self) -> None:
+        _stop_group(self.process)
+
+
+class RedisGroup:
+    """A Redis primary, its replica and three Sentinels, as Memorystore's Standard tier or a
+    self-run Redis HA keeps them; the Sentinels promote the replica when the primary dies."""
+
+    def __init__(self, directory: Path, *, master_name: str = "omk", persistent: bool = True):
+        self.dir = directory
+        self.master_name = master_name
+        sync = ["--repl-diskless-sync-delay", "0"]
+        self.primary = RedisServer(directory / "redis-a", persistent=persistent, extra_args=sync)
+        self.replica = RedisServer(
+            directory / "redis-b",
+            persistent=persistent,
+            extra_args=[*sync, "--replicaof", "127.0.0.1", str(self.primary.port)],
+        )
+        self.sentinels = [
+            RedisSentinel(directory / f"sentinel-{i}", master_name=master_name, master_port=self.primary.port)
+            for i in range(3)
+        ]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        for sentinel in self.sentinels:
+            sentinel.start()
+        if not wait_until(self.settled, 30, interval=0.2):
+            raise RuntimeError(f"Redis group did not settle; see {self.dir}")
+
+    def settled(self) -> bool:
+        """Every Sentinel agrees on a primary, sees the other two and a replica in sync."""
+        views = [sentinel.master() for sentinel in self.sentinels]
+        ports = {view["port"] for view in views}
+        return (
+            len(ports) == 1
+            and all(view["num-other-sentinels"] == 2 and view["num-slaves"] >= 1 for view in views)
+            and self.server(ports.pop()).info("replication").get("connected_slaves", 0) >= 1
+        )
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the Sentinels say it (None while they disagree)."""
+        ports = {sentinel.master()["port"] for sentinel in self.sentinels}
+        return ports.pop() if len(ports) == 1 else None
+
+    def server(self, port: int):
+        import redis
+
+        return redis.Redis(port=port, socket_timeout=1)
+
+    def by_port(self, port: int) -> RedisServer:
+        return self.primary if self.primary.port == port else self.replica
+
+    def stop(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.stop()
+        for server in (self.primary, self.replica):
+            server.stop()
 
 
 class PostgresCluster:
@@ -132,7 +283,7 @@ class PostgresCluster:
             raise RuntimeError(f"{name} not found (PostgreSQL server binaries are needed)")
         return str(versions[-1])
 
-    def init(self) -> None:
+    def _prepare_dir(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         if self._as_postgres and not self._reachable_by_postgres(self.dir.parent):
             # e.g. pytest's 0700 tmp_path: the cluster goes to /tmp, a link keeps it findable.
@@ -145,6 +296,9 @@ class PostgresCluster:
         (self.dir / "harness.pid").write_text(str(os.getpid()))
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
+
+    def init(self) -> None:
+        self._prepare_dir()
         result = self._run(
             self._tool("initdb"), "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
         )
@@ -156,17 +310,34 @@ class PostgresCluster:
         check = ["runuser", "-u", "postgres", "--", "test", "-w", str(path), "-o", "-x", str(path)]
         return subprocess.run(check, capture_output=True, check=False).returncode == 0
 
-    def start(self) -> None:
+    def start(self, **settings: str) -> None:
+        """Start the server; `settings` are extra `-c name=value` (e.g. hot_standby="off")."""
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
             " -c max_connections=300 -c shared_buffers=64MB"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in settings.items())
         result = self._run(
             self._tool("pg_ctl"), "-D", str(self.datadir), "-l", str(self.dir / "postgres.log"),
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
         if result.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed: {result.stderr or result.stdout}")
+
+    def init_standby(self, primary: PostgresCluster) -> None:
+        """Make this cluster a streaming standby of `primary` (pg_basebackup -R): started, it
+        replays the primary's WAL and answers reads, refusing writes (read_only_sql_transaction)."""
+        self._prepare_dir()
+        result = self._run(
+            self._tool("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+            "-D", str(self.datadir), "-R", "-X", "stream", "--no-sync", "-c", "fast",
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed: {result.stderr or result.stdout}")
+
+    def promote(self) -> None:
+        result = self._run(self._tool("pg_ctl"), "-D", str(self.datadir), "-w", "-t", "60", "promote")
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl promote failed: {result.stderr or result.stdout}")
 
     def stop(self, mode: str = "fast") -> None:
         self._run(self._tool("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
@@ -289,11 +460,7 @@ backend {self.BACKEND}
         return status
 
     def stop(self) -> None:
-        _kill_group(self.process, signal.SIGTERM)
-        if self.process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
-            _kill_group(self.process, signal.SIGKILL)
+        _stop_group(self.process)
 
 
 class WebInstance:

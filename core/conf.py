@@ -19,7 +19,6 @@ nowhere else: `settings/` sets only what an environment changes.
 from __future__ import annotations
 
 import types
-from functools import cache
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from django.conf import settings
@@ -48,9 +47,17 @@ class AppSettings:
         return list(_declared(cls))
 
 
-@cache
+# Read once per class. (Not functools.cache: mypy refuses a class as its Hashable argument when
+# the call is made inside that class's own methods.)
+_declared_settings: dict[type[AppSettings], dict[str, Any]] = {}
+
+
 def _declared(cls: type[AppSettings]) -> dict[str, Any]:
-    return {name: hint for name, hint in get_type_hints(cls).items() if name.isupper()}
+    declared = _declared_settings.get(cls)
+    if declared is None:
+        declared = {name: hint for name, hint in get_type_hints(cls).items() if name.isupper()}
+        _declared_settings[cls] = declared
+    return declared
 
 
 def _conform(setting: str, value: Any, hint: Any) -> Any:
@@ -103,6 +110,12 @@ class CoreSettings(AppSettings):
     API_DOCS_PUBLIC: bool = True
     # Prefix of the throttles' Redis counters.
     THROTTLE_KEY_PREFIX: str = "omk:throttle:"
+    # Redis replicas that must have a write whose loss would lose acknowledged data (board
+    # posts, queue publish and ack, session writes) before it is acknowledged: the write is
+    # followed by WAIT on the same connection, and fewer replicas in time is a 503. 0: no WAIT.
+    REDIS_MIN_REPLICAS_ACK: int = 0
+    # Seconds the WAIT above may take (keep it below REDIS_SOCKET_TIMEOUT).
+    REDIS_REPLICAS_ACK_TIMEOUT: float = 0.5
     # Directory of this host's instance files: pidfiles, drain flags, shutdown reports and
     # gunicorn's multiprocess metrics. The only place the path is written.
     RUN_DIR: str = "/tmp/omk"

@@ -25,4 +25,6 @@ def service_unavailable(request: HttpRequest, dependency: str) -> HttpResponse:
             status=503,
         )
     response["Retry-After"] = retry_after
+    # For the request metrics (lifecycle.middleware.RequestMetricsMiddleware): 503s by dependency.
+    response.unavailable_dependency = dependency  # type: ignore[attr-defined]
     return response

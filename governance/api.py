@@ -9,6 +9,7 @@ from ninja import Field, Path, Query, Router, Schema, Status
 from pydantic import ValidationError as PydanticValidationError
 
 from core.errors import InvalidInput, NotFound
+from core.http import ApiRequest
 from core.schemas import ERRORS, NO_NUL, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount, QueryInt
 from governance import payments, selectors, services
 from governance.conf import governance_settings
@@ -68,7 +69,7 @@ def _proposal_out(proposal: Proposal) -> dict:
     }
 
 
-def _proposal(request: HttpRequest, proposal_id: int) -> Proposal:
+def _proposal(request: ApiRequest, proposal_id: int) -> Proposal:
     try:
         return selectors.proposal_get(proposal_id=proposal_id, viewer=request.auth)
     except Proposal.DoesNotExist:
@@ -77,7 +78,7 @@ def _proposal(request: HttpRequest, proposal_id: int) -> Proposal:
 
 @router.get("/proposals/", response={200: list[ProposalOut], **ERRORS})
 def proposals_list(
-    request: HttpRequest,
+    request: ApiRequest,
     page: Query[Page],
     status: Literal["draft", "open", "closed", "executed", "cancelled"] | None = None,
 ):
@@ -87,28 +88,28 @@ def proposals_list(
 
 @router.post("/proposals/", response={201: ProposalOut, **ERRORS})
 @idempotent
-def proposals_create(request: HttpRequest, payload: ProposalIn):
+def proposals_create(request: ApiRequest, payload: ProposalIn):
     proposal = services.proposal_create(proposer=request.auth, **payload.dict())
     return Status(201, _proposal_out(proposal))
 
 
 @router.get("/proposals/{proposal_id}/", response={200: ProposalOut, **ERRORS})
-def proposals_detail(request: HttpRequest, proposal_id: Path[Id]):
+def proposals_detail(request: ApiRequest, proposal_id: Path[Id]):
     return _proposal_out(_proposal(request, proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/open/", response={200: ProposalOut, **ERRORS})
-def proposals_open(request: HttpRequest, proposal_id: Path[Id]):
+def proposals_open(request: ApiRequest, proposal_id: Path[Id]):
     return _proposal_out(services.proposal_open(actor=request.auth, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/close/", response={200: ProposalOut, **ERRORS})
-def proposals_close(request: HttpRequest, proposal_id: Path[Id]):
+def proposals_close(request: ApiRequest, proposal_id: Path[Id]):
     return _proposal_out(services.proposal_close_exclusive(actor=request.auth, proposal_id=proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/execute/", response={200: ProposalOut, **ERRORS})
-def proposals_execute(request: HttpRequest, proposal_id: Path[Id]):
+def proposals_execute(request: ApiRequest, proposal_id: Path[Id]):
     return _proposal_out(services.proposal_execute_exclusive(actor=request.auth, proposal_id=proposal_id))
 
 
@@ -139,7 +140,7 @@ def _vote_out(vote: Vote) -> dict:
 
 @router.post("/proposals/{proposal_id}/votes/", response={201: VoteOut, **ERRORS})
 @idempotent
-def votes_create(request: HttpRequest, proposal_id: Path[Id], payload: VoteIn):
+def votes_create(request: ApiRequest, proposal_id: Path[Id], payload: VoteIn):
     vote = services.vote_cast(voter=request.auth, proposal_id=proposal_id, choice=payload.choice)
     return Status(201, _vote_out(vote))
 
@@ -183,13 +184,13 @@ def _sale_out(sale: Sale) -> dict:
 
 
 @router.get("/sales/", response={200: list[SaleOut], **ERRORS})
-def sales_list(request: HttpRequest, page: Query[Page]):
+def sales_list(request: ApiRequest, page: Query[Page]):
     return [_sale_out(s) for s in selectors.sale_list(limit=page.limit, offset=page.offset)]
 
 
 @router.post("/sales/", response={201: SaleOut, **ERRORS})
 @idempotent
-def sales_create(request: HttpRequest, payload: SaleIn):
+def sales_create(request: ApiRequest, payload: SaleIn):
     return Status(201, _sale_out(services.sale_create(actor=request.auth, **payload.dict())))
 
 
@@ -228,13 +229,13 @@ def _purchase_out(purchase: Purchase) -> dict:
 
 
 @router.get("/purchases/", response={200: list[PurchaseOut], **ERRORS})
-def purchases_list(request: HttpRequest, page: Query[Page]):
+def purchases_list(request: ApiRequest, page: Query[Page]):
     return [_purchase_out(p) for p in selectors.purchase_list(buyer=request.auth, limit=page.limit, offset=page.offset)]
 
 
 @router.post("/purchases/", response={201: PurchaseOut, **ERRORS})
 @idempotent
-def purchases_create(request: HttpRequest, payload: PurchaseIn):
+def purchases_create(request: ApiRequest, payload: PurchaseIn):
     purchase = services.purchase_create(
         buyer=request.auth, sale_id=payload.sale, wallet=payload.wallet, amount=payload.amount
     )
@@ -305,7 +306,7 @@ class BalanceOut(Schema):
 
 
 @router.get("/balance/", response={200: BalanceOut, **ERRORS}, summary="The caller's tokens")
-def balance_detail(request: HttpRequest):
+def balance_detail(request: ApiRequest):
     balance = selectors.balance_get(user=request.auth)
     return {"available": balance.available, "staked": balance.staked, "pending": balance.pending}
 
@@ -338,17 +339,17 @@ def _stake_out(stake: StakingPosition) -> dict:
 
 
 @router.get("/stakes/", response={200: list[StakeOut], **ERRORS})
-def stakes_list(request: HttpRequest, page: Query[Page]):
+def stakes_list(request: ApiRequest, page: Query[Page]):
     return [_stake_out(s) for s in selectors.stake_list(owner=request.auth, limit=page.limit, offset=page.offset)]
 
 
 @router.post("/stakes/", response={201: StakeOut, **ERRORS})
 @idempotent
-def stakes_create(request: HttpRequest, payload: StakeIn):
+def stakes_create(request: ApiRequest, payload: StakeIn):
     stake = services.stake_create(owner=request.auth, amount=payload.amount, lock_days=payload.lock_days)
     return Status(201, _stake_out(stake))
 
 
 @router.post("/stakes/{stake_id}/unstake/", response={200: StakeOut, **ERRORS})
-def stakes_unstake(request: HttpRequest, stake_id: Path[Id]):
+def stakes_unstake(request: ApiRequest, stake_id: Path[Id]):
     return _stake_out(services.stake_unstake(owner=request.auth, stake_id=stake_id))

@@ -2,14 +2,21 @@
 a bug or a race in a service cannot store a second vote, an oversold sale or a negative amount."""
 
 from decimal import Decimal
+from typing import TypedDict
 
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+
+class DecimalShape(TypedDict):
+    max_digits: int
+    decimal_places: int
+
+
 # Money and token amounts: exact decimals, 8 places (never float). Sums get more digits.
-AMOUNT = {"max_digits": 28, "decimal_places": 8}
-TOTAL = {"max_digits": 38, "decimal_places": 8}
+AMOUNT: DecimalShape = {"max_digits": 28, "decimal_places": 8}
+TOTAL: DecimalShape = {"max_digits": 38, "decimal_places": 8}
 ZERO = Decimal("0")
 
 

@@ -20,7 +20,7 @@ Races are settled by PostgreSQL, never by a check-then-write in Python alone:
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
 from django.contrib.auth.models import User
@@ -49,7 +49,7 @@ def _invalid(field: str, message: str) -> InvalidInput:
 
 def _aware(value: datetime) -> datetime:
     # A datetime without a zone is taken as UTC (the API documents UTC).
-    return timezone.make_aware(value, timezone.UTC) if timezone.is_naive(value) else value
+    return timezone.make_aware(value, UTC) if timezone.is_naive(value) else value
 
 
 def _window(starts_at: datetime, ends_at: datetime, *, end_field: str) -> tuple[datetime, datetime]:

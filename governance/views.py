@@ -2,11 +2,12 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from core.errors import ServiceError
+from core.http import AuthenticatedHttpRequest
 from governance import selectors, services
 from governance.forms import PurchaseForm, StakeForm, VoteForm
 from governance.models import Proposal
@@ -21,13 +22,15 @@ def _field_errors_to_form(form, exc: ServiceError) -> None:
 
 
 @login_required
-def proposal_list(request: HttpRequest) -> HttpResponse:
+def proposal_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     proposals = selectors.proposal_list(viewer=request.user, limit=200)
     rows = [(p, selectors.proposal_tally(proposal=p)) for p in proposals]
     return render(request, "governance/proposal_list.html", {"rows": rows})
 
 
-def _proposal_page(request: HttpRequest, proposal: Proposal, form: VoteForm, status: int = 200) -> HttpResponse:
+def _proposal_page(
+    request: AuthenticatedHttpRequest, proposal: Proposal, form: VoteForm, status: int = 200
+) -> HttpResponse:
     context = {
         "proposal": proposal,
         "tally": selectors.proposal_tally(proposal=proposal),
@@ -39,7 +42,7 @@ def _proposal_page(request: HttpRequest, proposal: Proposal, form: VoteForm, sta
 
 
 @login_required
-def proposal_detail(request: HttpRequest, proposal_id: int) -> HttpResponse:
+def proposal_detail(request: AuthenticatedHttpRequest, proposal_id: int) -> HttpResponse:
     try:
         proposal = selectors.proposal_get(proposal_id=proposal_id, viewer=request.user)
     except Proposal.DoesNotExist:
@@ -60,7 +63,7 @@ def proposal_detail(request: HttpRequest, proposal_id: int) -> HttpResponse:
     return _proposal_page(request, proposal, VoteForm())
 
 
-def _sale_page(request: HttpRequest, form: PurchaseForm | None = None, status: int = 200) -> HttpResponse:
+def _sale_page(request: AuthenticatedHttpRequest, form: PurchaseForm | None = None, status: int = 200) -> HttpResponse:
     sales = selectors.sale_list(limit=50)
     context = {
         "sales": sales,
@@ -72,7 +75,7 @@ def _sale_page(request: HttpRequest, form: PurchaseForm | None = None, status: i
 
 
 @login_required
-def sale_page(request: HttpRequest) -> HttpResponse:
+def sale_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = PurchaseForm(request.POST)
         if form.is_valid():
@@ -96,7 +99,7 @@ def sale_page(request: HttpRequest) -> HttpResponse:
     return _sale_page(request)
 
 
-def _staking_page(request: HttpRequest, form: StakeForm, status: int = 200) -> HttpResponse:
+def _staking_page(request: AuthenticatedHttpRequest, form: StakeForm, status: int = 200) -> HttpResponse:
     context = {
         "form": form,
         "stakes": selectors.stake_list(owner=request.user, limit=200),
@@ -107,7 +110,7 @@ def _staking_page(request: HttpRequest, form: StakeForm, status: int = 200) -> H
 
 
 @login_required
-def staking_page(request: HttpRequest) -> HttpResponse:
+def staking_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = StakeForm(request.POST)
         if form.is_valid():
@@ -126,7 +129,7 @@ def staking_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def unstake(request: HttpRequest, stake_id: int) -> HttpResponse:
+def unstake(request: AuthenticatedHttpRequest, stake_id: int) -> HttpResponse:
     try:
         stake = services.stake_unstake(owner=request.user, stake_id=stake_id)
     except ServiceError as exc:

@@ -8,11 +8,11 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import model_validator
 
 from core.errors import InvalidInput
+from core.http import ApiRequest
 from core.schemas import ERRORS, NO_NUL, BodySchema, QueryInt
 from hive import selectors, services
 from hive.conf import hive_settings
@@ -67,14 +67,14 @@ class ConversationOut(Schema):
 
 @router.post("/conversations/", response={201: Created, **ERRORS}, summary="Start a conversation with the Queen AI")
 @idempotent
-def conversation_create_view(request: HttpRequest, body: ConversationIn):
+def conversation_create_view(request: ApiRequest, body: ConversationIn):
     conversation = services.conversation_create(owner=request.auth, title=body.title)
     return Status(201, {"id": conversation.id})
 
 
 @router.post("/conversations/{conversation_id}/turns/", response={201: TurnCreated, **ERRORS}, summary="Append a turn")
 @idempotent
-def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: TurnIn):
+def turn_append_view(request: ApiRequest, conversation_id: uuid.UUID, payload: TurnIn):
     turn = services.turn_append(
         conversation_id=conversation_id, user=request.auth, role=payload.role, content=payload.content
     )
@@ -86,7 +86,7 @@ def turn_append_view(request: HttpRequest, conversation_id: uuid.UUID, payload: 
     response={200: ConversationOut, **ERRORS},
     summary="A conversation and its turns",
 )
-def conversation_detail_view(request: HttpRequest, conversation_id: uuid.UUID):
+def conversation_detail_view(request: ApiRequest, conversation_id: uuid.UUID):
     conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.auth)
     turns = selectors.conversation_turns(conversation=conversation)
     return {"id": conversation.id, "title": conversation.title, "turns": turns}
@@ -126,7 +126,7 @@ class BoardPageQuery(Schema):
     "/board/", response={201: BoardPostCreated, **ERRORS}, summary="Post on the hive board (expires after 7 days)"
 )
 @idempotent
-def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
+def board_post_create_view(request: ApiRequest, payload: BoardPostIn):
     post = services.board_post_create(
         author=request.auth.get_username(), body=payload.body, dedupe=idempotency_effect_token(request)
     )
@@ -134,7 +134,7 @@ def board_post_create_view(request: HttpRequest, payload: BoardPostIn):
 
 
 @router.get("/board/", response={200: BoardPageOut, **ERRORS}, summary="The hive board, newest first")
-def board_post_list_view(request: HttpRequest, page: Query[BoardPageQuery]):
+def board_post_list_view(request: ApiRequest, page: Query[BoardPageQuery]):
     limit = min(page.limit, hive_settings.BOARD_MAX_PAGE_SIZE)
     result = selectors.board_post_list(limit=limit, offset=page.offset)
     return {"items": result.items, "count": result.count, "next_offset": result.next_offset}
@@ -201,7 +201,7 @@ def _queue_out(queue) -> dict:
     }
 
 
-def _queue(request: HttpRequest, name: str):
+def _queue(request: ApiRequest, name: str):
     """The queue if the caller may use it: checked in PostgreSQL before anything touches Redis,
     so a made-up name creates nothing there. 404 alike for none and for another's queue."""
     queue_validate_name(name)
@@ -210,7 +210,7 @@ def _queue(request: HttpRequest, name: str):
 
 @router.post("/queues/", response={201: QueueOut, **ERRORS}, summary="Create a bee queue owned by the caller")
 @idempotent
-def queue_create_view(request: HttpRequest, payload: QueueIn):
+def queue_create_view(request: ApiRequest, payload: QueueIn):
     queue = services.bee_queue_create(owner=request.auth, name=payload.name, members=payload.members)
     return Status(201, _queue_out(queue))
 
@@ -218,7 +218,7 @@ def queue_create_view(request: HttpRequest, payload: QueueIn):
 @router.get(
     "/queues/", response={200: list[QueueOut], **ERRORS}, summary="The queues the caller owns or is a member of"
 )
-def queue_list_view(request: HttpRequest):
+def queue_list_view(request: ApiRequest):
     return [_queue_out(queue) for queue in selectors.bee_queue_list(user=request.auth)]
 
 
@@ -228,7 +228,7 @@ def queue_list_view(request: HttpRequest):
     summary="Publish a message to a bee queue (owner and members)",
 )
 @idempotent
-def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn):
+def queue_publish_view(request: ApiRequest, name: str, payload: QueueMessageIn):
     queue = _queue(request, name)
     if len(payload.body) > hive_settings.MAX_MESSAGE_CHARS:
         raise InvalidInput.of({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
@@ -246,7 +246,7 @@ def queue_publish_view(request: HttpRequest, name: str, payload: QueueMessageIn)
     response={200: QueueClaimOut, **ERRORS},
     summary="Claim messages for a consumer (owner and members)",
 )
-def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
+def queue_claim_view(request: ApiRequest, name: str, payload: QueueClaimIn):
     queue = _queue(request, name)
     messages = queue_claim(name=queue.name, consumer=payload.consumer, count=payload.count, block_ms=payload.block_ms)
     return {"messages": messages}
@@ -257,7 +257,7 @@ def queue_claim_view(request: HttpRequest, name: str, payload: QueueClaimIn):
     response={200: QueueAckOut, **ERRORS},
     summary="Acknowledge messages delivered to a consumer (each at most once; owner and members)",
 )
-def queue_ack_view(request: HttpRequest, name: str, payload: QueueAckIn):
+def queue_ack_view(request: ApiRequest, name: str, payload: QueueAckIn):
     queue = _queue(request, name)
     result = queue_ack(name=queue.name, ids=payload.ids, consumer=payload.consumer)
     return {"acked": result.acked, "not_pending": result.not_pending}
@@ -279,7 +279,7 @@ class DecisionAccepted(Schema):
     "/bees/{bee}/decisions/", response={202: DecisionAccepted, **ERRORS}, summary="Record a bee decision (analytics)"
 )
 @idempotent
-def bee_decision_view(request: HttpRequest, bee: str, payload: DecisionIn):
+def bee_decision_view(request: ApiRequest, bee: str, payload: DecisionIn):
     event_id = services.bee_decision_record(
         bee=bee, decision=payload.decision, context=payload.context, user=request.auth
     )

@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth.models import User
 
 from core.dependencies import unavailable_dependency
-from core.redis import redis_client
+from core.redis import redis_client, redis_text
 from hive import history
 from hive.conf import hive_settings
 from hive.metrics import history_rebuilds
@@ -95,7 +95,7 @@ def board_post_list(*, limit: int | None = None, offset: int = 0) -> BoardPage:
     # A post may expire before its index entry's time (a shorter TTL when it was written):
     # drop such entries and read further so the page is still full.
     for _ in range(5):
-        ids = [i.decode() for i in client.zrevrange(index, offset, offset + limit - 1)]
+        ids = [redis_text(i) for i in client.zrevrange(index, offset, offset + limit - 1)]
         if not ids:
             break
         raw = client.mget([board_post_key(i) for i in ids])

@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core.errors import Conflict, InvalidInput, NotFound, Throttled
-from core.redis import redis_client
+from core.redis import RedisScript, redis_client
 from hive import history
 from hive.conf import hive_settings
 from hive.models import BeeQueue, Conversation, Turn
@@ -170,6 +170,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
 return ARGV[1]
 """
+_board_post_once = RedisScript(_BOARD_POST_ONCE)
 
 
 def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> BoardPost:
@@ -198,10 +199,10 @@ def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> B
     hour, into_hour = divmod(int(now.timestamp()), 3600)
     counter = f"{hive_settings.BOARD_KEY_PREFIX}rate:{author}:{hour}"
     limit = hive_settings.BOARD_MAX_POSTS_PER_HOUR
-    raw = client.register_script(_BOARD_POST_ONCE)(
+    raw = _board_post_once(
+        client,
         keys=[board_post_key(post.id), board_index_key(), mark, counter],
         args=[post.id, post.as_json(), ttl_ms, created_ms, limit, 3600 - into_hour],
-        client=client,
     )
     if raw is None:
         raise Throttled(

@@ -8,11 +8,12 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from core.errors import InvalidInput, NotFound, Throttled
+from core.http import AuthenticatedHttpRequest
 from hive import selectors, services
 from hive.models import Turn
 
@@ -26,7 +27,7 @@ def _errors(exc: InvalidInput) -> list[str]:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def conversation_list_page(request: HttpRequest) -> HttpResponse:
+def conversation_list_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             conversation = services.conversation_create(owner=request.user, title=request.POST.get("title", ""))
@@ -41,7 +42,7 @@ def conversation_list_page(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+def conversation_page(request: AuthenticatedHttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     try:
         conversation = selectors.conversation_get(conversation_id=conversation_id, user=request.user)
     except NotFound as exc:
@@ -69,7 +70,7 @@ def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpR
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def board_page(request: HttpRequest) -> HttpResponse:
+def board_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         try:
             services.board_post_create(author=request.user.get_username(), body=request.POST.get("body", ""))

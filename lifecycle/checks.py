@@ -1,4 +1,6 @@
-"""System checks of the instance lifecycle (ids lifecycle.E001-E006): bad configuration is caught at start."""
+"""System checks of the instance lifecycle (ids lifecycle.E001-E007): bad configuration is caught at start."""
+
+from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
@@ -45,6 +47,18 @@ def check_lifecycle_timings(app_configs, **kwargs):
                 hint="Raise STALLED_JOB_SECONDS or lower PROCRASTINATE_WORKER_DEFAULTS['update_heartbeat_interval'].",
             )
         )
+    hung = lifecycle_settings.WORKER_HUNG_SECONDS
+    longest_beat = redis_longest_call()
+    if hung <= interval + longest_beat:
+        errors.append(
+            Error(
+                f"WORKER_HUNG_SECONDS ({hung:g}) is not over the heartbeat interval ({interval:g} s) plus the "
+                f"longest heartbeat write while Redis is unreachable ({longest_beat:g} s): a Redis outage "
+                "would restart every worker.",
+                id="lifecycle.E007",
+                hint="Raise WORKER_HUNG_SECONDS, or lower INSTANCE_HEARTBEAT_INTERVAL or REDIS_SOCKET_TIMEOUT.",
+            )
+        )
     try:
         deadline = detect_platform().shutdown_deadline
     except ValueError:
@@ -60,6 +74,18 @@ def check_lifecycle_timings(app_configs, **kwargs):
             )
         )
     return errors
+
+
+def redis_longest_call() -> float:
+    """Seconds one Redis command can take before it fails: every try times out, with the backoff between."""
+    cache: dict[str, Any] = settings.CACHES["default"]
+    options = cache.get("OPTIONS", {})
+    timeout = max(options.get("SOCKET_CONNECT_TIMEOUT") or 0, options.get("SOCKET_TIMEOUT") or 0)
+    retry = options.get("CONNECTION_POOL_KWARGS", {}).get("retry")
+    if retry is None:
+        return float(timeout)
+    retries = retry.get_retries()
+    return (retries + 1) * timeout + sum(retry._backoff.compute(n) for n in range(1, retries + 1))
 
 
 @register(Tags.compatibility)

@@ -20,6 +20,8 @@ class LifecycleSettings(AppSettings):
         "lifecycle.shutdown.HandBackJobs",
         "lifecycle.queues.steps.HandBackMessages",
         "lifecycle.outbox.steps.ExportOutbox",
+        "lifecycle.sessions.steps.ReportActiveSessions",
+        "lifecycle.shutdown.FlushLogs",
         "lifecycle.shutdown.CloseConnections",
     ]
     RECOVERY_STEPS: list[str] = [
@@ -33,6 +35,11 @@ class LifecycleSettings(AppSettings):
     # samples), or None. On GKE the worker is a pod of its own and must be scraped itself; on
     # Cloud Run it is a sidecar whose samples the web container's /metrics already includes.
     WORKER_METRICS_PORT: int | None = None
+    # The worker's /health (on that port) answers 503, and the kubelet restarts it, when its event
+    # loop or its heartbeat thread has not turned for this long: hung, not busy (jobs run while
+    # both turn). Over the heartbeat interval, or a healthy thread waiting for its next beat
+    # would look hung (lifecycle.E007).
+    WORKER_HUNG_SECONDS: float = 30.0
     # Seconds kept back from the shutdown deadline to store the report and exit.
     REPORT_RESERVE: float = 0.5
     # Test-only views (a slow endpoint for the shutdown tests); never enabled in production.

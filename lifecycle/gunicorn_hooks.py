@@ -3,7 +3,7 @@
 - Start: a fresh instance id (inherited by the workers), Django imported but no connection
   opened (workers inherit whatever the master holds at fork), Redis heartbeats from a thread
   with a client of its own, and the first worker runs registration and recovery.
-- SIGTERM: gunicorn closes its listener at once (gunicorn issues #2529, #3397), so a connection
+- SIGTERM (and SIGINT, Ctrl-C): gunicorn closes its listener at once (gunicorn issues #2529, #3397), so a connection
   that arrives while load balancers still route to us would be refused. The master's
   `handle_term` is replaced: readiness turns 503 in every worker, the listener stays open and
   the workers keep serving for the drain delay, then gunicorn's graceful stop runs under our
@@ -31,9 +31,9 @@ from lifecycle.drain import (
     is_recovered,
     mark_draining,
 )
-from lifecycle.platform import default_drain_delay, detect_platform
+from lifecycle.platform import default_drain_delay
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
-from lifecycle.steps import Report, Step, StepContext, StepTimedOut, load_steps, run_step, run_steps, time_after
+from lifecycle.steps import Step, StepContext, StepTimedOut
 
 logger = logging.getLogger("lifecycle.gunicorn")
 
@@ -75,6 +75,10 @@ def on_starting(server) -> None:
     # the workers are gone, and workers then fork with it loaded. No connection is opened here.
     django.setup()
     server.handle_term = types.MethodType(handle_term, server)
+    # Ctrl-C (`make run`): gunicorn's handle_int is a quick stop, no drain and no report. The same
+    # sequence as SIGTERM instead; the workers, which got the terminal's SIGINT too, ignore it
+    # (post_worker_init) and stop when the sequence stops them.
+    server.handle_int = types.MethodType(handle_term, server)
     write_json(
         instance_file("gunicorn", os.getpid()),
         {"pid": os.getpid(), "instance_id": state.instance_id, "kind": "web", "started_at": time.time()},
@@ -82,20 +86,13 @@ def on_starting(server) -> None:
 
 
 def when_ready(server) -> None:
-    from django.conf import settings
-    from redis import Redis
-
+    from core.redis import build_redis_client
     from lifecycle.conf import lifecycle_settings
 
-    cache = settings.CACHES["default"]
-    # A client of the master's own: never Django's pool, which the workers must create afresh.
-    client = Redis.from_url(
-        cache["LOCATION"],
-        socket_timeout=cache["OPTIONS"].get("SOCKET_TIMEOUT", 2.0),
-        socket_connect_timeout=cache["OPTIONS"].get("SOCKET_CONNECT_TIMEOUT", 2.0),
-    )
+    # A client of the master's own (REDIS_URL or Sentinel, as every client): never Django's pool,
+    # which the workers must create afresh.
     state.heartbeat = Heartbeat(
-        client=client,
+        client=build_redis_client(),
         instance_id=state.instance_id,
         state=_current_state,
         interval=lifecycle_settings.HEARTBEAT_INTERVAL,
@@ -124,6 +121,9 @@ def post_fork(server, worker) -> None:
 def post_worker_init(worker) -> None:
     from lifecycle.startup import start_web_startup_thread
 
+    # gunicorn's worker quits at once on SIGINT; the master's shutdown sequence stops it instead.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     start_web_startup_thread(master_pid=worker.ppid)
 
 
@@ -134,17 +134,10 @@ def worker_exit(server, worker) -> None:
     and module teardown) and every stop would wait for it; nothing in it matters once the
     connections are closed and the logs flushed.
     """
-    from django.db import connections
-
-    from core.redis import redis_client
+    from core.connections import connections_close
 
     try:
-        for conn in connections.all(initialized_only=True):
-            conn.close()
-            close_pool = getattr(conn, "close_pool", None)
-            if close_pool is not None:
-                close_pool()
-        redis_client().connection_pool.disconnect()
+        connections_close(pools=True, redis=True)
     finally:
         logging.shutdown()
         sys.stdout.flush()
@@ -252,46 +245,26 @@ def handle_term(arbiter) -> None:
 
 def _shutdown_sequence(arbiter) -> None:
     from lifecycle.conf import lifecycle_settings
-    from lifecycle.shutdown import ReportWriter, report_file, shutdown_finish
+    from lifecycle.shutdown import ShutdownSequence
 
-    now_wall, now = time.time(), time.monotonic()
     # A preStop `manage.py drain` began the drain (and the budget) earlier.
-    began = drain_started_at() or now_wall
-    began_mono = now - max(0.0, now_wall - began)
-    info = detect_platform()
-    deadline = began_mono + info.shutdown_deadline
-    reserve = lifecycle_settings.REPORT_RESERVE
+    sequence = ShutdownSequence(
+        process="gunicorn",
+        instance_id=state.instance_id,
+        kind="web",
+        heartbeat=state.heartbeat,
+        began=drain_started_at(),
+        drained=is_draining,
+    )
     delay = lifecycle_settings.DRAIN_DELAY
-    delay = default_drain_delay(info) if delay is None else delay
-    delay_left = max(0.0, delay - (now_wall - began))
-
-    report = Report(kind="shutdown", started_at=began, budget=info.shutdown_budget)
-    writer = ReportWriter(report, report_file("gunicorn", os.getpid()), instance_id=state.instance_id, pid=os.getpid())
-    context = StepContext(instance_id=state.instance_id, kind="web")
-    configured = load_steps(lifecycle_settings.SHUTDOWN_STEPS, context)
-    # Keep some of the budget for the steps after the requests (hand-back, outbox, close).
-    after_requests = time_after(len(configured), reserve, info.shutdown_deadline)
-    logger.info("SIGTERM: draining for %.1f s, then stopping within %.1f s", delay_left, info.shutdown_deadline)
-
-    def step(s: Step, step_deadline: float) -> None:
-        report.steps.append(run_step(s, deadline=step_deadline))
-        report.duration = time.monotonic() - began_mono
-        writer()
-
-    step(MarkDraining(context), deadline)
+    delay = default_drain_delay(sequence.platform) if delay is None else delay
+    delay_left = max(0.0, delay - sequence.elapsed())
+    deadline = sequence.platform.shutdown_deadline
+    logger.info("SIGTERM: draining for %.1f s, then stopping within %.1f s", delay_left, deadline)
+    context = sequence.context
+    first: list[Step] = [MarkDraining(context)]
     if delay_left > 0:
-        step(DrainDelay(context, seconds=delay_left), deadline - after_requests)
-    step(FinishRequests(context, arbiter=arbiter), deadline - after_requests)
-
-    def on_result(result) -> None:
-        report.duration = time.monotonic() - began_mono
-        writer()
-
-    run_steps(configured, report=report, deadline=deadline, reserve=reserve, on_result=on_result)
-    if state.heartbeat is not None:
-        state.heartbeat.stop(clear=True)
-    report.duration = time.monotonic() - began_mono
-    shutdown_finish(instance_id=state.instance_id, report=report, drain_started_at=began if is_draining() else None)
-    report.duration = time.monotonic() - began_mono
-    writer(done=True)
+        first.append(DrainDelay(context, seconds=delay_left))
+    first.append(FinishRequests(context, arbiter=arbiter))
+    sequence.run(first)
     state.shutdown_done = True

@@ -1,19 +1,48 @@
-"""Readiness checks, in django-health-check's form: a dataclass whose run() raises a typed error."""
+"""Readiness checks, in django-health-check's form: a dataclass whose run() raises a typed error.
+
+Both dependency checks ask what a request will need, a dependency that takes writes: during a
+failover a demoted Redis primary still answers PING and a PostgreSQL standby still answers
+SELECT 1, while every write would fail. The error names the cause (READONLY, LOADING, read-only
+PostgreSQL, connection refused...).
+"""
 
 import dataclasses
 
+from django import db
+from django.db import connections
 from health_check.base import HealthCheck
-from health_check.checks import Database
 from health_check.exceptions import ServiceUnavailable
 from redis.exceptions import RedisError
 
 from core.redis import redis_client
 from lifecycle.drain import is_draining, is_recovered
 
+# Written by every readiness probe (expires by itself): the cheapest command that a read-only
+# Redis refuses.
+READINESS_KEY = "omk:lifecycle:readiness-probe"
+
+
+def _describe(exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}"[:200]
+
 
 @dataclasses.dataclass
-class DatabaseCheck(Database):
+class DatabaseCheck(HealthCheck):
     name = "database"
+    alias = "default"
+
+    def run(self) -> None:
+        try:
+            with connections[self.alias].temporary_connection() as cursor:
+                cursor.execute("SELECT current_setting('transaction_read_only')")
+                (read_only,) = cursor.fetchone()
+        except db.Error as exc:
+            raise ServiceUnavailable(f"PostgreSQL is unavailable ({_describe(exc)})") from exc
+        if read_only == "on":
+            raise ServiceUnavailable(
+                "PostgreSQL is read-only (a standby, or default_transaction_read_only): writes fail"
+            )
 
 
 @dataclasses.dataclass
@@ -22,9 +51,9 @@ class RedisCheck(HealthCheck):
 
     def run(self) -> None:
         try:
-            redis_client().ping()
+            redis_client().set(READINESS_KEY, "1", px=10_000)
         except RedisError as exc:
-            raise ServiceUnavailable(f"Redis is unreachable ({type(exc).__name__})") from exc
+            raise ServiceUnavailable(f"Redis is unavailable ({_describe(exc)})") from exc
 
 
 @dataclasses.dataclass

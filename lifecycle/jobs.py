@@ -1,18 +1,23 @@
-"""Durable jobs (procrastinate): stalled-job retry and hand-back, through Django's connection.
+"""Durable jobs (procrastinate): stalled-job retry and hand-back, and the job worker.
 
-These helpers use a job manager on procrastinate's Django connector (the request's or the
-task thread's Django connection) rather than the app's current connector: inside `manage.py
-worker` the app's connector belongs to the worker's event loop and must not be used from the
-threads that run steps and sync tasks.
+The retry and hand-back helpers use a job manager on procrastinate's Django connector (the
+request's or the task thread's Django connection) rather than the app's current connector:
+inside `manage.py worker` the app's connector belongs to the worker's event loop and must not be
+used from the threads that run steps and sync tasks.
+
+`JobWorker` runs procrastinate's worker for `manage.py worker` through procrastinate's
+documented API only (see its docstring).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from asgiref.sync import async_to_sync
+from procrastinate import App, manager, utils
 from procrastinate import exceptions as procrastinate_exceptions
-from procrastinate import manager, utils
 from procrastinate.contrib.django.django_connector import DjangoConnector
 
 from lifecycle.conf import lifecycle_settings
@@ -53,3 +58,68 @@ def _retry(jobs: manager.JobManager, job_ids: list[int], *, reason: str) -> list
     if retried:
         logger.warning("Jobs retried (%s): %s", reason, ", ".join(map(str, retried)))
     return retried
+
+
+# Seconds a query for the worker's running jobs may take: the shutdown's budget is short, and
+# without an answer the jobs are retried anyway once the worker stops heartbeating.
+RUNNING_JOBS_QUERY_TIMEOUT = 1.0
+
+
+class JobWorker:
+    """procrastinate's worker, run, stopped and asked for its running jobs through what
+    procrastinate documents (an upgrade announces changes to it), none of its private names:
+
+    - `App.run_worker_async(**options)` runs it, with the app's worker defaults under `options`
+      as procrastinate merges them (the Django contrib's connection cleanup among them);
+    - cancelling that task once is procrastinate's graceful stop: no job is fetched any more,
+      the running ones go on and the task ends when they have (a second cancel would abort them);
+    - its running jobs are read from PostgreSQL, not from the worker's memory: the jobs in
+      `doing` with its worker id (`JobManager.list_jobs_async`). That id is the one procrastinate
+      writes on each job it claims (`Job.worker_id`), which a worker middleware reads as the job
+      starts: procrastinate has no other public way to it. Before a first job started there is
+      no job of this worker to find.
+    """
+
+    def __init__(self, app: App, **options: Any):
+        self.app = app
+        self.worker_id: int | None = None
+        # The worker middleware procrastinate would use (the call's, else the app's worker
+        # defaults', App's `worker_defaults` argument), then ours.
+        middleware = options.get("worker_middleware") or app.worker_defaults.get("worker_middleware") or []
+        middleware = [*middleware, self._note_worker_id]
+        self.options = {**options, "worker_middleware": middleware}
+        self.task: asyncio.Task[None] | None = None
+
+    async def _note_worker_id(self, call_next, context, worker) -> Any:
+        self.worker_id = context.job.worker_id
+        return await call_next()
+
+    def start(self) -> asyncio.Task[None]:
+        """Run the worker in a task of the running event loop (the app must be open)."""
+        self.task = asyncio.create_task(self.app.run_worker_async(**self.options), name="procrastinate worker")
+        return self.task
+
+    def stop(self) -> None:
+        """Fetch no more jobs; the running ones go on. Call it in the worker's event loop."""
+        if self.task is not None and not self.task.done() and not self.task.cancelling():
+            self.task.cancel()
+
+    @property
+    def stopped(self) -> bool:
+        """True once the worker's task ended: no job of it runs any more."""
+        return self.task is not None and self.task.done()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds for the worker to end; True if it has."""
+        assert self.task is not None
+        await asyncio.wait({self.task}, timeout=max(0.0, timeout))
+        return self.task.done()
+
+    async def running_job_ids(self, *, timeout: float = RUNNING_JOBS_QUERY_TIMEOUT) -> list[int]:
+        """The jobs this worker claimed and did not finish, as PostgreSQL has them."""
+        if self.worker_id is None:
+            return []
+        jobs = await asyncio.wait_for(
+            self.app.job_manager.list_jobs_async(status="doing", worker_id=self.worker_id), timeout
+        )
+        return [job.id for job in jobs if job.id is not None]

@@ -58,3 +58,24 @@ def local_instances() -> list[LocalInstance]:
         file_kind = path.name.split("-", 1)[0]
         found.append(LocalInstance(pid, data.get("instance_id", ""), data.get("kind", "web"), file_kind, path))
     return found
+
+
+# Where `make run` records the BigQuery emulator it started (scripts/bqemulator.sh), so that
+# `manage.py stop` stops it with the instances; one started otherwise is never recorded here.
+BQEMULATOR_RECORD = "bqemulator.pid"
+
+
+def local_bqemulator() -> int | None:
+    """The pid of the BigQuery emulator `make run` started on this host, if it still runs."""
+    path = run_dir() / BQEMULATOR_RECORD
+    try:
+        pid = int(path.read_text().strip())
+        # A recycled pid is another program's: only a process running bqemulator counts.
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
+        return None
+    if b"bqemulator" not in cmdline or not process_alive(pid):
+        path.unlink(missing_ok=True)
+        return None
+    return pid

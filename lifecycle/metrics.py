@@ -19,6 +19,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -40,6 +41,24 @@ PENDING_FLUSHED = Counter(
 )
 PENDING_LOST = Counter(
     "pending_operations_lost_total", "Operations cut off at shutdown (in-flight requests past the deadline)", ("kind",)
+)
+
+# Requests as operators expect them (RequestMetricsMiddleware). `route` is the URL pattern that
+# served the request (`api/proposals/<int:proposal_id>/votes/`), never the raw path: one series
+# per endpoint, whatever the ids. `status` is the class ("2xx", ..., "5xx").
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered, by route, method and status class", ("route", "method", "status")
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Seconds from the request entering the middleware to its response, by route and method",
+    ("route", "method"),
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+# Summed over the live workers' files: a dead worker's last value does not linger.
+HTTP_REQUESTS_IN_FLIGHT = Gauge("http_requests_in_flight", "Requests being served now", multiprocess_mode="livesum")
+HTTP_UNAVAILABLE = Counter(
+    "http_unavailable_total", "503 responses by the unreachable dependency that caused them", ("dependency", "route")
 )
 
 

@@ -15,6 +15,8 @@ LOCAL_BUDGET_SECONDS = 30.0
 
 class Platform(enum.StrEnum):
     CLOUD_RUN = "cloud_run"
+    # Cloud Run functions (Cloud Functions 2nd gen): a Cloud Run service underneath, same budget.
+    CLOUD_RUN_FUNCTIONS = "cloud_run_functions"
     GKE = "gke"
     LOCAL = "local"
 
@@ -39,7 +41,9 @@ def shutdown_margin(budget: float) -> float:
 def detect_platform(environ: Mapping[str, str] | None = None) -> PlatformInfo:
     environ = os.environ if environ is None else environ
     if environ.get("K_SERVICE"):
-        return PlatformInfo(Platform.CLOUD_RUN, CLOUD_RUN_BUDGET_SECONDS)
+        # A function's runtime sets FUNCTION_TARGET (the entry point) beside Cloud Run's K_SERVICE.
+        platform = Platform.CLOUD_RUN_FUNCTIONS if environ.get("FUNCTION_TARGET") else Platform.CLOUD_RUN
+        return PlatformInfo(platform, CLOUD_RUN_BUDGET_SECONDS)
     if environ.get("KUBERNETES_SERVICE_HOST"):
         raw = environ.get("TERMINATION_GRACE_PERIOD", "")
         try:
@@ -55,7 +59,7 @@ def detect_platform(environ: Mapping[str, str] | None = None) -> PlatformInfo:
 def default_drain_delay(info: PlatformInfo) -> float:
     """Seconds to keep serving after readiness turns 503, before the listener closes.
 
-    Cloud Run stops routing to an instance before it sends SIGTERM: nothing to wait for. A
+    Cloud Run (functions too) stops routing to an instance before it sends SIGTERM: nothing to wait for. A
     Kubernetes Service or load balancer needs a few probe periods to take the pod out.
     """
-    return 0.0 if info.platform is Platform.CLOUD_RUN else 5.0
+    return 0.0 if info.platform in (Platform.CLOUD_RUN, Platform.CLOUD_RUN_FUNCTIONS) else 5.0

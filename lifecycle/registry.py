@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 
@@ -68,12 +69,23 @@ class Heartbeat:
         self.ttl = ttl
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # time.monotonic() of the last beat begun (the thread is alive) and of the last one that
+        # reached Redis (others can see this instance), for the worker's probes.
+        self.last_attempt = time.monotonic()
+        self.last_written: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     def beat(self) -> None:
+        self.last_attempt = time.monotonic()
         try:
             heartbeat_write(self.client, instance_id=self.instance_id, state=self.state(), ttl=self.ttl)
         except RedisError as exc:
             logger.warning("Instance heartbeat failed: %r", exc)
+        else:
+            self.last_written = time.monotonic()
 
     def start(self) -> Heartbeat:
         self.beat()

@@ -54,8 +54,7 @@ def release_startup_lead_of(pid: int) -> None:
 
 def web_startup(*, master_pid: int) -> None:
     """Register the instance, run recovery, mark it ready and raise the recovered flag."""
-    from django.db import connections
-
+    from core.connections import connections_close
     from lifecycle.metrics import INSTANCE_STARTUP
     from lifecycle.models import InstanceState
     from lifecycle.recovery import recovery_run
@@ -80,11 +79,8 @@ def web_startup(*, master_pid: int) -> None:
             # PostgreSQL or Redis is down: stay not-ready and try again (the probes say why).
             logger.error("Startup recovery failed: %r; retrying in %s s", exc, RETRY_SECONDS)
         finally:
-            for conn in connections.all(initialized_only=True):
-                conn.close()
+            connections_close(pools=False, redis=False)
         time.sleep(RETRY_SECONDS)
-    for conn in connections.all(initialized_only=True):
-        conn.close()
     if flag is not None:
         flag.touch()
     logger.info("Instance %s ready", instance_id)

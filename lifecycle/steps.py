@@ -74,6 +74,12 @@ class Step(abc.ABC):
     # A recovery step that only counts (sessions, others' shutdowns) finds nothing to recover:
     # its count does not make a pass worth recording.
     bookkeeping: bool = False
+    # A note `run` may leave for the report line of a step that went well (what it left to the
+    # steps after it, say); a failure's or a timeout's line says what went wrong instead.
+    detail: str = ""
+    # Which of an operator's questions about a shutdown the step answers (SHUTDOWN_GROUPS): the
+    # process's own steps (drain, finish requests or jobs) and hand-backs flush pending operations.
+    group: str = "pending"
 
     def __init__(self, context: StepContext | None = None):
         self.context = context or StepContext()
@@ -95,6 +101,7 @@ class StepResult:
     # Operations of kind `loses` the step had to give up (requests cut off at the deadline).
     lost: int = 0
     loses: str = ""
+    group: str = "pending"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,13 +144,9 @@ class Report:
 
 def _release_connections() -> None:
     """Give the step thread's database connection back to the pool (threads keep theirs)."""
-    from django.conf import settings
+    from core.connections import connections_close
 
-    if settings.configured:
-        from django.db import connections
-
-        for conn in connections.all(initialized_only=True):
-            conn.close()
+    connections_close(pools=False, redis=False)
 
 
 def load_steps(paths: Iterable[str], context: StepContext) -> list[Step]:
@@ -193,7 +196,16 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
         label = format_label(step.label, count)
         lost = outcome.get("lost", 0)
         return StepResult(
-            step.name, label, status, count, duration, detail, flushes=step.flushes, lost=lost, loses=step.loses
+            step.name,
+            label,
+            status,
+            count,
+            duration,
+            detail,
+            flushes=step.flushes,
+            lost=lost,
+            loses=step.loses,
+            group=step.group,
         )
 
     if alive:
@@ -208,7 +220,7 @@ def run_step(step: Step, *, deadline: float, reserve: float = 0.0) -> StepResult
         exc = outcome["error"]
         logger.error("Lifecycle step %s failed: %r", step.name, exc, exc_info=exc)
         return result(StepStatus.FAILED, f"{type(exc).__name__}: {exc}")
-    return result(StepStatus.OK)
+    return result(StepStatus.OK, step.detail)
 
 
 # Seconds kept for each step still to come, so that a hung step cannot starve the ones after it
@@ -242,20 +254,60 @@ def run_steps(
     return report
 
 
-def format_report(report: Report, width: int = 40) -> list[str]:
-    """The report as `manage.py stop` prints it, one line per step and a summary."""
-    lines = []
+# The headings of a shutdown report: the four questions an operator checks a shutdown for.
+SHUTDOWN_GROUPS = {
+    "pending": "Flushing pending operations",
+    "sessions": "Persisting active sessions",
+    "logs": "Flushing logs",
+    "connections": "Closing connections",
+}
+
+
+def format_step(step: StepResult, width: int = 40) -> str:
+    dots = "." * max(3, width - len(step.label))
+    line = f"{step.label} {dots} {step.status:<9} {step.duration:5.2f} s"
+    if step.detail:
+        line += f"  ({step.detail})"
+    return line
+
+
+def format_steps(report: Report) -> list[str]:
+    """The step lines as `manage.py stop` prints them while they come: a shutdown's under the
+    heading of their group (repeated if the configured order interleaves groups)."""
+    if report.kind != "shutdown":
+        return [format_step(step) for step in report.steps]
+    lines, group = [], None
     for step in report.steps:
-        dots = "." * max(3, width - len(step.label))
-        status = step.status if step.status != StepStatus.OK else "ok"
-        line = f"{step.label} {dots} {status:<9} {step.duration:5.2f} s"
-        if step.detail:
-            line += f"  ({step.detail})"
-        lines.append(line)
+        if step.group != group:
+            group = step.group
+            lines.append(SHUTDOWN_GROUPS.get(group, group.capitalize() or "Other steps") + ":")
+        lines.append("  " + format_step(step, width=38))
+    return lines
+
+
+def format_lost(report: Report) -> str:
+    """What the shutdown gave up: 0, or how many of which kind."""
+    lost: dict[str, int] = {}
+    for step in report.steps:
+        if step.lost:
+            kind = step.loses or step.name
+            lost[kind] = lost.get(kind, 0) + step.lost
+    if not lost:
+        return "Lost: 0"
+    return "Lost: " + ", ".join(f"{count} {kind}{'s' if count != 1 else ''}" for kind, count in lost.items())
+
+
+def format_summary(report: Report) -> list[str]:
+    """The lines after the steps: what was lost (a shutdown's) and the outcome."""
     what = "Stopped" if report.kind == "shutdown" else "Recovered"
     budget = f" of a {report.budget:g} s budget" if report.budget else ""
     tail = "; nothing left in memory." if report.ok else "; NOT clean: see the steps above."
     if report.budget and report.duration > report.budget:
         tail = "; budget EXCEEDED."
-    lines.append(f"{what} in {report.duration:.2f} s{budget}{tail}")
-    return lines
+    summary = f"{what} in {report.duration:.2f} s{budget}{tail}"
+    return [format_lost(report), summary] if report.kind == "shutdown" else [summary]
+
+
+def format_report(report: Report) -> list[str]:
+    """The report as `manage.py stop` prints it: the steps, then what was lost and the outcome."""
+    return format_steps(report) + format_summary(report)

@@ -43,8 +43,9 @@ class ReadinessView(HealthCheckView):
         if status == 503:
             response["Retry-After"] = "1"
             # Draining and recovering instances answer 503 on purpose, at every probe: that is no
-            # error line each time (Django logs every 5xx). A failed dependency is a warning.
-            response._has_been_logged = True
+            # error line each time (Django logs every 5xx not marked with its private, undeclared
+            # `_has_been_logged`). A failed dependency is a warning.
+            response._has_been_logged = True  # type: ignore[attr-defined]
             failed = [f"{name}: {state}" for name, state in checks.items() if state != "ok" and name not in EXPECTED]
             if failed:
                 logger.warning("Not ready: %s", "; ".join(failed))

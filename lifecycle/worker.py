@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable
 from asgiref.sync import sync_to_async
 
 from lifecycle.conf import lifecycle_settings
-from lifecycle.platform import detect_platform
+from lifecycle.jobs import JobWorker
 from lifecycle.registry import INSTANCE_ID_ENV, Heartbeat, new_instance_id
-from lifecycle.shutdown import ReportWriter, report_file
-from lifecycle.steps import Report, StepContext, StepResult, StepStatus, load_steps, run_steps, time_after
+from lifecycle.shutdown import ShutdownSequence
+from lifecycle.steps import Step, StepContext
+from lifecycle.worker_probes import WorkerProbes, worker_probes_serve
 
 logger = logging.getLogger("lifecycle.worker")
 
@@ -45,7 +46,6 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
     write_json(instance_file("worker", pid), {"pid": pid, "instance_id": instance_id, "kind": "worker"})
     instance_register(instance_id=instance_id, kind="worker")
     INSTANCE_STARTUP.labels(kind="worker").inc()
-    _serve_metrics(lifecycle_settings.WORKER_METRICS_PORT)
     current = {"state": "starting"}
     heartbeat = Heartbeat(
         client=redis_client(),
@@ -54,6 +54,7 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
         interval=lifecycle_settings.HEARTBEAT_INTERVAL,
         ttl=lifecycle_settings.HEARTBEAT_TTL,
     ).start()
+    probes = _serve_probes(lifecycle_settings.WORKER_METRICS_PORT, heartbeat=heartbeat, current=current)
     recovery_run(instance_id=instance_id, kind="worker")
     current["state"] = "ready"
     instance_set_state(instance_id=instance_id, state=InstanceState.READY, detail="recovery done")
@@ -77,6 +78,7 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
                 heartbeat=heartbeat,
                 current=current,
                 on_drain=export_stop.set,
+                probes=probes,
             )
         )
     finally:
@@ -84,16 +86,18 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
         instance_file("worker", pid).unlink(missing_ok=True)
 
 
-def _serve_metrics(port: int | None) -> None:
-    """Serve /metrics from a daemon thread: it dies with the process, samples and all."""
+def _serve_probes(port: int | None, *, heartbeat: Heartbeat, current: dict) -> WorkerProbes | None:
+    """/health, /ready and /metrics on `port` (or nothing without one)."""
     if not port:
-        return
-    from prometheus_client import start_http_server
-
-    from lifecycle.metrics import metrics_registry
-
-    start_http_server(int(port), registry=metrics_registry())
-    logger.info("Worker metrics on port %s", port)
+        return None
+    probes = WorkerProbes(
+        heartbeat=heartbeat,
+        state=lambda: current["state"],
+        hung_seconds=lifecycle_settings.WORKER_HUNG_SECONDS,
+        ttl=lifecycle_settings.HEARTBEAT_TTL,
+    )
+    worker_probes_serve(int(port), probes)
+    return probes
 
 
 def _export_outbox(stop: threading.Event) -> None:
@@ -103,9 +107,18 @@ def _export_outbox(stop: threading.Event) -> None:
 
 
 async def _serve(
-    app, options: dict, *, instance_id: str, heartbeat: Heartbeat, current: dict, on_drain: Callable[[], None]
+    app,
+    options: dict,
+    *,
+    instance_id: str,
+    heartbeat: Heartbeat,
+    current: dict,
+    on_drain: Callable[[], None],
+    probes: WorkerProbes | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    if probes is not None:
+        probes.watch_loop(loop)
     stop_requested = asyncio.Event()
     received: list[float] = []
 
@@ -122,72 +135,96 @@ async def _serve(
 
     with app.replace_connector(app.connector.get_worker_connector()):
         async with app.open_async():
-            app.perform_import_paths()
-            worker = app._worker(**options)
-            run_task = asyncio.create_task(worker.run(), name="procrastinate worker")
+            worker = JobWorker(app, **options)
+            run_task = worker.start()
             stopper = asyncio.create_task(stop_requested.wait())
             await asyncio.wait({run_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if run_task.done() and not received:
                 run_task.result()  # the worker crashed: raise its error
                 return 0
-            began = received[0]
-            began_mono = time.monotonic() - max(0.0, time.time() - began)
-            info = detect_platform()
-            deadline = began_mono + info.shutdown_deadline
-            report = Report(kind="shutdown", started_at=began, budget=info.shutdown_budget)
-            writer = ReportWriter(report, report_file("worker", os.getpid()), instance_id=instance_id, pid=os.getpid())
-            context = StepContext(instance_id=instance_id, kind="worker", job_worker_id=worker.worker_id)
-            configured = load_steps(lifecycle_settings.SHUTDOWN_STEPS, context)
-            reserve = lifecycle_settings.REPORT_RESERVE
-            after_jobs = time_after(len(configured), reserve, info.shutdown_deadline)
 
-            current["state"] = "draining"
-            on_drain()
-            t = time.monotonic()
-            worker.stop()
-            report.steps.append(StepResult("drain", "Draining (no new jobs)", StepStatus.OK, 0, time.monotonic() - t))
-            writer()
+            def drain() -> None:
+                current["state"] = "draining"
+                on_drain()
 
-            t = time.monotonic()
-            running = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
-            await asyncio.wait({run_task}, timeout=max(0.0, deadline - after_jobs - time.monotonic()))
-            still = [ctx.job.id for ctx in worker._running_jobs.values() if ctx.job.id is not None]
-            label = f"Finishing running jobs ({len(running)})"
-            if still:
-                # Not a failure: nothing is lost, the next step hands them to another worker.
-                report.steps.append(
-                    StepResult(
-                        "finish_jobs",
-                        label,
-                        StepStatus.OK,
-                        len(running),
-                        time.monotonic() - t,
-                        f"{len(still)} still running at the deadline: handed back",
-                    )
-                )
-            else:
-                report.steps.append(StepResult("finish_jobs", label, StepStatus.OK, len(running), time.monotonic() - t))
-            context.running_job_ids = still
-            writer()
-
-            def finish() -> None:
-                from lifecycle.shutdown import shutdown_finish
-
-                def on_result(result) -> None:
-                    report.duration = time.monotonic() - began_mono
-                    writer()
-
-                run_steps(configured, report=report, deadline=deadline, reserve=reserve, on_result=on_result)
-                heartbeat.stop(clear=True)
-                report.duration = time.monotonic() - began_mono
-                shutdown_finish(instance_id=instance_id, report=report, drain_started_at=began)
-                report.duration = time.monotonic() - began_mono
-                writer(done=True)
-
-            await sync_to_async(finish, thread_sensitive=False)()
+            sequence = ShutdownSequence(
+                process="worker", instance_id=instance_id, kind="worker", heartbeat=heartbeat, began=received[0]
+            )
+            sequence.context.job_worker_id = worker.worker_id
+            first = [
+                StopFetchingJobs(sequence.context, worker=worker, loop=loop, on_drain=drain),
+                FinishJobs(sequence.context, worker=worker, loop=loop),
+            ]
+            # In a thread: the event loop goes on running the worker and its jobs meanwhile.
+            report = await sync_to_async(sequence.run, thread_sensitive=False)(first)
             code = 0 if report.ok else 1
-            if still:
+            if not worker.stopped:
                 # Abandoned sync jobs' threads would keep asyncio.run (and the process) alive.
                 logging.shutdown()
                 os._exit(code)
             return code
+
+
+class StopFetchingJobs(Step):
+    """The heartbeat says draining, the outbox loop stops, and the worker takes no new job."""
+
+    name = "drain"
+    label = "Draining (no new jobs)"
+    in_thread = False
+
+    def __init__(
+        self,
+        context: StepContext,
+        *,
+        worker: JobWorker,
+        loop: asyncio.AbstractEventLoop,
+        on_drain: Callable[[], None],
+    ):
+        super().__init__(context)
+        self.worker = worker
+        self.loop = loop
+        self.on_drain = on_drain
+
+    def run(self, *, deadline: float) -> int:
+        self.on_drain()
+        self.loop.call_soon_threadsafe(self.worker.stop)
+        return 0
+
+
+async def _running_job_ids(worker: JobWorker) -> list[int]:
+    try:
+        return await worker.running_job_ids()
+    except Exception as exc:
+        # PostgreSQL is out of reach: nothing can be handed back now. The jobs are retried by
+        # recovery once this worker stops heartbeating.
+        logger.warning("Could not list the running jobs: %r", exc)
+        return []
+
+
+class FinishJobs(Step):
+    """Wait, until the step's deadline, for the jobs the worker is running. Those still running
+    then are left in the context for HandBackJobs, which gives them to another worker."""
+
+    name = "finish_jobs"
+    label = "Finishing running jobs ({count})"
+    in_thread = False
+
+    def __init__(self, context: StepContext, *, worker: JobWorker, loop: asyncio.AbstractEventLoop):
+        super().__init__(context)
+        self.worker = worker
+        self.loop = loop
+
+    def run(self, *, deadline: float) -> int:
+        running, still = asyncio.run_coroutine_threadsafe(self._finish(deadline), self.loop).result()
+        self.context.job_worker_id = self.worker.worker_id
+        self.context.running_job_ids = still
+        if still:
+            # Not a failure: nothing is lost, the next step hands them to another worker.
+            self.detail = f"{len(still)} still running at the deadline: handed back"
+        return len(running)
+
+    async def _finish(self, deadline: float) -> tuple[list[int], list[int]]:
+        running = await _running_job_ids(self.worker)
+        finished = await self.worker.wait(deadline - time.monotonic())
+        still = [] if finished else await _running_job_ids(self.worker)
+        return running, still

@@ -31,6 +31,8 @@ keepalive = 5
 control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
+# JSON lines like the application's when it logs JSON (production), with request_id and instance_id.
+logger_class = "lifecycle.logs.GunicornLogger"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # The master's instance id, drain and recovered flags and metrics directory are set in its
 # environment here, before anything forks; the hooks below do the rest. (Django's settings are

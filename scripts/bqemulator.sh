@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start the local BigQuery (the bqemulator package) in the background for `make run`, unless it
 # answers already. Idempotent. Its data persists in .run/bqemulator between runs.
-# Stop it with: kill "$(cat .run/bqemulator/bqemulator.pid)"
+# Stop it with: kill "$(cat .run/bqemulator/bqemulator.pid)". With BQEMULATOR_RECORD=<file> (as
+# `make run` sets it, in OMK_RUN_DIR) the pid of an emulator this script starts is also written
+# there, for `manage.py stop` and `make run`'s exit to stop it; one already answering is not.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -29,6 +31,10 @@ nohup setsid "$BIN/bqemulator" start --persistent --data-dir "$DATA_DIR" --proje
   --rest-port "$REST_PORT" --grpc-port "$GRPC_PORT" --log-level warning \
   >>"$DATA_DIR/bqemulator.log" 2>&1 </dev/null &
 echo $! >"$DATA_DIR/bqemulator.pid"
+if [ -n "${BQEMULATOR_RECORD:-}" ]; then
+  mkdir -p "$(dirname "$BQEMULATOR_RECORD")"
+  echo $! >"$BQEMULATOR_RECORD"
+fi
 
 for _ in $(seq 1 120); do
   if answers; then

@@ -10,6 +10,9 @@ PACKAGES=(
   prometheus
   # The load balancer in front of the instances (tests/chaos/test_run.py, make chaos).
   haproxy
+  # Redis Sentinel: the failover tests start three (tests/core/test_redis_sentinel.py) and the
+  # chaos harness runs its Redis behind them.
+  redis-sentinel
 )
 
 missing=()

@@ -3,14 +3,17 @@
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from settings.env import env_bool, env_float, env_int, env_list, env_settings, env_str
+from settings.env import env_bool, env_float, env_int, env_list, env_settings, env_str, sentinel_address
+from settings.sentinel import sentinel_cache
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -52,6 +55,8 @@ MIDDLEWARE = [
     # Then: probes are answered before host validation, sessions or auth (kubelet sends the
     # pod IP as Host, and a probe must not depend on the session store).
     "lifecycle.middleware.ProbeMiddleware",
+    # Request count, latency and in-flight by route; outside the 503 it counts by dependency.
+    "lifecycle.middleware.RequestMetricsMiddleware",
     "core.middleware.DependencyUnavailableMiddleware",
     # Before sessions: a 64 KiB+ body under /api/ is refused before any work (core/conf.py).
     "core.middleware.ApiGuardMiddleware",
@@ -83,6 +88,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "omk.pages.navigation",
             ],
         },
     },
@@ -91,7 +97,9 @@ TEMPLATES = [
 # PostgreSQL through psycopg 3 and Django's pool. The pool is created lazily on the first query,
 # so it opens inside each gunicorn worker after fork, never in the master (no preload_app).
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/omk")
-DATABASES = {
+# DATABASES, CACHES and LOGGING are annotated as Django reads them (options of any type): mypy
+# would infer each literal's join instead, and `settings.CACHES[...]` would be a Collection[str].
+DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         **dj_database_url.parse(DATABASE_URL, conn_max_age=0),
         # With a pool, Django turns this into the pool's check: each connection is tested when it
@@ -116,7 +124,15 @@ DATABASES = {
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
-CACHES = {
+# Redis Sentinel: "host:port,host:port,...". When set, every client asks them for the primary of
+# REDIS_SENTINEL_MASTER (and asks again after a failover); REDIS_URL then gives only the database
+# number and the password, its host is not used. Unset: REDIS_URL's host (Memorystore's one
+# endpoint, which moves to the new primary by itself).
+REDIS_SENTINELS = [sentinel_address(item) for item in env_list("REDIS_SENTINELS", [])]
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "") if REDIS_SENTINELS else ""
+if REDIS_SENTINELS and not REDIS_SENTINEL_MASTER:
+    raise ImproperlyConfigured("REDIS_SENTINELS is set: REDIS_SENTINEL_MASTER must name the monitored primary.")
+CACHES: dict[str, dict[str, Any]] = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
@@ -139,6 +155,11 @@ CACHES = {
         },
     }
 }
+if REDIS_SENTINELS:
+    CACHES["default"]["LOCATION"], _sentinel_options = sentinel_cache(
+        REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SOCKET_TIMEOUT
+    )
+    CACHES["default"]["OPTIONS"].update(_sentinel_options)
 
 SESSION_ENGINE = "lifecycle.sessions.backend"
 SESSION_CACHE_ALIAS = "default"
@@ -197,7 +218,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# None where nothing is collected (settings/test.py).
+STATIC_ROOT: Path | None = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Each app's settings and their defaults are in its conf.py (core/conf.py, lifecycle/conf.py,
@@ -207,6 +229,8 @@ globals().update(
     env_settings(
         {
             "OMK_RETRY_AFTER_SECONDS": ("RETRY_AFTER_SECONDS", env_int),
+            "OMK_REDIS_MIN_REPLICAS_ACK": ("REDIS_MIN_REPLICAS_ACK", env_int),
+            "OMK_REDIS_REPLICAS_ACK_TIMEOUT": ("REDIS_REPLICAS_ACK_TIMEOUT", env_float),
             "OMK_RUN_DIR": ("OMK_RUN_DIR", env_str),
             "OMK_TRUSTED_PROXY_HOPS": ("TRUSTED_PROXY_HOPS", env_int),
             "OMK_API_THROTTLE_USER": ("API_THROTTLE_USER", env_str),
@@ -217,17 +241,21 @@ globals().update(
             "LIFECYCLE_DRAIN_DELAY": ("DRAIN_DELAY", env_float),
             "LIFECYCLE_STALLED_JOB_SECONDS": ("STALLED_JOB_SECONDS", env_float),
             "LIFECYCLE_WORKER_METRICS_PORT": ("WORKER_METRICS_PORT", env_int),
+            "LIFECYCLE_WORKER_HUNG_SECONDS": ("WORKER_HUNG_SECONDS", env_float),
             "LIFECYCLE_SHUTDOWN_STEPS": ("LIFECYCLE_SHUTDOWN_STEPS", env_list),
             "LIFECYCLE_RECOVERY_STEPS": ("LIFECYCLE_RECOVERY_STEPS", env_list),
             "OUTBOX_SINK": ("OUTBOX_SINK", env_str),
             "OUTBOX_BATCH_SIZE": ("OUTBOX_BATCH_SIZE", env_int),
             "OUTBOX_RETENTION_DAYS": ("OUTBOX_RETENTION_DAYS", env_int),
+            "OUTBOX_BATCH_LINGER_SECONDS": ("OUTBOX_BATCH_LINGER_SECONDS", env_float),
+            "OUTBOX_RECOVER_AFTER_SECONDS": ("OUTBOX_RECOVER_AFTER_SECONDS", env_float),
             "OUTBOX_BIGQUERY_PROJECT": ("BIGQUERY_PROJECT", env_str),
             "OUTBOX_BIGQUERY_DATASET": ("BIGQUERY_DATASET", env_str),
             "OUTBOX_BIGQUERY_LOCATION": ("BIGQUERY_LOCATION", env_str),
             "OUTBOX_BIGQUERY_EMULATOR_URL": ("BIGQUERY_EMULATOR_URL", env_str),
             "GOVERNANCE_PURCHASE_PENDING_TTL": ("PURCHASE_PENDING_TTL", env_float),
             "GOVERNANCE_PAYMENT_WEBHOOK_SECRET": ("PAYMENT_WEBHOOK_SECRET", env_str),
+            "OUTBOX_BIGQUERY_EMULATOR_GRPC": ("BIGQUERY_EMULATOR_GRPC", env_str),
         }
     )
 )
@@ -248,17 +276,14 @@ LOGOUT_REDIRECT_URL = "/login/"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "text")
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        # Cloud Logging reads `severity` and `message` from one JSON object per line.
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(instance_id)s",
-            "rename_fields": {"levelname": "severity", "asctime": "time"},
-        },
+        # Cloud Logging reads `severity` and `message` from one JSON object per line; gunicorn's
+        # access and error lines use the same formatter (lifecycle.logs.GunicornLogger).
+        "json": {"()": "lifecycle.logs.json_formatter"},
     },
     # Every record carries the request id and the instance id.
     "filters": {"context": {"()": "lifecycle.logs.ContextFilter"}},

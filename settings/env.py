@@ -17,7 +17,7 @@ def env_str(name: str, default: str | None = None) -> str:
 
 def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
-    if raw in (None, ""):
+    if not raw:  # unset or empty
         return default
     try:
         return int(raw)
@@ -27,7 +27,7 @@ def env_int(name: str, default: int) -> int:
 
 def env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
-    if raw in (None, ""):
+    if not raw:  # unset or empty
         return default
     try:
         return float(raw)
@@ -37,7 +37,7 @@ def env_float(name: str, default: float) -> float:
 
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw in (None, ""):
+    if not raw:  # unset or empty
         return default
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
@@ -48,9 +48,17 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_list(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
-    if raw in (None, ""):
+    if not raw:  # unset or empty
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def sentinel_address(item: str) -> tuple[str, int]:
+    """'host:port' of a Redis Sentinel (REDIS_SENTINELS) -> (host, port)."""
+    host, _, port = item.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port.")
+    return host, int(port)
 
 
 def env_settings(names: dict[str, tuple[str, Any]]) -> dict[str, Any]:

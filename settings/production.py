@@ -57,6 +57,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 OUTBOX_BIGQUERY_PROJECT = os.environ.get("BIGQUERY_PROJECT", "")
 # Never an emulator in production, whatever the environment says.
 OUTBOX_BIGQUERY_EMULATOR_URL = ""
+OUTBOX_BIGQUERY_EMULATOR_GRPC = ""
 
 # Collected into the image at build time (Dockerfile), hashed names cached for a year.
 STORAGES = {

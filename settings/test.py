@@ -29,6 +29,7 @@ LIFECYCLE_TEST_VIEWS = True
 IDEMPOTENCY_PAUSE_AFTER_COMMIT = env_float("OMK_TEST_PAUSE_AFTER_COMMIT", 0.0)
 # The bqemulator the tests start.
 OUTBOX_BIGQUERY_EMULATOR_URL = env_str("BIGQUERY_EMULATOR_URL", "http://127.0.0.1:9050")
+OUTBOX_BIGQUERY_EMULATOR_GRPC = env_str("BIGQUERY_EMULATOR_GRPC", "127.0.0.1:9060")
 
 # Static files straight from the apps (no collectstatic before the tests).
 WHITENOISE_USE_FINDERS = True

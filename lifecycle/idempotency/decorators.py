@@ -61,7 +61,8 @@ def request_fingerprint(request: HttpRequest) -> str:
     except ValueError:
         canonical = body
     digest = hashlib.sha256()
-    for part in (request.method.encode(), request.path.encode(), canonical):
+    # A request Django routed to a view always has its method (None only on a bare HttpRequest()).
+    for part in ((request.method or "").encode(), request.path.encode(), canonical):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -201,7 +202,8 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     contribute_operation_args(
         wrapper,
         "idempotency_key",
-        str | None,
+        # ninja annotates the argument as a class, yet uses it as any annotation (here a union).
+        str | None,  # type: ignore[arg-type]
         Header(
             None,
             alias=HEADER,

@@ -18,16 +18,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError
 
+from core.dependencies import REDIS_UNAVAILABLE_ERRORS
 from core.errors import Busy
 from lifecycle.locks import lua
 from lifecycle.locks.conf import LocksSettings, locks_settings
@@ -46,8 +45,8 @@ from lifecycle.locks.metrics import (
 
 logger = logging.getLogger(__name__)
 
-# A replica promoted late or a primary demoted mid-failover answers READONLY: as unreachable as down.
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+# READONLY, LOADING, MASTERDOWN... mid-failover are as unreachable as down (core.dependencies).
+_UNREACHABLE = REDIS_UNAVAILABLE_ERRORS
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -101,40 +100,15 @@ def _settings_changed(*, setting: str, **kwargs: Any) -> None:
 
 
 def _round_trip(client: Redis, *commands: tuple[Any, ...]) -> list[Any]:
-    """Send `commands` in one write on a pooled connection and read their replies.
-
-    The sync lock's commands take this short path rather than `client.execute_command`: redis-py's
-    per-command layers (events, observability, response callbacks) cost as much CPU as Redis's own
-    work for a lock operation, and with four processes on one key that CPU is the hand-over's
-    latency. Connection errors are retried by the connection's own policy, as the client would.
-    The first error reply is raised after every reply has been read, so the connection goes back
-    to the pool clean.
+    """Send `commands` in one write on a pooled connection and read their replies: redis-py's
+    non-transactional pipeline. It reads every reply before it raises the first error reply, so
+    the connection goes back to the pool clean, and retries connection errors by the
+    connection's own policy, as the client does for one command.
     """
-    pool = client.connection_pool
-    connection = pool.get_connection()
-
-    def send_and_read() -> list[Any]:
-        connection.send_packed_command(connection.pack_commands(commands))
-        return [_read_reply(connection) for _ in commands]
-
-    try:
-        replies = connection.retry.call_with_retry(send_and_read, lambda _error: connection.disconnect())
-    except BaseException:
-        connection.disconnect()  # replies may be left unread: never hand this connection out again
-        raise
-    finally:
-        pool.release(connection)
-    for reply in replies:
-        if isinstance(reply, ResponseError):
-            raise reply
-    return replies
-
-
-def _read_reply(connection: Any) -> Any:
-    try:
-        return connection.read_response()
-    except ResponseError as exc:  # an error reply; the connection itself is fine
-        return exc
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return pipe.execute()
 
 
 class _Script:
@@ -651,13 +625,13 @@ def critical_section(
                 async with distributed_lock.acquire(name, ttl=ttl, timeout=timeout, renew=renew):
                     return await func(*args, **kwargs)
 
-            return run_async  # type: ignore[return-value]
+            return cast(F, run_async)
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             with distributed_lock.acquire(name, ttl=ttl, timeout=timeout, renew=renew):
                 return func(*args, **kwargs)
 
-        return run  # type: ignore[return-value]
+        return cast(F, run)
 
     return decorate

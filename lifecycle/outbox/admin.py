@@ -10,12 +10,19 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("pending", "pending"), ("quarantined", "quarantined"), ("exported", "exported")]
+        return [
+            ("pending", "pending"),
+            ("staged", "staged (being exported, or left by a dead exporter)"),
+            ("quarantined", "quarantined"),
+            ("exported", "exported"),
+        ]
 
     def queryset(self, request, queryset):
         match self.value():
             case "pending":
-                return queryset.filter(exported_at__isnull=True, quarantined_at__isnull=True)
+                return queryset.filter(exported_at__isnull=True, quarantined_at__isnull=True, stream="")
+            case "staged":
+                return queryset.filter(exported_at__isnull=True).exclude(stream="")
             case "quarantined":
                 return queryset.filter(Q(quarantined_at__isnull=False) & Q(exported_at__isnull=True))
             case "exported":

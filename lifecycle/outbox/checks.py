@@ -1,4 +1,4 @@
-"""System checks for the outbox (ids outbox.E001-E003)."""
+"""System checks for the outbox (ids outbox.E001-E005)."""
 
 from django.core.checks import Error, Tags, register
 from django.utils.module_loading import import_string
@@ -38,4 +38,37 @@ def check_outbox_numbers(app_configs, **kwargs):
         value = outbox_settings.raw(name)
         if not isinstance(value, int) or value < 1:
             errors.append(Error(f"OUTBOX_{name} must be a whole number >= 1, got {value!r}.", id="outbox.E003"))
+    return errors
+
+
+@register(Tags.compatibility)
+def check_outbox_bigquery(app_configs, **kwargs):
+    from lifecycle.outbox.sinks.protorows import TYPES
+
+    errors = []
+    columns = outbox_settings.raw("BIGQUERY_COLUMNS")
+    typed = (
+        [(table, *column) for table, listed in columns.items() for column in listed]
+        if isinstance(columns, dict)
+        else []
+    )
+    for table, name, type_ in typed:
+        if str(type_).upper() not in TYPES:
+            errors.append(
+                Error(
+                    f"OUTBOX_BIGQUERY_COLUMNS[{table!r}]: column {name!r} has type {type_!r}, which the "
+                    "exporter does not write.",
+                    id="outbox.E004",
+                    hint=f"Use one of {', '.join(sorted(TYPES))}.",
+                )
+            )
+    if outbox_settings.raw("BIGQUERY_EMULATOR_URL") and not outbox_settings.raw("BIGQUERY_EMULATOR_GRPC"):
+        errors.append(
+            Error(
+                "OUTBOX_BIGQUERY_EMULATOR_URL is set without OUTBOX_BIGQUERY_EMULATOR_GRPC: the exporter writes "
+                "through the Storage Write API, which is the emulator's gRPC port.",
+                id="outbox.E005",
+                hint="Set BIGQUERY_EMULATOR_GRPC to the emulator's gRPC host:port (127.0.0.1:9060 for `make run`).",
+            )
+        )
     return errors

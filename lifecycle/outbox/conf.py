@@ -7,8 +7,9 @@ class OutboxSettings(AppSettings):
     prefix = "OUTBOX_"
     # Where exported events go: a dotted path to an `OutboxSink` subclass (like EMAIL_BACKEND).
     SINK: str = "lifecycle.outbox.sinks.bigquery.BigQuerySink"
-    # Rows taken (and locked) per batch by the exporter loop. BigQuery's cost is per job (a load
-    # and a MERGE per batch) far more than per row: large batches are what makes throughput.
+    # Rows taken (and locked) per batch by the exporter loop. BigQuery's cost is per call (a stream
+    # created, appended, finalized, committed per table) far more than per row: large batches are
+    # what makes throughput.
     BATCH_SIZE: int = 10000
     # Exported rows are deleted after this many days (they are in BigQuery by then).
     RETENTION_DAYS: int = 7
@@ -17,11 +18,20 @@ class OutboxSettings(AppSettings):
     BACKOFF_MAX_SECONDS: float = 300.0
     # The background loop sleeps this long when it found nothing to export.
     POLL_INTERVAL_SECONDS: float = 1.0
+    # The loop exports a batch smaller than BATCH_SIZE only once its oldest event is this old: a
+    # trickle of events makes one batch (a few streams) per LINGER, not one per poll and exporter,
+    # which keeps far below BigQuery's quota on stream creations.
+    BATCH_LINGER_SECONDS: float = 10.0
+    # A batch recorded as staged but not marked exported this long after is taken to be an
+    # exporter's that died (or lost BigQuery) and is recovered by any exporter.
+    RECOVER_AFTER_SECONDS: float = 60.0
     # BigQuery: project and dataset of the per-kind tables; the emulator URL only locally and in tests.
     BIGQUERY_PROJECT: str = "omk-local"
     BIGQUERY_DATASET: str = "omk"
     BIGQUERY_LOCATION: str = "US"
     BIGQUERY_EMULATOR_URL: str = ""
+    # The emulator's gRPC host:port (the Storage Write API); required with BIGQUERY_EMULATOR_URL.
+    BIGQUERY_EMULATOR_GRPC: str = ""
     # Upper bound of one batch's send (the client's own retries would go on for 10 minutes).
     BIGQUERY_TIMEOUT_SECONDS: float = 30.0
     # Each day partition is dropped by BigQuery after this many days (events are kept one year).

@@ -42,8 +42,8 @@ KIND_TABLES: dict[str, str] = {
 
 
 class OutboxEvent(models.Model):
-    # The event id is generated here, once, and travels with the event to BigQuery, where it is
-    # the key that makes a re-sent event a no-op (MERGE on event_id).
+    # The event id is generated here, once, and travels with the event to BigQuery, where it names
+    # the event (what a recovery asks the table about, what users deduplicate on).
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name="event id")
     kind = models.CharField(max_length=32, choices=EventKind.choices)
     payload = models.JSONField(encoder=StrictJSONEncoder)
@@ -55,6 +55,11 @@ class OutboxEvent(models.Model):
     last_error = models.TextField(blank=True, default="")
     # Set when BigQuery rejected this very row: it is set aside so it blocks no other row.
     quarantined_at = models.DateTimeField(null=True, blank=True)
+    # The sink's token for the batch holding this row (the BigQuery Storage Write stream), recorded
+    # before the sink makes it visible, and when: a crash between the two is recovered from it.
+    # Empty: not staged (pending rows) or staged again after a recovery found the row missing.
+    stream = models.CharField(max_length=512, blank=True, default="")
+    staged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "outbox event"
@@ -67,6 +72,12 @@ class OutboxEvent(models.Model):
             ),
             # Pruning reads exported rows by age.
             models.Index(fields=["exported_at"], name="outbox_exported_idx", condition=Q(exported_at__isnull=False)),
+            # Recovery reads staged rows not marked exported (a few batches at most) by age.
+            models.Index(
+                fields=["staged_at"],
+                name="outbox_staged_idx",
+                condition=Q(exported_at__isnull=True) & ~Q(stream=""),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -78,6 +89,8 @@ class OutboxEvent(models.Model):
             return "exported"
         if self.quarantined_at is not None:
             return "quarantined"
+        if self.stream:
+            return "staged"
         return "pending"
 
     @property

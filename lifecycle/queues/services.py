@@ -20,15 +20,17 @@ queue is decided before these are called (hive.services: owners and members).
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
 from core.errors import InvalidInput, ServiceError
-from core.redis import redis_client
+from core.redis import RedisScript, redis_client, redis_text
 from lifecycle.queues.conf import queues_settings
 from lifecycle.queues.metrics import QUEUE_MESSAGES
 
@@ -64,6 +66,7 @@ for i = 3, #ARGV do
 end
 return result
 """
+_ack = RedisScript(_ACK)
 
 # Puts pending messages back into the queue as new messages, atomically per script call: the old
 # id is acked and deleted, a copy (with `requeued_from`) is appended for any consumer to read. The
@@ -219,25 +222,27 @@ def _ensure_group(key: str) -> None:
     client.register_script(_ENSURE_GROUP)(keys=[key], args=[_group(), _retention_ms()], client=client)
 
 
-# KEYS: stream, dedupe mark ('' key unused without one). ARGV: min id, body field, body, ttl (ms),
-# max length (0: no cap), with a mark (1/0). A mark set by an earlier attempt of the same request
-# returns that attempt's message instead of a second one. Messages past retention are trimmed
-# exactly (not '~': an expired message must not be handed out by the next claim); then a full
-# backlog refuses the message rather than trim unconsumed ones. The stream expires a retention
-# after its last publish or claim: every message in it would be past retention by then anyway.
-_PUBLISH = """
-if ARGV[6] == '1' then
-  local existing = redis.call('GET', KEYS[2])
-  if existing then return existing end
-end
+# KEYS: stream, mark (the request's dedupe mark, or one of this call alone). ARGV: min id, body
+# field, body, stream ttl (ms), max length (0: no cap), mark ttl (ms). A mark set by an earlier
+# attempt of the same request (or by this call's first send, resent by redis-py after a broken
+# connection) returns that attempt's message instead of a second one. Messages past retention
+# are trimmed exactly (not '~': an expired message must not be handed out by the next claim);
+# then a full backlog refuses the message rather than trim unconsumed ones. The stream expires a
+# retention after its last publish or claim: every message in it would be past retention by then.
+_PUBLISH_ONCE = """
+local existing = redis.call('GET', KEYS[2])
+if existing then return existing end
 redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
 local cap = tonumber(ARGV[5])
 if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return false end
 local id = redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if ARGV[6] == '1' then redis.call('SET', KEYS[2], id, 'PX', ARGV[4]) end
+redis.call('SET', KEYS[2], id, 'PX', ARGV[6])
 return id
 """
+_publish_once = RedisScript(_PUBLISH_ONCE)
+# Long enough for redis-py's retries of one call (a few backoffs of at most 0.5 s).
+_SENT_MARK_TTL_MS = 60_000
 
 
 def queue_publish(*, name: str, body: str, dedupe: str | None = None, max_length: int = 0) -> str:
@@ -249,11 +254,17 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None, max_length
     """
     key = _key(name)
     client = redis_client()
-    mark = f"{key}:published:{dedupe}" if dedupe is not None else f"{key}:published:-"
-    message_id = client.register_script(_PUBLISH)(
+    if dedupe is None:
+        # redis-py sends a command again when its connection broke before the reply (the retry
+        # policy in settings): a mark of this call alone makes the resent script find the message
+        # the first one appended, instead of appending it twice.
+        mark, mark_ttl_ms = f"{key}:sent:{secrets.token_hex(8)}", _SENT_MARK_TTL_MS
+    else:
+        mark, mark_ttl_ms = f"{key}:published:{dedupe}", _retention_ms()
+    message_id = _publish_once(
+        client,
         keys=[key, mark],
-        args=[_min_id(), BODY_FIELD, body, _retention_ms(), max_length, 1 if dedupe is not None else 0],
-        client=client,
+        args=[_min_id(), BODY_FIELD, body, _retention_ms(), max_length, mark_ttl_ms],
     )
     if message_id is None:
         raise QueueFull(
@@ -261,7 +272,7 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None, max_length
             "retry once consumers have acked some."
         )
     QUEUE_MESSAGES.labels(event="published").inc()
-    return message_id.decode()
+    return redis_text(message_id)
 
 
 def queue_trim(*, name: str) -> int:
@@ -306,7 +317,12 @@ def queue_claim(
     if len(messages) < count:
         # Redis reads BLOCK 0 as "forever": only block when asked to, and when nothing was taken over.
         block = block_ms if block_ms > 0 and not messages else None
-        response = client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block)
+        # [[stream, entries]], or None when nothing came: redis-py's default (legacy) reply shape.
+        # Its type also lists the map of `legacy_responses=False`, which this client never sets.
+        response = cast(
+            "list[list[Any]] | None",
+            client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block),
+        )
         for _stream, entries in response or []:
             messages += [_message(entry, redelivered=False) for entry in entries]
     redelivered = sum(message.redelivered for message in messages)
@@ -330,7 +346,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str) -> AckResult:
     key = _key(name)
     client = redis_client()
     try:
-        results = client.register_script(_ACK)(keys=[key], args=[_group(), consumer, *ids], client=client)
+        results = _ack(client, keys=[key], args=[_group(), consumer or "", *ids])
     except ResponseError as exc:
         if "NOGROUP" in str(exc):
             return AckResult(acked=[], not_pending=ids)
@@ -410,7 +426,7 @@ def _requeue(key: str, *, min_idle_ms: int, consumer: str, deadline: float | Non
             raise
         if not pending:
             break
-        ids = [entry["message_id"].decode() for entry in pending]
+        ids = [redis_text(entry["message_id"]) for entry in pending]
         moved += script(keys=[key], args=[_group(), min_idle_ms, consumer, *ids], client=client)
         if len(pending) < batch:
             break

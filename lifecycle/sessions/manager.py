@@ -9,20 +9,16 @@ expiry). Nothing about a session lives in the instance, so a SIGKILLed instance 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
 import time
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import redis.asyncio
 from django.conf import settings
-from redis.commands.core import AsyncScript, Script
 
-from core.redis import redis_client
+from core.redis import RedisScript, async_redis_client, redis_client
 from lifecycle.sessions.conf import sessions_settings
 
 # Marks the hash as existing even when the data is empty, and counts changes (a version).
@@ -121,16 +117,10 @@ def _update_args(changes: Mapping[str, Any], remove: Iterable[str]) -> list[Any]
 class SessionManager:
     """Synchronous sessions on the shared redis-py client (core.redis.redis_client)."""
 
-    def __init__(self) -> None:
-        self._scripts: dict[str, Script] = {}
-
-    def _script(self, name: str) -> Callable[..., Any]:
-        client = redis_client()
-        if not self._scripts:
-            self._scripts = {n: client.register_script(src) for n, src in _SOURCES.items()}
-        script = self._scripts[name]
-        # A Script is only a SHA and its source: bind it to the client of this call.
-        return lambda keys, args: script(keys=keys, args=args, client=client)
+    @staticmethod
+    def _script(name: str) -> Any:
+        script = _SCRIPTS[name]
+        return lambda keys, args: script(redis_client(), keys=keys, args=args)
 
     def create_session(self, data: Mapping[str, Any] | None = None) -> str:
         session_id = secrets.token_urlsafe(ID_BYTES)
@@ -212,35 +202,18 @@ class SessionManager:
         return await async_session_manager.delete_session(session_id)
 
 
-_SOURCES = {"get": _GET, "create": _CREATE, "update": _UPDATE, "increment": _INCREMENT}
-
-# An asyncio Redis connection belongs to the event loop that opened it: one client per loop.
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def async_redis_client() -> redis.asyncio.Redis:
-    """An asyncio client on the same Redis (and timeouts) as the shared synchronous client."""
-    return _async_client_and_scripts()[0]
+# The writes are durable (core.redis: WAIT for OMK_REDIS_MIN_REPLICAS_ACK replicas); the read
+# slides an expiry only.
+_SCRIPTS = {
+    "get": RedisScript(_GET, durable=False),
+    "create": RedisScript(_CREATE),
+    "update": RedisScript(_UPDATE),
+    "increment": RedisScript(_INCREMENT),
+}
 
 
-def _async_client_and_scripts() -> tuple[redis.asyncio.Redis, dict[str, AsyncScript]]:
-    loop = asyncio.get_running_loop()
-    entry = _async_clients.get(loop)
-    if entry is None:
-        cache = settings.CACHES["default"]
-        options = cache.get("OPTIONS", {})
-        pool_kwargs = options.get("CONNECTION_POOL_KWARGS", {})
-        client = redis.asyncio.Redis.from_url(
-            cache["LOCATION"],
-            socket_timeout=options.get("SOCKET_TIMEOUT"),
-            socket_connect_timeout=options.get("SOCKET_CONNECT_TIMEOUT"),
-            health_check_interval=pool_kwargs.get("health_check_interval", 0),
-        )
-        entry = (client, {n: client.register_script(src) for n, src in _SOURCES.items()})
-        _async_clients[loop] = entry
-    return entry
+def _run_async(name: str, keys: list[str], args: list[Any]) -> Any:
+    return _SCRIPTS[name].run_async(async_redis_client(), keys=keys, args=args)
 
 
 class AsyncSessionManager:
@@ -248,23 +221,20 @@ class AsyncSessionManager:
 
     async def create_session(self, data: Mapping[str, Any] | None = None) -> str:
         session_id = secrets.token_urlsafe(ID_BYTES)
-        _, scripts = _async_client_and_scripts()
-        await scripts["create"](keys=[_key(session_id)], args=[_ttl(), VERSION_FIELD, 0, *_encode(data or {})])
+        await _run_async("create", [_key(session_id)], [_ttl(), VERSION_FIELD, 0, *_encode(data or {})])
         return session_id
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         if not _valid_id(session_id):
             return None
-        _, scripts = _async_client_and_scripts()
-        return _decode(await scripts["get"](keys=[_key(session_id)], args=[_ttl()]))
+        return _decode(await _run_async("get", [_key(session_id)], [_ttl()]))
 
     async def update_session(
         self, session_id: str, changes: Mapping[str, Any], *, remove: Iterable[str] = ()
     ) -> dict[str, Any]:
         if not _valid_id(session_id):
             raise SessionNotFound(session_id)
-        _, scripts = _async_client_and_scripts()
-        raw = await scripts["update"](keys=[_key(session_id)], args=_update_args(changes, remove))
+        raw = await _run_async("update", [_key(session_id)], _update_args(changes, remove))
         if raw is None:
             raise SessionNotFound(session_id)
         return _decode(raw) or {}
@@ -273,8 +243,7 @@ class AsyncSessionManager:
         if not _valid_id(session_id):
             raise SessionNotFound(session_id)
         _check_keys([key])
-        _, scripts = _async_client_and_scripts()
-        value = await scripts["increment"](keys=[_key(session_id)], args=[_ttl(), key, int(amount)])
+        value = await _run_async("increment", [_key(session_id)], [_ttl(), key, int(amount)])
         if value is None:
             raise SessionNotFound(session_id)
         return int(value)
@@ -282,8 +251,7 @@ class AsyncSessionManager:
     async def delete_session(self, session_id: str) -> bool:
         if not _valid_id(session_id):
             return False
-        client, _ = _async_client_and_scripts()
-        return bool(await client.delete(_key(session_id)))
+        return bool(await async_redis_client().delete(_key(session_id)))
 
 
 session_manager = SessionManager()

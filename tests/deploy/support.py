@@ -21,7 +21,7 @@ CLOUD_RUN = ROOT / "k8s" / "cloudrun"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 KUBERNETES_VERSION = "1.30.0"
 
-# What the README's envsubst step fills in the Cloud Run files.
+# What the envsubst step of docs/deployment.md fills in the Cloud Run files.
 CLOUD_RUN_VARS = {
     "PROJECT_ID": "omk-prod",
     "IMAGE": "europe-west1-docker.pkg.dev/omk-prod/omk/omk-hive:1.0.0",
@@ -53,7 +53,7 @@ def base_documents() -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def render_cloud_run(path: Path, variables: Mapping[str, str] = CLOUD_RUN_VARS) -> dict[str, Any]:
-    """The Cloud Run file after the README's envsubst (which fills only the ${NAME} it lists).
+    """The Cloud Run file after the deployment page's envsubst (which fills only the ${NAME} it lists).
 
     A ${NAME} without a value is an error here (envsubst would leave an empty string)."""
 

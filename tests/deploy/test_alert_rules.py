@@ -21,6 +21,8 @@ EXPECTED_ALERTS = {
     "OmkRecoveryFailing": "warning",
     "OmkOutboxLagging": "warning",
     "OmkOutboxBacklog": "warning",
+    "OmkHighErrorRatio": "warning",
+    "OmkHighLatencyP99": "warning",
 }
 
 
@@ -56,12 +58,14 @@ def test_alert_rules__are_the_issues(tmp_path):
     assert "> 8" in exprs["OmkSlowShutdown"]
     assert "outbox_oldest_pending_seconds" in exprs["OmkOutboxLagging"]
     assert "outbox_pending" in exprs["OmkOutboxBacklog"]
+    assert 'status="5xx"' in exprs["OmkHighErrorRatio"]
+    assert "http_request_duration_seconds_bucket" in exprs["OmkHighLatencyP99"]
 
 
 def test_promtool_check_rules__passes(tmp_path):
     result = promtool("check", "rules", str(write_rules(tmp_path)), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout + result.stderr
+    assert "SUCCESS: 8 rules found" in result.stdout + result.stderr
 
 
 def test_promtool_check_rules__catches_a_broken_expression(tmp_path):
@@ -88,6 +92,17 @@ def test_promtool_test_rules__fail_without_the_data_loss_alert(tmp_path):
     assert "OmkPendingOperationsLost" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("alert", ["OmkHighErrorRatio", "OmkHighLatencyP99"])
+def test_promtool_test_rules__fail_without_the_request_alerts(tmp_path, alert):
+    groups = find("PrometheusRule", "omk-hive")["spec"]["groups"]
+    rule = next(r for g in groups for r in g["rules"] if r["alert"] == alert)
+    rule["expr"] = "vector(0) > 1"
+    tests = write_unit_tests(tmp_path, write_rules(tmp_path, groups))
+    result = promtool("test", "rules", str(tests), cwd=tmp_path)
+    assert result.returncode != 0
+    assert alert in result.stdout + result.stderr
+
+
 # --- Every metric the alerts read is one the code defines ------------------------------------------
 
 PROMQL_WORDS = {"histogram_quantile", "max_over_time"}
@@ -99,6 +114,8 @@ ALERT_METRICS = {
     "locks_timeout_total",
     "outbox_pending",
     "outbox_oldest_pending_seconds",
+    "http_requests_total",
+    "http_request_duration_seconds_bucket",
 }
 
 

@@ -4,6 +4,9 @@ The numbers come from the code, not from the manifests' comments: gunicorn's con
 lifecycle.platform are evaluated in a fresh process with the environment each container gets.
 """
 
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from django.core.management import get_commands
 from django.urls import Resolver404, resolve
 
 from lifecycle.platform import CLOUD_RUN_BUDGET_SECONDS
+from lifecycle.worker_probes import PROBE_PATHS, WorkerProbes, worker_probes_serve
 from tests.deploy.support import (
     BASE_IMAGE_ENV,
     CLOUD_RUN_ENV,
@@ -27,6 +31,7 @@ from tests.deploy.support import (
     runtime_env,
     shutdown_settings,
 )
+from tests.support.instances import free_port
 
 
 def gke_budget(deployment: dict, scratch: Path) -> dict:
@@ -59,7 +64,7 @@ def test_gke_grace_budget__covers_prestop_drain_and_graceful_timeout(name, tmp_p
 
 def test_gke_grace_budget__web_spends_it_as_documented(tmp_path):
     budget = gke_budget(find("Deployment", "omk-web"), tmp_path)
-    # The README's "Grace budget" table: 10 + 5 + 27 + 3 = 45.
+    # The grace budget table of docs/deployment.md: 10 + 5 + 27 + 3 = 45.
     assert (budget["prestop"], budget["drain_delay"], budget["stop"], budget["margin"], budget["grace"]) == (
         10.0,
         5.0,
@@ -106,12 +111,21 @@ def test_drain_delay__the_manifests_name_is_the_one_the_code_reads(tmp_path):
 # --- Every probe path and command a manifest names exists in the code --------------------------
 
 
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
+
+
 def probe_paths() -> set[str]:
+    """The web containers' probe paths (the worker's are served by lifecycle.worker_probes)."""
     paths = set()
-    containers = [c for _, doc in base_documents() if doc["kind"] == "Deployment" for c in pod_spec(doc)["containers"]]
+    containers = [
+        c
+        for _, doc in base_documents()
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] != "omk-worker"
+        for c in pod_spec(doc)["containers"]
+    ]
     containers += [c for s in cloud_run_services().values() for c in s["spec"]["template"]["spec"]["containers"]]
     for container in containers:
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        for probe in PROBES:
             if probe in container:
                 paths.add(container[probe]["httpGet"]["path"])
     return paths
@@ -128,6 +142,43 @@ def test_probes__are_the_lifecycle_probes():
 @pytest.mark.parametrize("path", sorted(probe_paths()))
 def test_probe_path__resolves_in_the_url_conf(path):
     resolve(path)
+
+
+def test_worker_probes__on_the_port_and_paths_worker_probes_serves():
+    """The kubelet probes the port the worker serves its probes on, at paths that module answers."""
+    (container,) = pod_spec(find("Deployment", "omk-worker"))["containers"]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    probes = {name: container[name]["httpGet"] for name in PROBES}
+    assert {name: get["path"] for name, get in probes.items()} == {
+        "startupProbe": "/health",
+        "livenessProbe": "/health",
+        "readinessProbe": "/ready",
+    }
+    assert {get["path"] for get in probes.values()} <= set(PROBE_PATHS)
+    assert {get["port"] for get in probes.values()} == {"metrics"}
+    assert str(ports["metrics"]) == env["WORKER_METRICS_PORT"]
+
+
+def test_worker_probe_paths__answered_by_worker_probes():
+    """Each path of the manifest, asked of a running probe server: answered, not a 404."""
+
+    class Beat:
+        stopped = False
+        last_attempt = last_written = time.monotonic()
+
+    (container,) = pod_spec(find("Deployment", "omk-worker"))["containers"]
+    probes = WorkerProbes(heartbeat=Beat(), state=lambda: "ready", hung_seconds=30, ttl=15)  # type: ignore[arg-type]
+    server = worker_probes_serve(port := free_port(), probes)
+    try:
+        for name in PROBES:
+            path = container[name]["httpGet"]["path"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                assert response.status == 200, name
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/no-such-probe", timeout=5)
+    finally:
+        server.shutdown()
 
 
 def metrics_paths() -> set[str]:

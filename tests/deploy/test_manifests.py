@@ -166,13 +166,13 @@ def test_cloud_run__as_the_issue_says():
 
 
 def test_cloud_run__every_variable_is_documented():
-    """Each ${VAR} the Cloud Run files use is one the README's envsubst step sets."""
+    """Each ${VAR} the Cloud Run files use is one the deployment page's envsubst step sets."""
     used = {m for path in CLOUD_RUN.glob("*.yaml") for m in re.findall(r"\$\{(\w+)\}", path.read_text())}
     assert used == set(CLOUD_RUN_VARS)
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "deployment.md").read_text()
     for name in used:
-        assert f"export {name}=" in readme, f"README does not set {name} before envsubst"
-    (listed,) = re.findall(r"CLOUD_RUN_VARS='([^']*)'", readme)
+        assert f"export {name}=" in page, f"docs/deployment.md does not set {name} before envsubst"
+    (listed,) = re.findall(r"CLOUD_RUN_VARS='([^']*)'", page)
     assert set(re.findall(r"\$\{(\w+)\}", listed)) == used
 
 

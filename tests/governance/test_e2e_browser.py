@@ -1,5 +1,6 @@
 """One end-to-end run in a real browser (Debian's Chromium driven by Playwright) against a real
-gunicorn instance: log in, stake, vote, and see the vote counted."""
+gunicorn instance: from the home page through the navigation bar to every page, log in, stake,
+vote, and see the vote counted."""
 
 import shutil
 from decimal import Decimal
@@ -10,6 +11,14 @@ from django.contrib.auth import get_user_model
 from governance.models import StakingPosition, Vote
 
 CHROMIUM = "/usr/bin/chromium"
+# The bar's entries and the heading of the page each opens.
+BAR = [
+    ("Proposals", "Proposals"),
+    ("Private sale", "Private sale"),
+    ("Staking and balance", "Staking"),
+    ("Conversations", "Your conversations with the Queen"),
+    ("Board", "Hive board"),
+]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 pytestmark = [
@@ -19,7 +28,7 @@ pytestmark = [
 
 
 @pytest.mark.django_db(transaction=True)
-def test_browser__log_in_stake_vote_and_see_it_counted(start_instance, open_proposal):
+def test_browser__walk_the_bar_log_in_stake_vote_and_see_it_counted(start_instance, open_proposal):
     from playwright.sync_api import expect, sync_playwright
 
     from tests.support.tokens import fund
@@ -33,11 +42,23 @@ def test_browser__log_in_stake_vote_and_see_it_counted(start_instance, open_prop
             page = browser.new_page()
             page.set_default_timeout(15_000)
 
-            page.goto(f"{instance.url}/proposals/{open_proposal.pk}/")
+            # From the home page, through the bar, as a person would.
+            page.goto(f"{instance.url}/")
+            nav = page.get_by_role("navigation", name="Main")
+            nav.get_by_role("link", name="Proposals").click()
             assert "/login/" in page.url  # not logged in: sent to the login page
             page.get_by_label("Username").fill("bea")
             page.get_by_label("Password").fill("bea-password-1")
             page.get_by_role("button", name="Log in").click()
+            expect(page.get_by_role("heading", name="Proposals")).to_be_visible()
+            # Every page of the bar opens, with the same bar and itself marked current.
+            for label, heading in BAR:
+                nav.get_by_role("link", name=label).click()
+                expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+                expect(nav.locator("[aria-current=page]")).to_have_text(label)
+            nav.get_by_role("link", name="OMK Hive").click()
+            page.get_by_role("main").get_by_role("link", name="Proposals").click()
+            page.get_by_role("link", name="Plant more flowers").click()
             expect(page.get_by_role("heading", name="Plant more flowers")).to_be_visible()
 
             # Voting without stake is refused, in words.
@@ -45,14 +66,14 @@ def test_browser__log_in_stake_vote_and_see_it_counted(start_instance, open_prop
             page.get_by_role("button", name="Vote").click()
             expect(page.get_by_role("alert")).to_contain_text("You have no active stake")
 
-            page.get_by_role("link", name="Staking").first.click()
+            nav.get_by_role("link", name="Staking and balance").click()
             page.get_by_label("Amount").fill("42.5")
             page.get_by_label("Lock period (days)").fill("30")
             page.get_by_role("button", name="Stake").click()
             expect(page.get_by_text("Staked 42.5, locked until")).to_be_visible()
             expect(page.locator("#weight")).to_have_text("42.5")
 
-            page.goto(f"{instance.url}/proposals/")
+            nav.get_by_role("link", name="Proposals").click()
             page.get_by_role("link", name="Plant more flowers").click()
             page.get_by_label("For", exact=True).check()
             page.get_by_role("button", name="Vote").click()

@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -30,6 +30,16 @@ def test_proposal_create__window_must_end_after_start(staff_user):
             proposer=staff_user, title="x", voting_starts_at=now, voting_ends_at=now, quorum=Decimal(0)
         )
     assert "voting_ends_at" in err.value.fields
+
+
+def test_proposal_create__naive_window_is_read_as_utc(staff_user):
+    starts = datetime(2030, 1, 1, 12, 0)
+    proposal = services.proposal_create(
+        proposer=staff_user, title="x", voting_starts_at=starts, voting_ends_at=starts + timedelta(1), quorum=Decimal(0)
+    )
+    proposal.refresh_from_db()
+    assert proposal.voting_starts_at == datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    assert proposal.voting_ends_at == datetime(2030, 1, 2, 12, 0, tzinfo=UTC)
 
 
 def test_vote_cast__weight_is_active_stake_at_voting_time(open_proposal, staked_user):

@@ -1,4 +1,4 @@
-"""System checks of the lifecycle settings (lifecycle.E002-E006)."""
+"""System checks of the lifecycle settings (lifecycle.E002-E007)."""
 
 from lifecycle.checks import check_lifecycle_steps, check_lifecycle_timings
 
@@ -27,6 +27,19 @@ def test_checks__drain_delay_longer_than_deadline(settings, monkeypatch):
     monkeypatch.setenv("K_SERVICE", "omk")  # Cloud Run: a 9 s deadline
     settings.LIFECYCLE_DRAIN_DELAY = 10
     assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E004"]
+
+
+def test_checks__worker_hung_threshold_under_a_beat_in_a_redis_outage(settings):
+    from lifecycle.checks import redis_longest_call
+
+    # A beat while Redis is unreachable: four tries of 2 s each and the backoff between.
+    assert 8 < redis_longest_call() < 10
+    settings.LIFECYCLE_HEARTBEAT_INTERVAL = 5
+    settings.LIFECYCLE_HEARTBEAT_TTL = 15
+    settings.LIFECYCLE_WORKER_HUNG_SECONDS = 5 + redis_longest_call()
+    assert _ids(check_lifecycle_timings(None)) == ["lifecycle.E007"]
+    settings.LIFECYCLE_WORKER_HUNG_SECONDS += 0.5
+    assert check_lifecycle_timings(None) == []
 
 
 def test_checks__steps_must_import_and_be_steps(settings):

@@ -84,3 +84,52 @@ def test_idempotency_purge_pass__deletes_only_keys_past_retention(settings, djan
 
     assert idempotency_purge_pass(0) == 1
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == [fresh.key]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_job_worker__running_jobs_come_from_the_database_and_the_stop_lets_them_finish():
+    """What `manage.py worker` relies on procrastinate for, through its documented API only: the
+    jobs a worker claimed carry its id, which its middleware sees and the job manager filters on;
+    cancelling run_worker_async's task once stops fetching and lets the running job finish."""
+    import asyncio
+    import os
+
+    from procrastinate.contrib.django import app
+
+    from core.redis import redis_client
+    from lifecycle.jobs import JobWorker
+
+    queue = "job-worker-test"  # this worker runs only the test's job (not the periodic ones)
+
+    async def wait_until(predicate, timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.02)
+
+    async def main() -> tuple[int, int | None]:
+        with app.replace_connector(app.connector.get_worker_connector()):
+            async with app.open_async():
+                worker = JobWorker(
+                    app, queues=[queue], concurrency=1, install_signal_handlers=False, fetch_job_polling_interval=0.1
+                )
+                worker.start()
+                assert await worker.running_job_ids() == []  # no job started: no id, nothing to find
+                job_id = await slow_job.configure(queue=queue).defer_async(key="jw", seconds=3)
+                await wait_until(lambda: worker.worker_id is not None)
+                worker_id = worker.worker_id
+                assert await worker.running_job_ids() == [job_id]
+
+                worker.stop()
+                assert not await worker.wait(0.3)  # the running job goes on
+                assert not worker.stopped
+                assert await worker.running_job_ids() == [job_id]
+                assert await worker.wait(10)
+                assert worker.stopped
+                assert await worker.running_job_ids() == []
+                return job_id, worker_id
+
+    job_id, worker_id = asyncio.run(main())
+    assert worker_id is not None
+    assert ProcrastinateJob.objects.get(id=job_id).status == "succeeded"
+    assert [int(pid) for pid in redis_client().lrange("jw:done", 0, -1)] == [os.getpid()]

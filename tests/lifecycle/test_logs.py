@@ -55,3 +55,48 @@ def test_request_id__generated_when_absent(client, settings):
 from django.urls import path  # noqa: E402
 
 urlpatterns = [path("log", _view_logging)]
+
+
+def test_json_logs__follow_settings_production_or_log_format(monkeypatch):
+    from lifecycle.logs import json_logs
+
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "settings.local")
+    assert not json_logs()
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    assert json_logs()
+    monkeypatch.setenv("LOG_FORMAT", "text")
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "settings.production")
+    assert json_logs()  # production forces JSON, as settings/production.py does
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_json_logs__access_line_has_the_request_and_instance_ids(start_instance):
+    """gunicorn with the production log format: its access and error lines are JSON objects,
+    the access line with the same request_id the application logged under, and instance_id."""
+    import requests
+
+    from lifecycle.models import Instance
+
+    # LOG_FORMAT=json is what settings.production forces; gunicorn at INFO logs its own lines too.
+    instance = start_instance(wait_for="/ready", LOG_FORMAT="json", LOG_LEVEL="INFO")
+    response = requests.get(instance.url + "/?page=1", headers={"X-Request-ID": "req-json-1"}, timeout=10)
+    assert response.status_code == 200
+    instance_id = Instance.objects.get(pid=instance.pid, kind="web").id
+    instance.signal(15)
+    instance.process.wait(timeout=30)
+
+    records = [json.loads(line) for line in instance.log_path.read_text().splitlines() if line.strip()]
+    access = [r for r in records if r.get("name") == "gunicorn.access" and r["request_id"] == "req-json-1"]
+    assert len(access) == 1, records
+    line = access[0]
+    assert line["instance_id"] == instance_id
+    assert line["message"] == "GET /?page=1 200"
+    assert line["severity"] == "INFO"
+    assert line["httpRequest"]["status"] == 200
+    assert line["httpRequest"]["requestUrl"] == "/?page=1"
+    assert line["httpRequest"]["latency"].endswith("s")
+    errors = [r for r in records if r.get("name") == "gunicorn.error"]
+    assert errors, "gunicorn's error log (Booting worker, ...) is JSON too"
+    assert {r["instance_id"] for r in errors} == {instance_id}

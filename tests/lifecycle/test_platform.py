@@ -11,6 +11,16 @@ def test_detect_platform__cloud_run_has_ten_seconds():
     assert info.shutdown_deadline == 9
 
 
+def test_detect_platform__cloud_run_function_has_the_cloud_run_budget_and_no_drain_delay():
+    from lifecycle.platform import default_drain_delay
+
+    info = detect_platform({"K_SERVICE": "omk-decide", "FUNCTION_TARGET": "omk"})
+    assert (info.platform, info.shutdown_budget, info.shutdown_deadline) == (Platform.CLOUD_RUN_FUNCTIONS, 10, 9)
+    assert default_drain_delay(info) == 0
+    # FUNCTION_TARGET alone (functions-framework run locally) is no platform of its own.
+    assert detect_platform({"FUNCTION_TARGET": "omk"}).platform is Platform.LOCAL
+
+
 def test_detect_platform__gke_reads_termination_grace_period():
     info = detect_platform({"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "45"})
     assert info.platform is Platform.GKE

@@ -2,6 +2,7 @@
 report, a hung step, and `manage.py stop`."""
 
 import concurrent.futures
+import os
 import signal
 import time
 
@@ -61,6 +62,27 @@ def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance)
     assert instance_row.state == "stopped"
     states = list(InstanceEvent.objects.filter(instance=instance_row).values_list("state", flat=True))
     assert states == ["starting", "ready", "draining", "stopped"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c__same_graceful_sequence_as_sigterm(start_instance):
+    """Ctrl-C in `make run`'s terminal: SIGINT to the master and its workers (one process group)."""
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0.5", **GKE_10S, **SINK)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    slow = [pool.submit(requests.get, instance.url + "/_test/slow?seconds=2", timeout=20) for _ in range(2)]
+    time.sleep(0.5)  # both are being served
+
+    os.killpg(instance.pid, signal.SIGINT)
+
+    assert instance.process.wait(timeout=15) == 0
+    assert [f.result().status_code for f in slow] == [200] * 2
+    report = LifecycleReport.objects.get(kind="shutdown", instance__pid=instance.pid)
+    assert report.ok
+    steps = {s["name"]: s for s in report.steps}
+    assert list(steps)[:3] == ["drain", "drain_delay", "finish_requests"]
+    assert steps["finish_requests"]["count"] == 2
+    assert Instance.objects.get(id=report.instance_id).state == "stopped"
 
 
 @pytest.mark.slow
@@ -177,11 +199,21 @@ def test_stop_command__prints_the_report_and_exits_0(start_instance, service_env
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Stopping web instance web-")
     assert f"(pid {instance.pid})" in lines[0]
-    assert lines[1].startswith("Draining (readiness 503) ...")
-    assert " ok " in lines[1]
-    assert lines[2].startswith("Finishing in-flight requests (1) ...")
+    assert lines[1] == "Flushing pending operations:"
+    assert lines[2].startswith("  Draining (readiness 503) ...")
     assert " ok " in lines[2]
-    assert any(line.startswith("Closing connections ...") for line in lines)
+    assert lines[3].startswith("  Finishing in-flight requests (1) ...")
+    assert " ok " in lines[3]
+    # The four questions an operator checks a shutdown for, in this order, then what was lost.
+    headings = [line for line in lines if not line.startswith(" ") and line.endswith(":")]
+    assert headings == [
+        "Flushing pending operations:",
+        "Persisting active sessions:",
+        "Flushing logs:",
+        "Closing connections:",
+    ]
+    assert any(line.startswith("  Closing connections ...") for line in lines)
+    assert lines[-2] == "Lost: 0"
     assert lines[-1].startswith("Stopped in ")
     assert lines[-1].endswith("of a 30 s budget; nothing left in memory.")
     assert slow.result().status_code == 200
@@ -203,7 +235,7 @@ def test_stop_command__failed_step_exits_1_and_nothing_to_stop_exits_2(start_ins
     result = manage(env, "stop")
 
     assert result.returncode == 1, result.stdout + result.stderr
-    hung = next(line for line in result.stdout.splitlines() if line.startswith("Hanging forever"))
+    hung = next(line for line in result.stdout.splitlines() if line.strip().startswith("Hanging forever"))
     assert "timed out" in hung
     assert "NOT clean" in result.stdout.splitlines()[-1]
 

@@ -1,6 +1,7 @@
 """Job workers (`manage.py worker`): a SIGKILLed worker's job completes on another one, and the
 dead instance is found lost; a SIGTERMed worker hands its running job back."""
 
+import re
 import signal
 import time
 
@@ -10,10 +11,20 @@ from procrastinate.contrib.django.models import ProcrastinateJob
 from core.redis import redis_client
 from lifecycle.models import Instance, LifecycleReport
 from tests.support.tasks import slow_job
-from tests.support.workers import wait_for
+from tests.support.workers import manage, wait_for
 
 # Fast registry for the test: heartbeat every second, lost after 3 s without one.
 FAST_REGISTRY = {"INSTANCE_HEARTBEAT_INTERVAL": "1", "INSTANCE_HEARTBEAT_TTL": "3"}
+
+
+# A report line of `manage.py stop`: label, dots, status, seconds and an optional note.
+STEP_LINE = re.compile(
+    r"^(?P<label>.+?) \.{3,} (?P<status>ok|failed|timed out|skipped) +[\d.]+ s(?:  \((?P<detail>.*)\))?$"
+)
+
+
+def _instance_id(worker) -> str:
+    return Instance.objects.get(pid=worker.pid, kind="worker").id
 
 
 def _ready(worker) -> bool:
@@ -78,12 +89,41 @@ def test_worker_sigterm__running_job_is_handed_back_within_budget(start_worker):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+def test_stop_command__follows_a_worker_and_prints_its_report(start_worker, service_env):
+    budget = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "4"}
+    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink", **budget)
+    wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
+    client = redis_client()
+    job_id = slow_job.defer(key="long", seconds=30)
+    wait_for(lambda: client.lindex("long:started", 0), timeout=10, message="job started")
+
+    result = manage({**service_env, **budget}, "stop")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    header, *lines, lost, summary = result.stdout.splitlines()
+    assert header.startswith(f"Stopping worker instance {_instance_id(worker)} (pid {worker.pid})")
+    assert lost == "Lost: 0"
+    # Step lines are indented under their group's heading.
+    steps = [STEP_LINE.match(line.strip()).groupdict() for line in lines if line.startswith("  ")]
+    names = [step["label"].split(" (")[0] for step in steps]
+    assert names[:2] == ["Draining", "Finishing running jobs"]
+    assert "Handing back claimed jobs" in names
+    assert {step["status"] for step in steps} == {"ok"}
+    # The periodic recovery pass may have been running too.
+    assert steps[1]["detail"].endswith("still running at the deadline: handed back")
+    assert summary.endswith("of a 4 s budget; nothing left in memory.")
+    assert ProcrastinateJob.objects.get(id=job_id).status == "todo"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_worker__exports_the_outbox_continuously(start_worker):
     from lifecycle.outbox.models import OutboxEvent
     from lifecycle.outbox.services import record_event
     from tests.support.sinks import SINK_KEY
 
-    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink")
+    # A short linger: the loop holds a small batch that long (10 s by default) before sending it.
+    worker = start_worker(OUTBOX_SINK="tests.support.sinks.RedisSetSink", OUTBOX_BATCH_LINGER_SECONDS="0.5")
     wait_for(lambda: _ready(worker), timeout=20, message="worker ready")
     event_ids = {str(record_event(kind="bee_decision", payload={"bee": "b1", "n": n})) for n in range(5)}
 

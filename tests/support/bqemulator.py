@@ -15,6 +15,15 @@ import requests
 from tests.support.instances import free_port
 
 BQEMULATOR = Path(sys.executable).with_name("bqemulator")
+# bqemulator emulates time travel by copying the whole table (CREATE TABLE AS SELECT *) after every
+# write: DML, load job or stream commit. That copy makes every write cost time in proportion to the
+# table's size, whatever the write is; real BigQuery keeps time travel without any such copy. The
+# benchmark starts the emulator with this patch to measure what the export itself costs.
+NO_TIME_TRAVEL = (
+    "from bqemulator.versioning.snapshots import SnapshotManager; "
+    "SnapshotManager.capture = lambda self, *args, **kwargs: None; "
+    "from bqemulator.cli import main; main()"
+)
 
 
 def import_spatial_extension() -> None:
@@ -26,21 +35,36 @@ def import_spatial_extension() -> None:
 
 
 class BigQueryEmulator:
-    def __init__(self, data_dir: Path, *, project: str = "omk-local", rest_port: int = 0, grpc_port: int = 0):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        project: str = "omk-local",
+        rest_port: int = 0,
+        grpc_port: int = 0,
+        time_travel: bool = True,
+        env: dict[str, str] | None = None,
+    ):
         self.data_dir = data_dir
         self.project = project
         self.rest_port = rest_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.url = f"http://127.0.0.1:{self.rest_port}"
+        # The Storage Write API (gRPC), as OUTBOX_BIGQUERY_EMULATOR_GRPC wants it.
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
+        self.time_travel = time_travel
+        # BQEMU_* settings of the emulator (its limits, for instance).
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> BigQueryEmulator:
         import_spatial_extension()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "bqemulator.log").open("ab")
+        command = [str(BQEMULATOR)] if self.time_travel else [sys.executable, "-c", NO_TIME_TRAVEL]
         self.process = subprocess.Popen(
             [
-                str(BQEMULATOR),
+                *command,
                 "start",
                 "--persistent",
                 "--data-dir",
@@ -57,6 +81,7 @@ class BigQueryEmulator:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **self.env},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -15,3 +15,12 @@ def slow_job(context, *, key: str, seconds: float) -> None:
     client.rpush(f"{key}:started", os.getpid())
     time.sleep(seconds)
     client.rpush(f"{key}:done", os.getpid())
+
+
+@app.task(name="tests.blocking_async_job")
+async def blocking_async_job(*, key: str, seconds: float) -> None:
+    """A bug on purpose: a blocking call inside an async job stops the worker's event loop."""
+    client = redis_client()
+    client.rpush(f"{key}:started", os.getpid())
+    time.sleep(seconds)
+    client.rpush(f"{key}:done", os.getpid())

@@ -3,41 +3,60 @@ import os
 import signal
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from lifecycle.local_instances import LocalInstance, local_instances, process_alive
+from lifecycle.local_instances import (
+    BQEMULATOR_RECORD,
+    LocalInstance,
+    local_bqemulator,
+    local_instances,
+    process_alive,
+)
 from lifecycle.platform import detect_platform
-from lifecycle.steps import Report, format_report
+from lifecycle.shutdown import run_dir
+from lifecycle.steps import Report, format_steps, format_summary
 
 
 class Command(BaseCommand):
     help = (
-        "Stop the instance running on this host (SIGTERM), follow its shutdown and print the report. "
-        "Exits 1 if a step failed or the budget was exceeded, 2 if there is nothing to stop."
+        "Stop the instances of this service running on this host (SIGTERM; all of them, web and "
+        "worker, unless --pid picks one), follow each shutdown and print its report; then the "
+        "local BigQuery emulator `make run` started, if it recorded one. Exits 0 if every instance "
+        "stopped cleanly inside its budget, 1 if a step failed or a budget was exceeded, 2 if "
+        "there is nothing to stop."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--all", action="store_true", help="stop every instance on this host")
-        parser.add_argument("--pid", type=int, help="stop the instance with this pid")
-        parser.add_argument("--timeout", type=float, help="seconds to follow (default: budget + 5)")
+        parser.add_argument("--pid", type=int, help="stop only the instance with this pid")
+        # The default since every instance is stopped without arguments; kept for scripts.
+        parser.add_argument("--all", action="store_true", help="stop every instance on this host (the default)")
+        parser.add_argument("--timeout", type=float, help="seconds to follow each (default: budget + 5)")
 
-    def handle(self, *args, all: bool, pid: int | None, timeout: float | None, **options) -> None:
+    def handle(self, *args, pid: int | None, timeout: float | None, **options) -> None:
         instances = local_instances()
+        emulator = None
         if pid is not None:
             instances = [i for i in instances if i.pid == pid]
-        if not instances:
+        else:
+            emulator = local_bqemulator()
+        if not instances and emulator is None:
             self.stderr.write("No running instance found on this host.")
             raise SystemExit(2)
-        if len(instances) > 1 and not all:
-            listing = ", ".join(f"{i.kind} pid {i.pid}" for i in instances)
-            raise CommandError(f"{len(instances)} instances run here ({listing}): pass --pid or --all.")
         timeout = timeout if timeout is not None else detect_platform().shutdown_budget + 5
+        # All at once: they stop in parallel, each inside its own budget.
         for instance in instances:
+            if self.stopping(instance):
+                # Already stopping (a Ctrl-C, another `manage.py stop`): follow, do not signal again.
+                continue
             instance.report_path.unlink(missing_ok=True)
             os.kill(instance.pid, signal.SIGTERM)
         ok = True
-        for instance in instances:
+        for index, instance in enumerate(instances):
+            if index:
+                self.stdout.write("")
             ok = self.follow(instance, timeout) and ok
+        if emulator is not None:
+            ok = self.stop_emulator(emulator) and ok
         if not ok:
             raise SystemExit(1)
 
@@ -50,7 +69,7 @@ class Command(BaseCommand):
             data = self.read(instance)
             if data is not None:
                 report = Report.from_dict(data)
-                lines = format_report(report)[:-1]
+                lines = format_steps(report)
                 for line in lines[printed:]:
                     self.stdout.write(line)
                 printed = len(lines)
@@ -65,8 +84,31 @@ class Command(BaseCommand):
         if process_alive(instance.pid):
             self.stdout.write(f"Still running after {timeout:g} s.")
             return False
-        self.stdout.write(format_report(report)[-1])
+        for line in format_summary(report):
+            self.stdout.write(line)
         return report.ok
+
+    def stop_emulator(self, pid: int, timeout: float = 10.0) -> bool:
+        """The local BigQuery holds nothing of ours in memory (its data is on disk): SIGTERM."""
+        self.stdout.write(f"Stopping the local BigQuery emulator (pid {pid})")
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if process_alive(pid):
+            self.stdout.write(f"Still running after {timeout:g} s.")
+            return False
+        (run_dir() / BQEMULATOR_RECORD).unlink(missing_ok=True)
+        self.stdout.write("Stopped.")
+        return True
+
+    def stopping(self, instance: LocalInstance) -> bool:
+        """A report file of this very instance (not of a recycled pid's), not yet done."""
+        data = self.read(instance)
+        return data is not None and data.get("instance_id") == instance.instance_id and not data.get("done")
 
     def read(self, instance: LocalInstance) -> dict | None:
         try:

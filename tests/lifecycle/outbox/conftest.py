@@ -37,6 +37,7 @@ def bigquery(bigquery_emulator: BigQueryEmulator, settings) -> Iterator[BigQuery
     """A fresh dataset per test (created by the sink's setup) that the exporter writes to."""
     settings.OUTBOX_SINK = "lifecycle.outbox.sinks.bigquery.BigQuerySink"
     settings.OUTBOX_BIGQUERY_EMULATOR_URL = bigquery_emulator.url
+    settings.OUTBOX_BIGQUERY_EMULATOR_GRPC = bigquery_emulator.grpc_address
     settings.OUTBOX_BIGQUERY_PROJECT = bigquery_emulator.project
     settings.OUTBOX_BIGQUERY_DATASET = f"test_{uuid.uuid4().hex[:12]}"
     sink = BigQuerySink()
@@ -53,6 +54,7 @@ def exporter_env(service_env: dict[str, str], bigquery: BigQueryTables, bigquery
     return {
         **service_env,
         "BIGQUERY_EMULATOR_URL": bigquery_emulator.url,
+        "BIGQUERY_EMULATOR_GRPC": bigquery_emulator.grpc_address,
         "BIGQUERY_PROJECT": bigquery_emulator.project,
         "BIGQUERY_DATASET": settings.OUTBOX_BIGQUERY_DATASET,
     }

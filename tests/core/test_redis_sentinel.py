@@ -1,0 +1,218 @@
+"""Redis behind Sentinel, and writes that survive a failover, against real servers started by
+the tests on free ports: a primary and its replica (tests/core/conftest.py), and a primary, its
+replica and three Sentinels (Debian's redis-sentinel).
+
+- REDIS_MIN_REPLICAS_ACK: a board post, a queue publish or ack, a session write is acknowledged
+  only once a replica has it (WAIT on the same connection); a replica that does not confirm in
+  time (here: SIGSTOPped) makes it a 503, and the client's retry with its Idempotency-Key is one
+  effect.
+- Sentinel: the primary is SIGKILLed under requests; the Sentinels promote the replica and every
+  client (django-redis's pool behind the API and the sync lock, the async client, the gunicorn
+  master's heartbeat client) follows it without a restart; during the switch requests are 503
+  with Retry-After, never 500.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+import requests
+from asgiref.sync import async_to_sync
+
+from chaos.topology import RedisGroup, free_port, wait_until
+from core.dependencies import ReplicaAckTimeout
+from core.redis import async_redis_client, build_redis_client, redis_client
+from hive.services import board_index_key, board_post_key
+from lifecycle.idempotency.models import IdempotencyRecord
+from lifecycle.locks import distributed_lock
+from lifecycle.registry import heartbeat_key
+from lifecycle.sessions.manager import session_manager
+from tests.support.dependencies import raised, use_redis, use_sentinels
+
+pytestmark = pytest.mark.django_db
+
+# What the failover may take, from the primary's death to the first write that succeeds again:
+# the Sentinels' down-after (1 s), their vote and the promotion, then the clients' next attempt.
+FAILOVER_BOUND_SECONDS = 15
+
+
+def _group(tmp_path_factory, name: str) -> RedisGroup:
+    group = RedisGroup(tmp_path_factory.mktemp(name), master_name=f"omk-{uuid.uuid4().hex[:8]}", persistent=False)
+    group.start()
+    return group
+
+
+@contextmanager
+def _stopped(server) -> Iterator[None]:
+    """The server is SIGSTOPped (alive to the kernel, silent to Redis: a replica that never acks)."""
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+def _post(client, path: str, body: dict, key: str | None = None):
+    headers = {"Idempotency-Key": key} if key else {}
+    return client.post(path, body, content_type="application/json", headers=headers)
+
+
+def _assert_503(response) -> None:
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "5"
+    assert response.json()["dependency"] == "redis"
+
+
+# --- REDIS_MIN_REPLICAS_ACK ------------------------------------------------------------------------
+
+
+def test_min_replicas_ack__board_post_is_503_until_a_replica_has_it_then_one_post(api_client, settings, redis_servers):
+    use_redis(settings, redis_servers.primary.url)
+    settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
+    assert _post(api_client, "/api/board/", {"body": "warm-up"}).status_code == 201  # the script loaded
+    primary = redis.Redis(port=redis_servers.primary.port)
+    before = primary.zcard(board_index_key())
+    with _stopped(redis_servers.replica):
+        started = time.monotonic()
+        _assert_503(_post(api_client, "/api/board/", {"body": "kept?"}, key="wait-board"))
+        assert time.monotonic() - started < 3  # the WAIT's own bound (0.5 s), then the answer
+        assert not IdempotencyRecord.objects.exists()
+    retried = _post(api_client, "/api/board/", {"body": "kept?"}, key="wait-board")
+    assert retried.status_code == 201
+    # The first attempt's post was on the primary already: the retry found it, and added none.
+    assert primary.zcard(board_index_key()) == before + 1
+    assert redis.Redis(port=redis_servers.replica.port).exists(board_post_key(retried.json()["id"]))
+
+
+def test_min_replicas_ack__zero_acknowledges_without_waiting(api_client, settings, redis_servers):
+    use_redis(settings, redis_servers.primary.url)
+    settings.OMK_REDIS_MIN_REPLICAS_ACK = 0
+    with _stopped(redis_servers.replica):
+        assert _post(api_client, "/api/board/", {"body": "unwaited"}).status_code == 201
+        assert _post(api_client, "/api/queues/unwaited/", {"body": "x"}).status_code == 201
+
+
+def test_min_replicas_ack__queue_publish_ack_and_session_writes_wait_too(
+    api_client, client, user, settings, redis_servers
+):
+    use_redis(settings, redis_servers.primary.url)
+    settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
+    published = _post(api_client, "/api/queues/acked/", {"body": "x"})
+    assert published.status_code == 201
+    claimed = _post(api_client, "/api/queues/acked/claim", {"consumer": "c"}).json()["messages"]
+    login = {"username": user.username, "password": "alice-password-1"}
+    with _stopped(redis_servers.replica):
+        _assert_503(_post(api_client, "/api/queues/acked/", {"body": "y"}))
+        _assert_503(_post(api_client, "/api/queues/acked/ack", {"ids": [claimed[0]["id"]]}))
+        _assert_503(_post(client, "/api/auth/login", login))
+        assert isinstance(raised(lambda: session_manager.create_session({"a": 1})), ReplicaAckTimeout)
+        assert isinstance(raised(async_to_sync(_async_create)), ReplicaAckTimeout)
+    # The refused ack had acked it on the primary: the retry finds it done, and it stays done.
+    assert _post(api_client, "/api/queues/acked/ack", {"ids": [claimed[0]["id"]]}).json() == {
+        "acked": [],
+        "not_pending": [claimed[0]["id"]],
+    }
+    assert redis.Redis(port=redis_servers.primary.port).xpending("omk:queue:acked", "bees")["pending"] == 0
+    assert _post(client, "/api/auth/login", login).status_code == 200
+
+
+async def _async_create() -> str:
+    from lifecycle.sessions.manager import async_session_manager
+
+    return await async_session_manager.create_session({"a": 1})
+
+
+def test_sentinel__no_sentinel_answers_is_503(api_client, settings):
+    use_sentinels(settings, [("127.0.0.1", free_port()), ("127.0.0.1", free_port())], "omk-nowhere")
+    _assert_503(_post(api_client, "/api/board/", {"body": "x"}))
+
+
+# --- A failover under requests ---------------------------------------------------------------------
+
+
+async def _async_roundtrip(key: str) -> bytes | None:
+    client = async_redis_client()
+    await client.set(key, "async", px=60_000)
+    return await client.get(key)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sentinel__primary_killed__every_client_follows_the_promoted_replica(
+    tmp_path_factory, settings, start_instance, api_client, api_token
+):
+    group = _group(tmp_path_factory, "redis-failover")
+    try:
+        use_sentinels(settings, group.addresses, group.master_name)
+        instance = start_instance(
+            wait_for="/ready",
+            REDIS_URL="redis://unused/0",
+            REDIS_SENTINELS=",".join(f"{host}:{port}" for host, port in group.addresses),
+            REDIS_SENTINEL_MASTER=group.master_name,
+            INSTANCE_HEARTBEAT_INTERVAL="0.5",
+        )
+        headers = {"Authorization": f"Bearer {api_token}"}
+
+        def post(body: str) -> requests.Response:
+            return requests.post(instance.url + "/api/board/", json={"body": body}, headers=headers, timeout=15)
+
+        # Acknowledged once the replica has it: it must survive the primary.
+        settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
+        acknowledged = _post(api_client, "/api/board/", {"body": "before the failover"})
+        assert acknowledged.status_code == 201
+        settings.OMK_REDIS_MIN_REPLICAS_ACK = 0
+        assert post("through the instance").status_code == 201
+        with distributed_lock.acquire("sentinel-before", ttl=5):
+            pass
+        assert async_to_sync(_async_roundtrip)("sentinel:async") == b"async"
+        heartbeat_client = build_redis_client()  # the gunicorn master's kind, built before the kill
+        heartbeat_client.set("sentinel:heartbeat", "1")
+        (beat,) = group.server(group.primary.port).keys(heartbeat_key("*"))
+
+        old = group.primary_port()
+        assert old == group.primary.port
+        group.primary.crash()
+        killed_at = time.monotonic()
+        statuses = []
+        while time.monotonic() - killed_at < FAILOVER_BOUND_SECONDS:
+            response = post(f"during {len(statuses)}")
+            statuses.append(response.status_code)
+            if response.status_code == 201:
+                break
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "5"
+            time.sleep(0.2)
+        recovered_after = time.monotonic() - killed_at
+        assert statuses[-1] == 201, statuses
+        assert set(statuses) <= {201, 503}
+        print(f"\nwrites succeeded again {recovered_after:.1f} s after the primary's death: {statuses}")
+
+        new = group.primary_port()
+        assert new == group.replica.port
+        survivor = group.server(new)
+        assert survivor.exists(board_post_key(acknowledged.json()["id"]))
+
+        # Every other client follows, without a restart of anything.
+        with distributed_lock.acquire("sentinel-after", ttl=5):
+            pass
+        assert async_to_sync(_async_roundtrip)("sentinel:async-after") == b"async"
+        assert redis_client().get("sentinel:async-after") == b"async"
+        heartbeat_client.set("sentinel:heartbeat", "2")
+        assert survivor.get("sentinel:heartbeat") == b"2"
+        survivor.delete(beat)  # the instance's master keeps beating, now on the new primary
+        assert wait_until(lambda: survivor.exists(beat), 10)
+
+        # The old primary comes back as the new one's replica: writes that wait for one succeed.
+        group.primary.start()
+        assert wait_until(lambda: survivor.info("replication").get("slave0", {}).get("state") == "online", 15)
+        settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
+        assert _post(api_client, "/api/board/", {"body": "after the failover"}).status_code == 201
+    finally:
+        group.stop()
