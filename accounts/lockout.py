@@ -5,7 +5,10 @@ answer does not tell whether the username exists."""
 
 from __future__ import annotations
 
+from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.html import escape
 
@@ -39,3 +42,11 @@ def lockout_response(
         )
     response["Retry-After"] = str(cool_off_seconds())
     return response
+
+
+@receiver(setting_changed)
+def _reset_lockout_handler(*, setting: str, **kwargs: object) -> None:
+    # django-axes keeps its handler, and with it the cache it counts failures in, from the first
+    # login on: a changed CACHES (tests pointing Redis elsewhere) must reach it too.
+    if setting == "CACHES" or setting.startswith("AXES_"):
+        AxesProxyHandler.get_implementation(force=True)

@@ -232,7 +232,8 @@ def test_queue__every_key_it_creates_expires(api_client):
     _json(api_client, "/api/queues/scouts/claim", {"consumer": "c"})
     _json(api_client, "/api/queues/scouts/ack", {"ids": [message], "consumer": "c"})
     keys = _queue_keys()
-    assert len(keys) == 3  # two streams and the publish's dedupe mark
+    # Two streams, the keyed publish's dedupe mark and the other publish's own sent mark.
+    assert len(keys) == 4
     assert all(redis_client().pttl(key) > 0 for key in keys), [(k, redis_client().pttl(k)) for k in keys]
 
 
