@@ -7,12 +7,17 @@ from accounts.services import api_token_issue
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "user", "name", "created_at", "revoked_at"]
+    list_display = ["prefix", "user", "name", "created_at", "expires_at", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at"]
     search_fields = ["user__username", "name", "prefix"]
-    readonly_fields = ["prefix", "created_at"]
-    fields = ["user", "name", "prefix", "created_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "expires_at", "last_used_at"]
+    fields = ["user", "name", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
     actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A token is its user's credential: moving it to another user would hand that user a
+        # credential someone else holds. Revoke it and issue a new one instead.
+        return [*self.readonly_fields, "user"] if obj is not None else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
         if change:

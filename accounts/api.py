@@ -1,3 +1,4 @@
+from axes.exceptions import AxesBackendPermissionDenied
 from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest
 from django.middleware.csrf import get_token
@@ -5,7 +6,8 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from accounts.auth import api_auth
-from core.errors import NotAuthenticated, UnsupportedMediaType
+from accounts.lockout import cool_off_seconds, lockout_detail
+from core.errors import NotAuthenticated, Throttled, UnsupportedMediaType
 from core.http import ApiRequest
 from core.schemas import ERRORS, NO_NUL, BodySchema, ErrorOut
 
@@ -31,7 +33,11 @@ def auth_login(request: HttpRequest, payload: LoginIn):
     # form from logging a victim into another account (browsers cannot send it without CORS).
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Send the credentials as JSON (Content-Type: application/json).")
-    user = authenticate(request, username=payload.username, password=payload.password)
+    try:
+        user = authenticate(request, username=payload.username, password=payload.password)
+    except AxesBackendPermissionDenied:
+        # Locked out: accounts.lockout answers (AxesMiddleware replaces this response).
+        raise Throttled(lockout_detail(), retry_after=cool_off_seconds()) from None
     if user is None:
         raise NotAuthenticated("Wrong username or password.", code="invalid_credentials")
     login(request, user)

@@ -8,12 +8,15 @@ from django.middleware.csrf import CsrfViewMiddleware
 from ninja.errors import AuthenticationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 
-from accounts.selectors import api_token_user
+from accounts.selectors import TokenExpired, api_token_user
 
 
 class BearerTokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        user = api_token_user(raw=token)
+        try:
+            user = api_token_user(raw=token)
+        except TokenExpired as exc:
+            raise AuthenticationError(message=str(exc)) from None
         if user is None:
             # A token was sent and is wrong: say so, rather than fall through to the session
             # check and answer something unrelated.

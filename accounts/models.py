@@ -15,6 +15,10 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=12, editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # After this the token is refused (401 saying so): a leaked token stops working by itself.
+    expires_at = models.DateTimeField()
+    # Updated at most once a minute per token (accounts.selectors.api_token_user).
+    last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -26,4 +30,6 @@ class ApiToken(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        from django.utils import timezone
+
+        return self.revoked_at is None and self.expires_at > timezone.now()

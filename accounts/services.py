@@ -1,11 +1,15 @@
 import hashlib
 import secrets
+from datetime import timedelta
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from accounts.conf import accounts_settings
 from accounts.models import ApiToken
+from core.errors import InvalidInput
 
 TOKEN_PREFIX = "omk_"
 
@@ -14,12 +18,27 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def api_token_issue(*, user: User, name: str = "") -> tuple[ApiToken, str]:
-    """Create a token for `user`; return the row and the raw token (not retrievable later)."""
+def api_token_issue(*, user: User, name: str = "", expires_in: timedelta | None = None) -> tuple[ApiToken, str]:
+    """Create a token for `user`, valid for `expires_in` (ACCOUNTS_TOKEN_DAYS by default); return
+    the row and the raw token (not retrievable later)."""
+    lifetime = expires_in if expires_in is not None else timedelta(days=accounts_settings.TOKEN_DAYS)
+    if lifetime <= timedelta(0):
+        raise InvalidInput.of({"expires_in": "Must be a positive duration."})
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
-        token = ApiToken.objects.create(user=user, name=name, prefix=raw[:12], key_hash=hash_token(raw))
+        token = ApiToken.objects.create(
+            user=user, name=name, prefix=raw[:12], key_hash=hash_token(raw), expires_at=timezone.now() + lifetime
+        )
     return token, raw
+
+
+def api_token_touch(*, token: ApiToken) -> None:
+    """Record that `token` was used now, at most once per ACCOUNTS_TOKEN_LAST_USED_RESOLUTION."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=accounts_settings.TOKEN_LAST_USED_RESOLUTION)
+    ApiToken.objects.filter(pk=token.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale)).update(
+        last_used_at=now
+    )
 
 
 def api_token_revoke(*, token: ApiToken) -> ApiToken:

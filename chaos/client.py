@@ -60,12 +60,15 @@ class Api:
         idempotency_key: bool = False,
         data: dict[str, Any] | None = None,
         write: bool = True,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Op:
         """Run one logical operation to a final outcome, retrying transient failures.
 
         `idempotency_key`: send one key for every attempt (a creating POST); the service must then
         apply it once whatever happened to the earlier attempts. `idempotent=False`: never retry
-        (the flow handles an unknown outcome itself).
+        (the flow handles an unknown outcome itself). `raw`: send these exact bytes as the JSON
+        body (a signed webhook), with the extra `headers`.
         """
         ok, definitive = set(ok), set(definitive)
         op = self.recorder.new_op(flow, kind, data, write=write)
@@ -77,14 +80,21 @@ class Api:
         while True:
             attempt = Attempt(id=f"{op.id}.{len(op.attempts) + 1}", t0=self.recorder.now())
             op.attempts.append(attempt)
-            headers = self._headers(method)
-            headers["X-Chaos-Id"] = attempt.id
+            sent = self._headers(method) | (headers or {})
+            sent["X-Chaos-Id"] = attempt.id
             if key:
-                headers["Idempotency-Key"] = key
+                sent["Idempotency-Key"] = key
+            if raw is not None:
+                sent["Content-Type"] = "application/json"
             retry_after = None
             try:
                 response = self.http.request(
-                    method, self.base_url + path, json=json, headers=headers, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)
+                    method,
+                    self.base_url + path,
+                    json=json if raw is None else None,
+                    data=raw,
+                    headers=sent,
+                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
                 )
                 attempt.status = response.status_code
                 retry_after = response.headers.get("Retry-After")

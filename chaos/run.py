@@ -73,6 +73,8 @@ class Run:
         self.skipped: dict[str, str] = {}
         self.users: list[User] = []
         self.staff: list[User] = []
+        # The payment processor: delivers signed webhooks, with no user credential.
+        self.processor: Api | None = None
         self.redis: RedisServer | None = None
         self.postgres: PostgresCluster | None = None
         self.haproxy: HAProxy | None = None
@@ -287,6 +289,7 @@ class Run:
         from django.contrib.auth import get_user_model
 
         model = get_user_model()
+        self.processor = Api(self.base_url, self.recorder, stop=self.stop_clients)
         login = "POST /api/auth/login" in self.operations
         for i in range(self.args.clients + self.args.staff):
             staff = i >= self.args.clients

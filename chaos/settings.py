@@ -32,3 +32,10 @@ QUEEN_BACKOFF_SECONDS = 0.5
 OUTBOX_BIGQUERY_EMULATOR_GRPC = env_str("BIGQUERY_EMULATOR_GRPC", "127.0.0.1:9060")
 # The run drains the outbox at its end: a trickle of events is exported after 1 s, not 10.
 OUTBOX_BATCH_LINGER_SECONDS = 1.0
+
+# The harness plays the payment processor: it signs each purchase's webhook with this secret.
+GOVERNANCE_PAYMENT_WEBHOOK_SECRET = env_str("PAYMENT_WEBHOOK_SECRET", "chaos-webhook-secret")
+
+# Machine-driven load: each client posts on the board far more often than a person (production
+# keeps HIVE_BOARD_MAX_POSTS_PER_HOUR's default).
+HIVE_BOARD_MAX_POSTS_PER_HOUR = 1_000_000

@@ -99,6 +99,17 @@ class CoreSettings(AppSettings):
     API_MAX_BODY_BYTES: int = 64 * 1024
     # Seconds a client is told to wait (Retry-After) when PostgreSQL or Redis is unreachable.
     RETRY_AFTER_SECONDS: int = 5
+    # Proxies in front of the service that append to X-Forwarded-For (core/clients.py): the
+    # client's address is this many entries from its right. 0: REMOTE_ADDR.
+    TRUSTED_PROXY_HOPS: int = 0
+    # API throttles (core/throttling.py), in django-ninja's rate syntax: per user and endpoint
+    # class (reads, writes), and per address for requests with no user (the login).
+    API_THROTTLE_USER: str = "50/s"
+    API_THROTTLE_ANON: str = "10/s"
+    # The API's interactive docs (/api/docs) for everyone; False: staff only (production).
+    API_DOCS_PUBLIC: bool = True
+    # Prefix of the throttles' Redis counters.
+    THROTTLE_KEY_PREFIX: str = "omk:throttle:"
     # Redis replicas that must have a write whose loss would lose acknowledged data (board
     # posts, queue publish and ack, session writes) before it is acknowledged: the write is
     # followed by WAIT on the same connection, and fewer replicas in time is a 503. 0: no WAIT.

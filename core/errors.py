@@ -59,6 +59,17 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class Throttled(ServiceError):
+    """Too many requests: a rate or a lockout; Retry-After says when to try again."""
+
+    status = 429
+    code = "throttled"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None):
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+
+
 class Busy(Conflict):
     """The operation is running elsewhere (another instance holds its lock): retry shortly."""
 

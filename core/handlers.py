@@ -7,6 +7,7 @@ else goes on to Django: a PostgreSQL or Redis outage becomes the middleware's 50
 Retry-After, a bug handler500's JSON 500.
 """
 
+import logging
 from functools import partial
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
@@ -18,6 +19,8 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from core.errors import ServiceError, error_body
+
+logger = logging.getLogger(__name__)
 
 # Parameter sources ninja puts first in an error location; the field name follows them.
 _SOURCES = {"body", "query", "path", "header", "cookie", "form", "file"}
@@ -104,7 +107,9 @@ def _does_not_exist(api: NinjaAPI, request: HttpRequest, exc: ObjectDoesNotExist
 def _data_error(api: NinjaAPI, request: HttpRequest, exc: DataError) -> HttpResponse:
     # PostgreSQL refused a value (NUL in text, a number out of range): the input, not a bug.
     # Routers should prevent it in their schemas (core.schemas.NO_NUL, max_digits); this is the net.
-    detail = str(exc).splitlines()[0] if str(exc) else "A value is not storable."
+    # PostgreSQL's own message names tables, columns and values: logged, never sent.
+    logger.warning("DataError answered 422: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    detail = "A value is out of range or cannot be stored (too long, too large, or a NUL character)."
     return _respond(api, request, 422, f"Invalid input: {detail}", fields={"body": [detail]})
 
 

@@ -27,7 +27,8 @@ class ErrorOut(Schema):
 
 
 # Statuses any operation may answer with the error body (clients and schemathesis read them).
-ERRORS: dict[int, type[Schema]] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 422)}
+# 429: any operation may be throttled (a user's or an address's rate, a full queue).
+ERRORS: dict[int, type[Schema]] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 422, 429)}
 
 
 # JSON-schema pattern for every free-text input: PostgreSQL text cannot hold NUL, so the schema

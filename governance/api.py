@@ -4,12 +4,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+from django.http import HttpRequest
 from ninja import Field, Path, Query, Router, Schema, Status
+from pydantic import ValidationError as PydanticValidationError
 
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.http import ApiRequest
 from core.schemas import ERRORS, NO_NUL, BodySchema, DateTimeIn, Id, NonNegativeAmount, PositiveAmount, QueryInt
-from governance import selectors, services
+from governance import payments, selectors, services
 from governance.conf import governance_settings
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency.decorators import idempotent
@@ -67,9 +69,9 @@ def _proposal_out(proposal: Proposal) -> dict:
     }
 
 
-def _proposal(proposal_id: int) -> Proposal:
+def _proposal(request: ApiRequest, proposal_id: int) -> Proposal:
     try:
-        return selectors.proposal_get(proposal_id=proposal_id)
+        return selectors.proposal_get(proposal_id=proposal_id, viewer=request.auth)
     except Proposal.DoesNotExist:
         raise NotFound(f"No proposal with id {proposal_id}.") from None
 
@@ -80,7 +82,8 @@ def proposals_list(
     page: Query[Page],
     status: Literal["draft", "open", "closed", "executed", "cancelled"] | None = None,
 ):
-    return [_proposal_out(p) for p in selectors.proposal_list(status=status, limit=page.limit, offset=page.offset)]
+    proposals = selectors.proposal_list(viewer=request.auth, status=status, limit=page.limit, offset=page.offset)
+    return [_proposal_out(p) for p in proposals]
 
 
 @router.post("/proposals/", response={201: ProposalOut, **ERRORS})
@@ -92,7 +95,7 @@ def proposals_create(request: ApiRequest, payload: ProposalIn):
 
 @router.get("/proposals/{proposal_id}/", response={200: ProposalOut, **ERRORS})
 def proposals_detail(request: ApiRequest, proposal_id: Path[Id]):
-    return _proposal_out(_proposal(proposal_id))
+    return _proposal_out(_proposal(request, proposal_id))
 
 
 @router.post("/proposals/{proposal_id}/open/", response={200: ProposalOut, **ERRORS})
@@ -205,8 +208,11 @@ class PurchaseOut(Schema):
     wallet: str
     amount: Decimal
     tokens: Decimal
+    # pending (reserved, awaiting payment) -> confirmed | failed | expired
     status: str
     created_at: datetime
+    # Until when a pending purchase holds its tokens; null once settled.
+    expires_at: datetime | None
 
 
 def _purchase_out(purchase: Purchase) -> dict:
@@ -218,6 +224,7 @@ def _purchase_out(purchase: Purchase) -> dict:
         "tokens": purchase.tokens,
         "status": purchase.status,
         "created_at": purchase.created_at,
+        "expires_at": purchase.expires_at if purchase.status == Purchase.Status.PENDING else None,
     }
 
 
@@ -235,7 +242,73 @@ def purchases_create(request: ApiRequest, payload: PurchaseIn):
     return Status(201, _purchase_out(purchase))
 
 
-# --- staking -----------------------------------------------------------------------------------
+class PaymentWebhookIn(BodySchema):
+    purchase: Id
+    status: Literal["paid", "failed"]
+    reference: str = Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
+
+
+class PaymentWebhookOut(Schema):
+    purchase: int
+    status: str
+    # False when this payment had been applied already (a delivery repeated): nothing changed.
+    changed: bool
+
+
+_WEBHOOK_OPENAPI = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": payments.HEADER,
+            "required": True,
+            "schema": {"type": "string", "maxLength": payments.MAX_HEADER_LENGTH},
+            "description": 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">',
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PaymentWebhookIn.model_json_schema()}},
+    },
+}
+
+
+@router.post(
+    "/payments/webhook",
+    auth=None,
+    throttle=[],
+    response={200: PaymentWebhookOut, **ERRORS},
+    openapi_extra=_WEBHOOK_OPENAPI,
+    summary="The payment processor's signed notification that a purchase was paid or failed",
+)
+def payments_webhook(request: HttpRequest):
+    # The raw bytes are verified before anything reads them: an unsigned body is never parsed.
+    # Limited by the signature, not by the anonymous rate: the processor may send bursts.
+    payments.verify(request.body, request.headers.get(payments.HEADER))
+    try:
+        payload = PaymentWebhookIn.model_validate_json(request.body)
+    except PydanticValidationError as exc:
+        raise InvalidInput.of(
+            {".".join(str(p) for p in error["loc"]) or "body": error["msg"] for error in exc.errors()}
+        ) from None
+    result = services.purchase_settle(
+        purchase_id=payload.purchase, paid=payload.status == "paid", reference=payload.reference
+    )
+    return {"purchase": result.purchase.pk, "status": result.purchase.status, "changed": result.changed}
+
+
+# --- token balance and staking -------------------------------------------------------------------
+
+
+class BalanceOut(Schema):
+    available: Decimal
+    staked: Decimal
+    pending: Decimal
+
+
+@router.get("/balance/", response={200: BalanceOut, **ERRORS}, summary="The caller's tokens")
+def balance_detail(request: ApiRequest):
+    balance = selectors.balance_get(user=request.auth)
+    return {"available": balance.available, "staked": balance.staked, "pending": balance.pending}
 
 
 class StakeIn(BodySchema):

@@ -130,36 +130,73 @@ class Sale(models.Model):
 
 
 class Purchase(models.Model):
+    """A buyer's order in a sale. It reserves its tokens of the allocation (`Sale.sold`) while
+    `pending`; the payment processor's webhook (or staff, in the admin) confirms it, and only then
+    are the tokens credited to the buyer's token account. A pending purchase not paid within
+    `GOVERNANCE_PURCHASE_PENDING_TTL` expires and gives its reservation back."""
+
     class Status(models.TextChoices):
+        PENDING = "pending"
         CONFIRMED = "confirmed"
+        FAILED = "failed"
+        EXPIRED = "expired"
         REFUNDED = "refunded"
 
     sale = models.ForeignKey(Sale, on_delete=models.PROTECT, related_name="purchases")
     buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="purchases")
     # EVM address in its EIP-55 checksummed form.
     wallet = models.CharField(max_length=42)
-    amount = models.DecimalField(**AMOUNT)  # paid, in the sale's currency
+    amount = models.DecimalField(**AMOUNT)  # to pay, in the sale's currency
     tokens = models.DecimalField(**AMOUNT)  # bought: amount / token_price, rounded down
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CONFIRMED)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A pending purchase's reservation ends here (the worker then expires it).
+    expires_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    # The payment processor's id of the payment that settled this purchase (paid or failed). One
+    # payment settles one purchase, once: a webhook delivered twice finds it here.
+    payment_reference = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["sale", "buyer"], name="purchase_sale_buyer_idx")]
+        indexes = [
+            models.Index(fields=["sale", "buyer"], name="purchase_sale_buyer_idx"),
+            # The worker's scan for due reservations.
+            models.Index(fields=["expires_at"], name="purchase_pending_expiry_idx", condition=Q(status="pending")),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="purchase_amount_positive"),
             models.CheckConstraint(condition=Q(tokens__gt=0), name="purchase_tokens_positive"),
             models.CheckConstraint(condition=Q(wallet__regex=r"^0x[0-9a-fA-F]{40}$"), name="purchase_wallet_format"),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "confirmed", "failed", "expired", "refunded"]),
+                name="purchase_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="pending") | Q(expires_at__isnull=False), name="purchase_pending_has_expiry"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="confirmed", confirmed_at__isnull=False) | ~Q(status="confirmed"),
+                name="purchase_confirmed_has_time",
+            ),
+            models.UniqueConstraint(
+                fields=["payment_reference"],
+                condition=~Q(payment_reference=""),
+                name="purchase_payment_reference_unique",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.buyer} {self.tokens} tokens in {self.sale}"
+        return f"{self.buyer} {self.tokens} tokens in {self.sale} ({self.status})"
 
 
 class StakingPosition(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active"
         UNSTAKED = "unstaked"
+        # Recorded before stakes were paid for, and not covered by the owner's paid tokens when
+        # the ledger was introduced: kept for the record, with no voting weight.
+        VOID = "void"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="stakes")
     amount = models.DecimalField(**AMOUNT)
@@ -177,10 +214,71 @@ class StakingPosition(models.Model):
             models.CheckConstraint(condition=Q(unlocks_at__gte=F("started_at")), name="stake_unlocks_after_start"),
             models.CheckConstraint(
                 condition=(Q(status="active", unstaked_at__isnull=True))
-                | Q(status="unstaked", unstaked_at__isnull=False, unstaked_at__gte=F("unlocks_at")),
+                | Q(status="unstaked", unstaked_at__isnull=False, unstaked_at__gte=F("unlocks_at"))
+                | Q(status="void", unstaked_at__isnull=True),
                 name="stake_unstaked_only_after_unlock",
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.owner} {self.amount} ({self.status})"
+
+
+class TokenAccount(models.Model):
+    """A user's paid tokens that are not staked. Changed only together with a LedgerEntry, by a
+    conditional UPDATE (`available >= amount` for a debit); the CHECK refuses a negative balance
+    whatever a writer does."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, primary_key=True, related_name="token_account"
+    )
+    available = models.DecimalField(**TOTAL, default=ZERO)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(available__gte=0), name="token_account_never_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.available}"
+
+
+class LedgerEntry(models.Model):
+    """One movement of a user's tokens: the account's balance is the sum of its entries.
+
+    Each entry names what it belongs to, and the unique constraints make each movement happen
+    once: one credit per confirmed purchase, one debit per stake, one credit per unstake."""
+
+    class Reason(models.TextChoices):
+        PURCHASE_CONFIRMED = "purchase_confirmed"
+        STAKE = "stake"
+        UNSTAKE = "unstake"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries")
+    # Signed: credits are positive, debits negative.
+    amount = models.DecimalField(**AMOUNT)
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    stake = models.ForeignKey(StakingPosition, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["user", "-created_at"], name="ledger_user_created_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(reason="purchase_confirmed", amount__gt=0, purchase__isnull=False, stake__isnull=True)
+                    | Q(reason="stake", amount__lt=0, stake__isnull=False, purchase__isnull=True)
+                    | Q(reason="unstake", amount__gt=0, stake__isnull=False, purchase__isnull=True)
+                ),
+                name="ledger_entry_reason_matches",
+            ),
+            models.UniqueConstraint(
+                fields=["purchase"], condition=Q(reason="purchase_confirmed"), name="ledger_one_credit_per_purchase"
+            ),
+            models.UniqueConstraint(fields=["stake", "reason"], name="ledger_one_entry_per_stake_and_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.amount:+} ({self.reason})"

@@ -1,10 +1,12 @@
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from governance.models import ZERO, Proposal, Purchase, Sale, StakingPosition, Vote
+from governance.models import ZERO, Proposal, Purchase, Sale, StakingPosition, TokenAccount, Vote
 
 
 def active_stake_total(*, owner: User) -> Decimal:
@@ -15,15 +17,29 @@ def active_stake_total(*, owner: User) -> Decimal:
     return Decimal(total)
 
 
-def proposal_list(*, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Proposal]:
+def _visible(viewer: User | None) -> QuerySet[Proposal]:
+    """Drafts are staff's work in progress: everyone else sees them only once opened."""
     queryset: QuerySet[Proposal] = Proposal.objects.select_related("proposer")
+    if viewer is None or not viewer.is_staff:
+        queryset = queryset.exclude(status=Proposal.Status.DRAFT)
+    return queryset
+
+
+def proposal_list(
+    *, viewer: User | None = None, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[Proposal]:
+    queryset = _visible(viewer)
     if status:
         queryset = queryset.filter(status=status)
     return list(queryset[offset : offset + limit])
 
 
-def proposal_get(*, proposal_id: int) -> Proposal:
-    return Proposal.objects.select_related("proposer").get(pk=proposal_id)
+def proposal_get(*, proposal_id: int, viewer: User | None = None) -> Proposal:
+    """The proposal; DoesNotExist for a draft the viewer (not staff) may not see, as for none.
+    Without a viewer (the services' own reads) any proposal."""
+    if viewer is None:
+        return Proposal.objects.select_related("proposer").get(pk=proposal_id)
+    return _visible(viewer).get(pk=proposal_id)
 
 
 def proposal_live_tally(*, proposal: Proposal) -> dict[str, Decimal]:
@@ -52,11 +68,37 @@ def sale_get(*, sale_id: int) -> Sale:
     return Sale.objects.get(pk=sale_id)
 
 
-def purchased_tokens(*, sale: Sale, buyer) -> Decimal:
-    total = Purchase.objects.filter(sale=sale, buyer=buyer, status=Purchase.Status.CONFIRMED).aggregate(
-        total=Coalesce(Sum("tokens"), ZERO)
-    )["total"]
-    return Decimal(total)
+# Purchases that hold tokens of a sale's allocation (`Sale.sold` counts exactly these).
+HOLDING = (Purchase.Status.PENDING, Purchase.Status.CONFIRMED)
+
+
+def purchased_tokens(*, sale: Sale, buyer, exclude: int | None = None) -> Decimal:
+    """The buyer's tokens in `sale` that count against the per-buyer cap: paid or reserved."""
+    rows = Purchase.objects.filter(sale=sale, buyer=buyer, status__in=HOLDING)
+    if exclude is not None:
+        rows = rows.exclude(pk=exclude)
+    return Decimal(rows.aggregate(total=Coalesce(Sum("tokens"), ZERO))["total"])
+
+
+def token_available(*, user_id: int) -> Decimal:
+    value = TokenAccount.objects.filter(user_id=user_id).values_list("available", flat=True).first()
+    return Decimal(value) if value is not None else ZERO
+
+
+@dataclass(frozen=True)
+class Balance:
+    available: Decimal  # paid, not staked: what a stake may take
+    staked: Decimal  # in active staking positions: the voting weight
+    pending: Decimal  # reserved by purchases not yet paid
+
+
+def balance_get(*, user: User) -> Balance:
+    pending = Purchase.objects.filter(
+        buyer=user, status=Purchase.Status.PENDING, expires_at__gt=timezone.now()
+    ).aggregate(total=Coalesce(Sum("tokens"), ZERO))["total"]
+    return Balance(
+        available=token_available(user_id=user.pk), staked=active_stake_total(owner=user), pending=Decimal(pending)
+    )
 
 
 def purchase_list(*, buyer: User, limit: int = 100, offset: int = 0) -> list[Purchase]:

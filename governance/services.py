@@ -6,7 +6,10 @@ Races are settled by PostgreSQL, never by a check-then-write in Python alone:
 - a vote and the proposal's closing: the vote holds the proposal row FOR SHARE, closing takes it
   FOR UPDATE, so the stored tally contains every vote that was acknowledged;
 - the sale's allocation and per-buyer cap: the sale row is locked FOR UPDATE for the purchase,
-  and CHECK (sold <= allocation) backs it;
+  and CHECK (sold <= allocation) backs it; a pending purchase holds its tokens until it is paid,
+  fails or expires (conditional UPDATEs on its status, so exactly one of them happens);
+- a token account's balance: debits are conditional UPDATEs (`... WHERE available >= amount`),
+  and CHECK (available >= 0) backs them, so concurrent stakes never overdraw it;
 - execution and unstaking: conditional UPDATEs (`... WHERE status = ...`), so two instances
   cannot both do it;
 - closing and executing through the API run under the distributed lock (`*_exclusive`), and the
@@ -16,6 +19,7 @@ Races are settled by PostgreSQL, never by a check-then-write in Python alone:
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 
@@ -27,7 +31,7 @@ from django.utils import timezone
 from core.errors import Busy, Conflict, Forbidden, InvalidInput, NotFound
 from governance import selectors
 from governance.conf import governance_settings
-from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
+from governance.models import LedgerEntry, Proposal, Purchase, Sale, StakingPosition, TokenAccount, Vote
 from governance.wallets import InvalidWallet, normalize_wallet
 from lifecycle.locks import LockLost, LockTimeout, critical_section, distributed_lock
 from lifecycle.outbox.models import EventKind
@@ -323,7 +327,8 @@ def vote_cast(*, voter: User, proposal_id: int, choice: str) -> Vote:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
-    if row is None:
+    if row is None or (row[0] == Proposal.Status.DRAFT and not voter.is_staff):
+        # A draft is staff's work in progress: to anyone else it does not exist yet.
         raise NotFound(f"No proposal with id {proposal_id}.")
     status, starts_at, ends_at, weight, vote_id = row
     refusal = _vote_refusal(proposal_id, status, starts_at, ends_at, weight, now=now)
@@ -381,6 +386,7 @@ def sale_create(
 
 
 def purchase_create(*, buyer: User, sale_id: int, wallet: str, amount: Decimal) -> Purchase:
+    """A pending purchase, reserving its tokens of the allocation until it is paid or expires."""
     try:
         wallet = normalize_wallet(wallet)
     except InvalidWallet as exc:
@@ -400,39 +406,230 @@ def purchase_create(*, buyer: User, sale_id: int, wallet: str, amount: Decimal) 
         tokens = (amount / sale.token_price).quantize(TOKEN_QUANTUM, rounding=ROUND_DOWN)
         if tokens <= 0:
             raise _invalid("amount", f"Too small to buy any token at {sale.token_price} per token.")
-        remaining = sale.allocation - sale.sold
-        if remaining <= 0:
-            raise Conflict("The sale is sold out.", code="sold_out")
-        if tokens > remaining:
-            raise Conflict(f"Only {remaining} tokens are left; this purchase is for {tokens}.", code="sold_out")
-        bought = selectors.purchased_tokens(sale=sale, buyer=buyer)
-        if bought + tokens > sale.per_buyer_cap:
-            left = max(sale.per_buyer_cap - bought, Decimal(0))
+        # Reservations past their time give their tokens back now, not only when the worker
+        # next runs: a sale is never "sold out" to abandoned checkouts.
+        if _expire_due(now=now, sale_id=sale.pk):
+            sale.refresh_from_db(fields=["sold"])
+        _reserve(sale, buyer=buyer, tokens=tokens)
+        return Purchase.objects.create(
+            sale=sale,
+            buyer=buyer,
+            wallet=wallet,
+            amount=amount,
+            tokens=tokens,
+            expires_at=now + timedelta(seconds=governance_settings.PURCHASE_PENDING_TTL),
+        )
+
+
+def _reserve(sale: Sale, *, buyer: User, tokens: Decimal, exclude: int | None = None) -> None:
+    """Take `tokens` of `sale`'s allocation for `buyer`, or refuse. The caller holds the sale row
+    FOR UPDATE; CHECK (sold <= allocation) backs the arithmetic."""
+    remaining = sale.allocation - sale.sold
+    if remaining <= 0:
+        raise Conflict("The sale is sold out.", code="sold_out")
+    if tokens > remaining:
+        raise Conflict(f"Only {remaining} tokens are left; this purchase is for {tokens}.", code="sold_out")
+    bought = selectors.purchased_tokens(sale=sale, buyer=buyer, exclude=exclude)
+    if bought + tokens > sale.per_buyer_cap:
+        left = max(sale.per_buyer_cap - bought, Decimal(0))
+        raise Conflict(
+            f"The per-buyer cap is {sale.per_buyer_cap} tokens; you have {bought} and can buy {left} more.",
+            code="cap_reached",
+        )
+    Sale.objects.filter(pk=sale.pk).update(sold=F("sold") + tokens)
+    sale.sold += tokens
+
+
+def _release(released: list[tuple[int, Decimal]]) -> None:
+    """Give reserved tokens back to their sales: (sale id, tokens) pairs, sales in id order so
+    that two releases never wait on each other's rows."""
+    per_sale: dict[int, Decimal] = {}
+    for sale_id, tokens in released:
+        per_sale[sale_id] = per_sale.get(sale_id, Decimal(0)) + tokens
+    for sale_id in sorted(per_sale):
+        Sale.objects.filter(pk=sale_id).update(sold=F("sold") - per_sale[sale_id])
+
+
+def _expire_due(*, now: datetime, sale_id: int | None = None, limit: int = 1000) -> int:
+    """pending -> expired for reservations past `expires_at`, giving their tokens back. A
+    conditional UPDATE: a purchase confirmed at the same moment is either confirmed (and not
+    expired) or expired (and the confirmation sees it), never both. In the caller's transaction."""
+    due = Purchase.objects.filter(status=Purchase.Status.PENDING, expires_at__lte=now)
+    if sale_id is not None:
+        due = due.filter(sale_id=sale_id)
+    ids = list(due.order_by("expires_at").values_list("pk", flat=True)[:limit])
+    if not ids:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Purchase._meta.db_table} SET status = %s WHERE id = ANY(%s) AND status = %s "
+            "AND expires_at <= %s RETURNING sale_id, tokens",
+            [Purchase.Status.EXPIRED, ids, Purchase.Status.PENDING, now],
+        )
+        released = cursor.fetchall()
+    _release(released)
+    return len(released)
+
+
+def purchase_expire_pending(*, now: datetime | None = None) -> int:
+    """The worker's pass (governance/tasks.py): expire every reservation past its time, one
+    transaction per sale, under the sale's row lock like every other change of its allocation
+    (always sale row first, then purchase rows: no deadlock with a purchase or a payment).
+    Returns how many expired. Safe on several workers at once."""
+    now = now or timezone.now()
+    due = Purchase.objects.filter(status=Purchase.Status.PENDING, expires_at__lte=now)
+    total = 0
+    for sale_id in sorted(set(due.values_list("sale_id", flat=True))):
+        while True:
+            with transaction.atomic():
+                Sale.objects.select_for_update().filter(pk=sale_id).first()
+                expired = _expire_due(now=now, sale_id=sale_id)
+            total += expired
+            if expired < 1000:
+                break
+    if total:
+        logger.info("%s pending purchases expired", total)
+    return total
+
+
+@dataclass(frozen=True)
+class PaymentResult:
+    purchase: Purchase
+    # False when this payment had already been applied (a webhook delivered again).
+    changed: bool
+
+
+def purchase_settle(*, purchase_id: int, paid: bool, reference: str, actor: User | None = None) -> PaymentResult:
+    """Apply the payment processor's verdict on a purchase, once per payment reference.
+
+    Paid: pending -> confirmed, and the tokens are credited to the buyer's account (one ledger
+    entry). A purchase that expired meanwhile is confirmed only if its tokens can be reserved
+    again (else 409 `purchase_expired`: the payment must be refunded). Failed: pending -> failed,
+    and the reservation is given back. The same reference again changes nothing. `actor` is the
+    staff user confirming by hand (the admin), None for the processor's webhook."""
+    if not reference or len(reference) > 255:
+        raise _invalid("reference", "Must be 1 to 255 characters.")
+    sale_id = Purchase.objects.filter(pk=purchase_id).values_list("sale_id", flat=True).first()
+    if sale_id is None:
+        raise NotFound(f"No purchase with id {purchase_id}.")
+    with transaction.atomic():
+        # The sale row first, then the purchase row, as every writer of the allocation takes
+        # them: this orders the payment against the worker's expiry and a concurrent delivery.
+        sale = Sale.objects.select_for_update().get(pk=sale_id)
+        purchase = Purchase.objects.select_for_update().get(pk=purchase_id)
+        if purchase.payment_reference == reference:
+            return PaymentResult(purchase=purchase, changed=False)
+        used = Purchase.objects.filter(payment_reference=reference).values_list("pk", flat=True).first()
+        if used is not None:
+            raise Conflict(f"Payment {reference} already settled purchase {used}.", code="reference_used")
+        if purchase.status not in (Purchase.Status.PENDING, Purchase.Status.EXPIRED):
             raise Conflict(
-                f"The per-buyer cap is {sale.per_buyer_cap} tokens; you have {bought} and can buy {left} more.",
-                code="cap_reached",
+                f"Purchase {purchase_id} is {purchase.status}, not pending: payment {reference} was not applied.",
+                code=f"purchase_{purchase.status}",
             )
-        purchase = Purchase.objects.create(sale=sale, buyer=buyer, wallet=wallet, amount=amount, tokens=tokens)
-        Sale.objects.filter(pk=sale.pk).update(sold=F("sold") + tokens)
-        return purchase
+        now = timezone.now()
+        if not paid:
+            if purchase.status == Purchase.Status.PENDING:
+                _release([(purchase.sale_id, purchase.tokens)])
+            purchase.status, purchase.payment_reference = Purchase.Status.FAILED, reference
+            purchase.save(update_fields=["status", "payment_reference"])
+            return PaymentResult(purchase=purchase, changed=True)
+        if purchase.status == Purchase.Status.EXPIRED:
+            try:
+                _reserve(sale, buyer=purchase.buyer, tokens=purchase.tokens, exclude=purchase.pk)
+            except Conflict as exc:
+                raise Conflict(
+                    f"Purchase {purchase_id} expired and its tokens are no longer available ({exc.detail}): "
+                    f"refund payment {reference}.",
+                    code="purchase_expired",
+                ) from None
+        purchase.status, purchase.payment_reference, purchase.confirmed_at = (
+            Purchase.Status.CONFIRMED,
+            reference,
+            now,
+        )
+        purchase.save(update_fields=["status", "payment_reference", "confirmed_at"])
+        _credit(user_id=purchase.buyer_id, amount=purchase.tokens)
+        LedgerEntry.objects.create(
+            user_id=purchase.buyer_id,
+            amount=purchase.tokens,
+            reason=LedgerEntry.Reason.PURCHASE_CONFIRMED,
+            purchase=purchase,
+        )
+        record_event(
+            kind=EventKind.GOVERNANCE_EVENT,
+            payload={
+                "action": "purchase_confirmed",
+                "purchase_id": purchase.pk,
+                "sale_id": purchase.sale_id,
+                "buyer_id": purchase.buyer_id,
+                "tokens": str(purchase.tokens),
+                "reference": reference,
+                "actor_id": actor.pk if actor is not None else None,
+            },
+        )
+        return PaymentResult(purchase=purchase, changed=True)
+
+
+def purchase_confirm_by_staff(*, actor: User, purchase_id: int) -> PaymentResult:
+    """The admin's confirmation (a payment staff checked themselves): the webhook's service."""
+    if not actor.is_staff:
+        raise Forbidden("Only staff can confirm purchases.")
+    result = purchase_settle(purchase_id=purchase_id, paid=True, reference=f"manual:{purchase_id}", actor=actor)
+    if not result.changed:
+        raise Conflict(f"Purchase {purchase_id} is already confirmed.", code="purchase_confirmed")
+    return result
+
+
+# --- token accounts ----------------------------------------------------------------------------
+
+
+def _credit(*, user_id: int, amount: Decimal) -> None:
+    # An upsert: the account exists from the first credit on, and concurrent credits add up.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {TokenAccount._meta.db_table} (user_id, available, updated_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (user_id) DO UPDATE SET available = "
+            f"{TokenAccount._meta.db_table}.available + EXCLUDED.available, updated_at = EXCLUDED.updated_at",
+            [user_id, amount, timezone.now()],
+        )
+
+
+def _debit(*, user_id: int, amount: Decimal, field: str) -> None:
+    """Take `amount` from the account, or refuse with 409 `insufficient_balance` naming what is
+    available. One conditional UPDATE: concurrent debits queue on the row, and each sees the
+    balance the previous one left, so none overdraws (CHECK available >= 0 backs it)."""
+    updated = TokenAccount.objects.filter(user_id=user_id, available__gte=amount).update(
+        available=F("available") - amount, updated_at=timezone.now()
+    )
+    if not updated:
+        available = selectors.token_available(user_id=user_id)
+        message = f"Only {available} tokens are available (paid and not staked); this needs {amount}."
+        raise Conflict(message, code="insufficient_balance", fields={field: [message]})
 
 
 # --- staking ---------------------------------------------------------------------------------
 
 
 def stake_create(*, owner: User, amount: Decimal, lock_days: int) -> StakingPosition:
+    """Stake paid tokens: the account is debited in the same transaction as the position."""
     _positive("amount", amount)
     max_days = governance_settings.MAX_LOCK_DAYS
     if not 1 <= lock_days <= max_days:
         raise _invalid("lock_days", f"Must be between 1 and {max_days}.")
     now = timezone.now()
     with transaction.atomic():
-        return StakingPosition.objects.create(
+        _debit(user_id=owner.pk, amount=amount, field="amount")
+        stake = StakingPosition.objects.create(
             owner=owner, amount=amount, lock_days=lock_days, started_at=now, unlocks_at=now + timedelta(days=lock_days)
         )
+        LedgerEntry.objects.create(user=owner, amount=-amount, reason=LedgerEntry.Reason.STAKE, stake=stake)
+        return stake
 
 
 def stake_unstake(*, owner: User, stake_id: int) -> StakingPosition:
+    """active -> unstaked after unlock, once (a conditional UPDATE); the tokens return to the
+    account in the same transaction."""
     now = timezone.now()
     with transaction.atomic():
         updated = StakingPosition.objects.filter(
@@ -444,7 +641,11 @@ def stake_unstake(*, owner: User, stake_id: int) -> StakingPosition:
         if not updated:
             if stake.status == StakingPosition.Status.UNSTAKED:
                 raise Conflict(f"Staking position {stake_id} is already unstaked.", code="already_unstaked")
+            if stake.status == StakingPosition.Status.VOID:
+                raise Conflict(f"Staking position {stake_id} is void: it was never paid for.", code="stake_void")
             raise Conflict(
                 f"Staking position {stake_id} is locked until {stake.unlocks_at.isoformat()}.", code="still_locked"
             )
+        _credit(user_id=owner.pk, amount=stake.amount)
+        LedgerEntry.objects.create(user=owner, amount=stake.amount, reason=LedgerEntry.Reason.UNSTAKE, stake=stake)
         return stake

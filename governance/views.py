@@ -23,7 +23,7 @@ def _field_errors_to_form(form, exc: ServiceError) -> None:
 
 @login_required
 def proposal_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    proposals = selectors.proposal_list(limit=200)
+    proposals = selectors.proposal_list(viewer=request.user, limit=200)
     rows = [(p, selectors.proposal_tally(proposal=p)) for p in proposals]
     return render(request, "governance/proposal_list.html", {"rows": rows})
 
@@ -44,7 +44,7 @@ def _proposal_page(
 @login_required
 def proposal_detail(request: AuthenticatedHttpRequest, proposal_id: int) -> HttpResponse:
     try:
-        proposal = selectors.proposal_get(proposal_id=proposal_id)
+        proposal = selectors.proposal_get(proposal_id=proposal_id, viewer=request.user)
     except Proposal.DoesNotExist:
         raise Http404(f"No proposal with id {proposal_id}.") from None
     if request.method == "POST":
@@ -89,7 +89,11 @@ def sale_page(request: AuthenticatedHttpRequest) -> HttpResponse:
             except ServiceError as exc:
                 _field_errors_to_form(form, exc)
             else:
-                messages.success(request, f"Purchase confirmed: {purchase.tokens.normalize()} tokens.")
+                messages.success(
+                    request,
+                    f"Purchase {purchase.pk} reserved: {purchase.tokens.normalize()} tokens, held until "
+                    f"{purchase.expires_at:%Y-%m-%d %H:%M} UTC. They are yours once the payment is confirmed.",
+                )
                 return redirect("governance:sale")
         return _sale_page(request, form, status=400)
     return _sale_page(request)
@@ -100,6 +104,7 @@ def _staking_page(request: AuthenticatedHttpRequest, form: StakeForm, status: in
         "form": form,
         "stakes": selectors.stake_list(owner=request.user, limit=200),
         "weight": selectors.active_stake_total(owner=request.user),
+        "balance": selectors.balance_get(user=request.user),
     }
     return render(request, "governance/staking.html", context, status=status)
 

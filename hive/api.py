@@ -19,7 +19,7 @@ from hive.conf import hive_settings, queen_settings
 from hive.models import Reply
 from lifecycle.idempotency.decorators import idempotency_effect_token, idempotent
 from lifecycle.queues.conf import queues_settings
-from lifecycle.queues.services import queue_ack, queue_claim, queue_publish, queue_validate_name
+from lifecycle.queues.services import NAME_PATTERN, queue_ack, queue_claim, queue_publish, queue_validate_name
 
 router = Router(tags=["hive"])
 
@@ -234,8 +234,8 @@ class QueueClaimOut(Schema):
 
 class QueueAckIn(BodySchema):
     ids: list[str] = Field(..., min_length=1, max_length=1000)
-    # When given, only messages this consumer still owns are acked (not ones taken over).
-    consumer: str | None = None
+    # Only messages delivered to this consumer (and not taken over since) are acked.
+    consumer: str = Field(..., min_length=1, max_length=64)
 
 
 class QueueAckOut(Schema):
@@ -243,31 +243,86 @@ class QueueAckOut(Schema):
     not_pending: list[str]
 
 
+class QueueIn(BodySchema):
+    name: str = Field(..., min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)
+    members: list[str] = Field(default_factory=list, max_length=hive_settings.MAX_QUEUE_MEMBERS)
+
+
+class QueueOut(Schema):
+    name: str
+    owner: str
+    members: list[str]
+    created_at: datetime
+
+
+def _queue_out(queue) -> dict:
+    return {
+        "name": queue.name,
+        "owner": queue.owner.get_username(),
+        "members": sorted(m.get_username() for m in queue.members.all()),
+        "created_at": queue.created_at,
+    }
+
+
+def _queue(request: ApiRequest, name: str):
+    """The queue if the caller may use it: checked in PostgreSQL before anything touches Redis,
+    so a made-up name creates nothing there. 404 alike for none and for another's queue."""
+    queue_validate_name(name)
+    return selectors.bee_queue_for(user=request.auth, name=name)
+
+
+@router.post("/queues/", response={201: QueueOut, **ERRORS}, summary="Create a bee queue owned by the caller")
+@idempotent
+def queue_create_view(request: ApiRequest, payload: QueueIn):
+    queue = services.bee_queue_create(owner=request.auth, name=payload.name, members=payload.members)
+    return Status(201, _queue_out(queue))
+
+
+@router.get(
+    "/queues/", response={200: list[QueueOut], **ERRORS}, summary="The queues the caller owns or is a member of"
+)
+def queue_list_view(request: ApiRequest):
+    return [_queue_out(queue) for queue in selectors.bee_queue_list(user=request.auth)]
+
+
 @router.post(
-    "/queues/{name}/", response={201: QueueMessageCreated, **ERRORS}, summary="Publish a message to a bee queue"
+    "/queues/{name}/",
+    response={201: QueueMessageCreated, **ERRORS},
+    summary="Publish a message to a bee queue (owner and members)",
 )
 @idempotent
 def queue_publish_view(request: ApiRequest, name: str, payload: QueueMessageIn):
-    queue_validate_name(name)
+    queue = _queue(request, name)
     if len(payload.body) > hive_settings.MAX_MESSAGE_CHARS:
         raise InvalidInput.of({"body": f"body is longer than {hive_settings.MAX_MESSAGE_CHARS} characters."})
-    message_id = queue_publish(name=name, body=payload.body, dedupe=idempotency_effect_token(request))
+    message_id = queue_publish(
+        name=queue.name,
+        body=payload.body,
+        dedupe=idempotency_effect_token(request),
+        max_length=hive_settings.QUEUE_MAX_LENGTH,
+    )
     return Status(201, {"id": message_id})
 
 
-@router.post("/queues/{name}/claim", response={200: QueueClaimOut, **ERRORS}, summary="Claim messages for a consumer")
+@router.post(
+    "/queues/{name}/claim",
+    response={200: QueueClaimOut, **ERRORS},
+    summary="Claim messages for a consumer (owner and members)",
+)
 def queue_claim_view(request: ApiRequest, name: str, payload: QueueClaimIn):
-    messages = queue_claim(name=name, consumer=payload.consumer, count=payload.count, block_ms=payload.block_ms)
+    queue = _queue(request, name)
+    messages = queue_claim(name=queue.name, consumer=payload.consumer, count=payload.count, block_ms=payload.block_ms)
     return {"messages": messages}
 
 
 @router.post(
     "/queues/{name}/ack",
     response={200: QueueAckOut, **ERRORS},
-    summary="Acknowledge claimed messages (each at most once)",
+    summary="Acknowledge messages delivered to a consumer (each at most once; owner and members)",
 )
 def queue_ack_view(request: ApiRequest, name: str, payload: QueueAckIn):
-    result = queue_ack(name=name, ids=payload.ids, consumer=payload.consumer)
+    queue = _queue(request, name)
+    result = queue_ack(name=queue.name, ids=payload.ids, consumer=payload.consumer)
     return {"acked": result.acked, "not_pending": result.not_pending}
 
 

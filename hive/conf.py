@@ -19,6 +19,14 @@ class HiveSettings(AppSettings):
     # Longest queue message body, in characters.
     MAX_MESSAGE_CHARS: int = 60_000
     MAX_DECISION_CHARS: int = 1_000
+    # Messages a queue may hold not yet acknowledged; a publish beyond it is refused (429).
+    QUEUE_MAX_LENGTH: int = 10_000
+    # Queues one user may own.
+    MAX_QUEUES_PER_USER: int = 20
+    # Largest member list of a queue.
+    MAX_QUEUE_MEMBERS: int = 100
+    # Board posts one user may write per clock hour (each one is a Redis key for 7 days).
+    BOARD_MAX_POSTS_PER_HOUR: int = 300
 
 
 hive_settings = HiveSettings()

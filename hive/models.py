@@ -3,6 +3,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 
 
@@ -23,6 +24,32 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return self.title or str(self.id)
+
+
+class BeeQueue(models.Model):
+    """A bee message queue (its messages are a Redis stream, lifecycle.queues). Its owner and
+    members may publish, claim and ack; to anyone else it does not exist."""
+
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "Letters, digits, '_', '-' and '.' only.")],
+    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_queues")
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="member_queues")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # The pattern of lifecycle.queues.services.NAME_PATTERN: safe in Redis keys and URLs.
+            models.CheckConstraint(
+                condition=models.Q(name__regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"), name="hive_queue_name_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Turn(models.Model):

@@ -15,8 +15,15 @@ from core.redis import redis_client, redis_text
 from hive import history
 from hive.conf import hive_settings, queen_settings
 from hive.metrics import history_rebuilds
-from hive.models import Conversation, Reply
-from hive.services import BoardPost, _parse_uuid, board_index_key, board_post_key, conversation_not_found
+from hive.models import BeeQueue, Conversation, Reply
+from hive.services import (
+    BoardPost,
+    _parse_uuid,
+    board_index_key,
+    board_post_key,
+    conversation_not_found,
+    queue_not_found,
+)
 from lifecycle.sessions.metrics import SESSIONS_RECOVERED
 
 logger = logging.getLogger(__name__)
@@ -171,3 +178,25 @@ def conversation_turns_after(*, conversation: Conversation, after: int, wait: fl
         with _waiters_lock:
             _waiters["count"] -= 1
     return conversation
+
+
+def bee_queue_for(*, user: User, name: str) -> BeeQueue:
+    """The queue `name` if `user` owns it or is a member; NotFound otherwise, as for none."""
+    from django.db.models import Q
+
+    queue = BeeQueue.objects.filter(Q(owner=user) | Q(members=user), name=name).distinct().first()
+    if queue is None:
+        raise queue_not_found(name)
+    return queue
+
+
+def bee_queue_list(*, user: User) -> list[BeeQueue]:
+    """The queues `user` owns or is a member of."""
+    from django.db.models import Q
+
+    return list(
+        BeeQueue.objects.filter(Q(owner=user) | Q(members=user))
+        .distinct()
+        .select_related("owner")
+        .prefetch_related("members")
+    )

@@ -17,13 +17,13 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, Throttled
 from core.redis import RedisScript, redis_client
 from hive import history
 from hive.conf import hive_settings, queen_settings
-from hive.models import Conversation, Reply, Turn
+from hive.models import BeeQueue, Conversation, Reply, Turn
 from lifecycle.outbox.services import record_event
-from lifecycle.queues.services import InvalidQueueName, queue_validate_name
+from lifecycle.queues.services import InvalidQueueName, queue_delete, queue_validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -243,11 +243,16 @@ def board_post_key(post_id: str) -> str:
     return f"{hive_settings.BOARD_KEY_PREFIX}post:{post_id}"
 
 
-# KEYS: post, index, dedupe mark. ARGV: post id, post json, ttl ms, created ms. A mark set by an
-# earlier attempt of the same request returns that attempt's post id and writes nothing.
+# KEYS: post, index, dedupe mark, the author's counter of this hour. ARGV: post id, post json,
+# ttl ms, created ms, posts allowed per hour, seconds left in the hour. A mark set by an earlier
+# attempt of the same request returns that attempt's post id and writes nothing (a retry is not
+# counted twice). The counter is incremented and given its expiry in this same script.
 _BOARD_POST_ONCE = """
 local existing = redis.call('GET', KEYS[3])
 if existing then return existing end
+local posted = redis.call('INCR', KEYS[4])
+if posted == 1 then redis.call('EXPIRE', KEYS[4], ARGV[6]) end
+if posted > tonumber(ARGV[5]) then return false end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -280,11 +285,20 @@ def board_post_create(*, author: str, body: str, dedupe: str | None = None) -> B
     # One script: a post is never in the index without its key, nor the other way round. The post
     # expires by itself; the index entry (scored by creation time) is dropped by the listing.
     mark = board_index_key() + f":posted:{dedupe or post.id}"
-    post_id = _board_post_once(
+    hour, into_hour = divmod(int(now.timestamp()), 3600)
+    counter = f"{hive_settings.BOARD_KEY_PREFIX}rate:{author}:{hour}"
+    limit = hive_settings.BOARD_MAX_POSTS_PER_HOUR
+    raw = _board_post_once(
         client,
-        keys=[board_post_key(post.id), board_index_key(), mark],
-        args=[post.id, post.as_json(), ttl_ms, created_ms],
-    ).decode()
+        keys=[board_post_key(post.id), board_index_key(), mark, counter],
+        args=[post.id, post.as_json(), ttl_ms, created_ms, limit, 3600 - into_hour],
+    )
+    if raw is None:
+        raise Throttled(
+            f"You have written {limit} board posts this hour, the limit: retry in {3600 - into_hour} s.",
+            retry_after=3600 - into_hour,
+        )
+    post_id = raw.decode()
     if post_id != post.id:
         return dataclasses.replace(post, id=post_id)
     return post
@@ -322,3 +336,50 @@ def bee_decision_record(*, bee: str, decision: str, context: dict[str, Any], use
     except ValueError as exc:
         # record_event refuses what BigQuery could not store (NaN, Infinity) before any SQL.
         raise InvalidInput.of({"context": f"context is not storable: {exc}"}) from exc
+
+
+# --- bee queues: who may use which ----------------------------------------------------------------
+
+
+def queue_not_found(name: str) -> NotFound:
+    # The same answer for a queue the caller may not use as for none: no leak of existence.
+    return NotFound(f"No queue named {name}.")
+
+
+def bee_queue_create(*, owner: User, name: str, members: list[str] | None = None) -> BeeQueue:
+    """A queue owned by `owner`; `members` (usernames) may use it too. 409 if the name is taken
+    (queue names are one namespace, like usernames), 422 for an unknown member."""
+    try:
+        queue_validate_name(name)
+    except InvalidQueueName as exc:
+        raise InvalidInput.of({"name": exc.message}) from None
+    usernames = list(dict.fromkeys(members or []))
+    if len(usernames) > hive_settings.MAX_QUEUE_MEMBERS:
+        raise InvalidInput.of({"members": f"At most {hive_settings.MAX_QUEUE_MEMBERS} members."})
+    from django.contrib.auth import get_user_model
+
+    found = list(get_user_model().objects.filter(username__in=usernames, is_active=True))
+    unknown = sorted(set(usernames) - {u.get_username() for u in found})
+    if unknown:
+        raise InvalidInput.of({"members": f"No such users: {', '.join(unknown)}."})
+    with transaction.atomic():
+        # The owner's row lock serialises their queue creations: the count below is exact.
+        get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+        limit = hive_settings.MAX_QUEUES_PER_USER
+        if BeeQueue.objects.filter(owner=owner).count() >= limit:
+            raise Conflict(f"You own {limit} queues, the limit: delete one first.", code="queue_limit")
+        if BeeQueue.objects.filter(name=name).exists():
+            raise Conflict(f"A queue named {name} exists: choose another name.", code="queue_exists")
+        queue = BeeQueue.objects.create(owner=owner, name=name)
+        queue.members.set([u for u in found if u.pk != owner.pk])
+    return queue
+
+
+def bee_queue_delete(*, queue: BeeQueue) -> None:
+    """Delete a queue and its messages (the admin's delete)."""
+    name = queue.name
+    with transaction.atomic():
+        queue.delete()
+    # After the commit: if Redis misses this, the stream still expires a retention after its
+    # last use, and nobody can reach it meanwhile (the queue row is gone).
+    queue_delete(name=name)

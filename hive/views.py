@@ -3,6 +3,7 @@ services and selectors do the work, exactly as for the API."""
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.contrib import messages
@@ -11,10 +12,13 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound, Throttled
 from core.http import AuthenticatedHttpRequest
 from hive import selectors, services
 from hive.models import Reply, Turn
+
+# The API's largest page offset (hive.api.BoardPageQuery).
+MAX_OFFSET = 1_000_000
 
 
 def _errors(exc: InvalidInput) -> list[str]:
@@ -92,10 +96,14 @@ def board_page(request: AuthenticatedHttpRequest) -> HttpResponse:
         except InvalidInput as exc:
             for error in _errors(exc):
                 messages.error(request, error)
+        except Throttled as exc:
+            messages.error(request, exc.detail)
         return redirect("hive:board")
-    try:
-        offset = max(int(request.GET.get("offset", 0)), 0)
-    except ValueError:
-        offset = 0
+    raw = request.GET.get("offset", "0")
+    # The API's rule for page parameters: digits only, 0 to 1,000,000.
+    if not re.fullmatch(r"[0-9]{1,7}", raw) or int(raw) > MAX_OFFSET:
+        messages.error(request, f"offset: must be a whole number from 0 to {MAX_OFFSET:,}.")
+        return render(request, "hive/board.html", {"page": None, "offset": 0}, status=400)
+    offset = int(raw)
     page = selectors.board_post_list(offset=offset)
     return render(request, "hive/board.html", {"page": page, "offset": offset})

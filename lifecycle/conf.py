@@ -44,6 +44,11 @@ class LifecycleSettings(AppSettings):
     REPORT_RESERVE: float = 0.5
     # Test-only views (a slow endpoint for the shutdown tests); never enabled in production.
     TEST_VIEWS: bool = False
+    # /metrics to anyone (local, tests). False (production): only to requests that did not come
+    # through a proxy (Prometheus scraping the pod itself; the load balancer always adds
+    # X-Forwarded-For), or that carry `Authorization: Bearer <METRICS_TOKEN>`.
+    METRICS_PUBLIC: bool = True
+    METRICS_TOKEN: str = ""
 
 
 lifecycle_settings = LifecycleSettings()

@@ -10,6 +10,7 @@ in its `metrics.py`; /metrics serves them all.
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from django.http import HttpRequest, HttpResponse
@@ -72,5 +73,21 @@ def metrics_registry() -> CollectorRegistry:
     return REGISTRY
 
 
+def metrics_allowed(request: HttpRequest) -> bool:
+    from lifecycle.conf import lifecycle_settings
+
+    if lifecycle_settings.METRICS_PUBLIC:
+        return True
+    token = lifecycle_settings.METRICS_TOKEN
+    if token and hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
+        return True
+    # Through the public ingress every request carries the balancer's X-Forwarded-For (a client
+    # cannot remove it); a scrape of the pod itself has none.
+    return "HTTP_X_FORWARDED_FOR" not in request.META and "HTTP_FORWARDED" not in request.META
+
+
 def metrics(request: HttpRequest) -> HttpResponse:
+    if not metrics_allowed(request):
+        # As if there were nothing here: the ingress does not advertise it.
+        return HttpResponse(status=404)
     return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)

@@ -1,5 +1,6 @@
 """The instance's middleware: request context for logs and the shutdown, probes ahead of the stack."""
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from lifecycle.logs import request_id_var
 from lifecycle.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS, HTTP_REQUESTS_IN_FLIGHT, HTTP_UNAVAILABLE
 
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class ProbeMiddleware:
@@ -42,7 +44,10 @@ class RequestContextMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         header = request.META.get("HTTP_X_REQUEST_ID") or request.META.get("HTTP_X_CLOUD_TRACE_CONTEXT", "")
-        request_id = header.split("/", 1)[0][:64] if header else uuid.uuid4().hex
+        candidate = header.split("/", 1)[0]
+        # Only a short, plain id is taken from the client: it goes into every log line and back
+        # into a response header, where control characters or a megabyte of text do harm.
+        request_id = candidate if REQUEST_ID.fullmatch(candidate) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         inflight.enter()
         try:

@@ -1,6 +1,7 @@
 """Settings shared by every environment. Addresses and secrets come from the environment."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ INSTALLED_APPS = [
     "lifecycle.idempotency",
     "lifecycle.sessions",
     "lifecycle.queues",
-    # The domain. ("ninja" is not listed on purpose: its docs page then loads Swagger UI from the
-    # CDN, as nothing serves static files.)
+    # Login lockout on every login path (API, pages, admin).
+    "axes",
+    # django-ninja's static files: the API docs page loads Swagger UI from this service (whitenoise),
+    # not from a CDN the service does not control.
+    "ninja",
+    # The domain.
     "accounts",
     "governance",
     "hive",
@@ -65,6 +70,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
+    "csp.middleware.CSPMiddleware",
+    # Last: turns a login refused while locked out (any login path) into 429 with Retry-After.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "omk.urls"
@@ -130,6 +139,10 @@ CACHES: dict[str, dict[str, Any]] = {
         "LOCATION": REDIS_URL,
         "OPTIONS": {
             "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            # Values are JSON, never pickles: whoever can write to Redis must not be able to run
+            # code in the instances by planting a pickle. (A session stored as a pickle before
+            # this no longer decodes: its user is logged out once, see lifecycle/sessions.)
+            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
             "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "CONNECTION_POOL_KWARGS": {
@@ -156,7 +169,25 @@ SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 3600)
 SESSION_SAVE_EVERY_REQUEST = True
 
 # Django's ModelBackend with the per-request user lookup compiled once (accounts/backends.py).
-AUTHENTICATION_BACKENDS = ["accounts.backends.ModelBackend"]
+# django-axes first: while a username or address is locked out it refuses before the password is
+# checked, on every path that calls authenticate() (the API's login, /login/, the admin's).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "accounts.backends.ModelBackend"]
+
+# Login lockout (django-axes). Failures are counted in Redis (the cache: INCR, shared by every
+# instance), per username and per address separately: either reaching the limit locks it for the
+# cool-off, which each further failure pushes back. A success clears that username's and
+# address's count. Redis unreachable: the login is a 503 (fail closed), never an unchecked guess.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_CACHE = "default"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "core.clients.axes_client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# The attempts are logged by the service's own logs; no per-attempt rows in PostgreSQL.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -164,6 +195,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Pages load only this service's own scripts, styles (and inline styles: the templates have a
+# <style> block), images and forms; nothing may frame them. The API docs page runs Swagger UI's
+# inline start-up script, so it is left out (it is staff-only in production).
+CONTENT_SECURITY_POLICY = {
+    "EXCLUDE_URL_PREFIXES": ["/api/docs"],
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -192,6 +240,9 @@ globals().update(
             "OMK_REDIS_MIN_REPLICAS_ACK": ("REDIS_MIN_REPLICAS_ACK", env_int),
             "OMK_REDIS_REPLICAS_ACK_TIMEOUT": ("REDIS_REPLICAS_ACK_TIMEOUT", env_float),
             "OMK_RUN_DIR": ("OMK_RUN_DIR", env_str),
+            "OMK_TRUSTED_PROXY_HOPS": ("TRUSTED_PROXY_HOPS", env_int),
+            "OMK_API_THROTTLE_USER": ("API_THROTTLE_USER", env_str),
+            "OMK_API_THROTTLE_ANON": ("API_THROTTLE_ANON", env_str),
             "LIFECYCLE_HEARTBEAT_INTERVAL": ("INSTANCE_HEARTBEAT_INTERVAL", env_float),
             "LIFECYCLE_HEARTBEAT_TTL": ("INSTANCE_HEARTBEAT_TTL", env_float),
             # Unset: the platform's default (0 on Cloud Run, where traffic stops before SIGTERM).
@@ -219,6 +270,8 @@ globals().update(
             "QUEEN_VERTEX_LOCATION": ("QUEEN_VERTEX_LOCATION", env_str),
             "QUEEN_GEMINI_MODEL": ("QUEEN_GEMINI_MODEL", env_str),
             "QUEEN_GEMINI_BASE_URL": ("QUEEN_GEMINI_BASE_URL", env_str),
+            "GOVERNANCE_PURCHASE_PENDING_TTL": ("PURCHASE_PENDING_TTL", env_float),
+            "GOVERNANCE_PAYMENT_WEBHOOK_SECRET": ("PAYMENT_WEBHOOK_SECRET", env_str),
             "OUTBOX_BIGQUERY_EMULATOR_GRPC": ("BIGQUERY_EMULATOR_GRPC", env_str),
         }
     )

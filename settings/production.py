@@ -18,6 +18,21 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS is not set: list the service's host names, comma-separated.")
 
+# Without it no payment could be confirmed (every webhook is refused): refuse to start instead.
+if not os.environ.get("PAYMENT_WEBHOOK_SECRET"):
+    raise ImproperlyConfigured(
+        "PAYMENT_WEBHOOK_SECRET is not set. Production refuses to start without it: set it from a "
+        "secret to the payment processor's webhook signing secret."
+    )
+GOVERNANCE_PAYMENT_WEBHOOK_SECRET = os.environ["PAYMENT_WEBHOOK_SECRET"]
+
+# /metrics only to scrapes of the pod itself (no X-Forwarded-For) or with METRICS_TOKEN.
+LIFECYCLE_METRICS_PUBLIC = False
+LIFECYCLE_METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
+# The schema and docs describe every operation: staff only in production (the admin's login).
+OMK_API_DOCS_PUBLIC = False
+
 LOG_FORMAT = "json"
 LOGGING["handlers"]["stdout"]["formatter"] = "json"  # noqa: F405
 
@@ -30,7 +45,11 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-SECURE_HSTS_PRELOAD = True
+# Preloading is a promise to browsers' built-in lists that is slow to take back: only when the
+# domain's owners have decided it (SECURE_HSTS_PRELOAD=true) and submitted the domain.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]  # "SECURE_HSTS_PRELOAD is not True": on purpose
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # The real BigQuery. An empty BIGQUERY_PROJECT means the project of the workload's credentials

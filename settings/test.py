@@ -13,6 +13,13 @@ REDIS_TEST_DB = env_int("REDIS_TEST_DB", 15)
 if "REDIS_URL" not in os.environ:
     CACHES["default"]["LOCATION"] = REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
 
+# Payment webhooks in the tests are signed with this (tests/governance sign with governance.payments.sign).
+GOVERNANCE_PAYMENT_WEBHOOK_SECRET = "test-webhook-secret"
+
+# Tests fire bursts at one user from one address; the throttle tests set the rates they test.
+OMK_API_THROTTLE_USER = "10000/s"
+OMK_API_THROTTLE_ANON = "10000/s"
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
 

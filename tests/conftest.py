@@ -61,6 +61,18 @@ def user(db):
 
 
 @pytest.fixture
+def own_queues(user):
+    """Creates bee queues owned by `user` (api_client's user): a queue exists before it is used."""
+    from hive.services import bee_queue_create
+
+    def create(*names: str) -> None:
+        for name in names:
+            bee_queue_create(owner=user, name=name)
+
+    return create
+
+
+@pytest.fixture
 def staff_user(db):
     from django.contrib.auth import get_user_model
 

@@ -2,7 +2,7 @@
 
 from chaos.flows.accounts import SessionFlow
 from chaos.flows.base import CheckResult, Flow, User, normalize, schema_operations
-from chaos.flows.governance import ProposalFlow, PurchaseFlow, StakeFlow
+from chaos.flows.governance import LedgerFlow, ProposalFlow, PurchaseFlow, StakeFlow
 from chaos.flows.hive import BoardFlow, ConversationFlow, DecisionFlow, QueueFlow
 from chaos.flows.pages import PagesFlow
 
@@ -17,6 +17,7 @@ FLOWS: list[type[Flow]] = [
     BoardFlow,
     QueueFlow,
     DecisionFlow,
+    LedgerFlow,
 ]
 
 __all__ = ["FLOWS", "CheckResult", "Flow", "User", "normalize", "schema_operations"]

@@ -39,6 +39,23 @@ def _field(model, *names: str) -> str:
     raise LookupError(f"{model.__name__} has none of {names}")
 
 
+def pay(flow: Flow, purchase: Any, *, status: str = "paid", reference: str | None = None) -> Any:
+    """Play the payment processor: deliver its signed verdict on `purchase` to the webhook, as
+    the processor does (same bytes and signature on every retry; 503s are retried)."""
+    import json as _json
+
+    from governance import payments
+    from governance.conf import governance_settings
+
+    reference = reference or f"chaos-pay-{purchase}-{status}"
+    raw = _json.dumps({"purchase": purchase, "status": status, "reference": reference}).encode()
+    signature = payments.sign(raw, secret=governance_settings.PAYMENT_WEBHOOK_SECRET)
+    assert flow.run.processor is not None
+    return flow.run.processor.call(flow.name, "pay", "POST", "/api/payments/webhook", raw=raw,
+                                   headers={payments.HEADER: signature}, ok=(200,), definitive=(409,),
+                                   data={"purchase": purchase, "status": status, "reference": reference})  # fmt: skip
+
+
 class StakeFlow(Flow):
     """Users stake (each stake of one user has a distinct amount, so a duplicate shows) and
     sometimes try to unstake a position that is still locked (refused, nothing changes)."""
@@ -58,13 +75,36 @@ class StakeFlow(Flow):
             user.state["staked"] = True
         return op.outcome == ACKED
 
+    # Each user buys this many tokens once, paid through the webhook, before the load starts:
+    # enough for every stake of a 10-minute run (stakes are 100 + n).
+    funding = "1000000"
+
     def setup(self) -> None:
+        staff = self.run.staff[0]
+        sale = staff.api.call(self.name, "funding_sale", "POST", "/api/sales/", json={
+            "name": "chaos funding", "token_price": "1", "allocation": "100000000", "per_buyer_cap": "10000000",
+            "starts_at": _iso(-60), "ends_at": _iso(24 * 3600)}, ok=(201,), idempotency_key=True)  # fmt: skip
+        if sale.outcome != ACKED:
+            raise RuntimeError(f"the funding sale was refused: {sale.status} {sale.body}")
+        for user in self.run.users:
+            wallet = "0x" + f"{abs(hash(user.name)) % 16**40:040x}"
+            buy = user.api.call(self.name, "fund", "POST", "/api/purchases/", json={
+                "sale": body_field(sale.body, "id"), "wallet": wallet, "amount": self.funding},
+                ok=(201,), idempotency_key=True, data={"user": user.name})  # fmt: skip
+            if buy.outcome != ACKED or pay(self, body_field(buy.body, "id")).outcome != ACKED:
+                raise RuntimeError(f"funding {user.name} failed: {buy.status} {buy.body}")
         # Voters need an active stake before they can vote.
         for user in self.run.users:
             self.stake(user)
 
     def user_step(self, user: User, rng: random.Random) -> bool:
         stakes = user.state.get("stakes") or []
+        if rng.random() < 0.03:
+            # More than anyone owns: refused, and nothing is staked.
+            user.api.call(self.name, "stake_unfunded", "POST", "/api/stakes/",
+                          json={"amount": "99999999999999999999", "lock_days": 1}, ok=(), definitive=(409,),
+                          idempotency_key=True, data={"user": user.name})  # fmt: skip
+            return True
         if len(stakes) >= 2 and rng.random() < 0.2:
             stake_id = rng.choice(stakes)
             user.api.call(self.name, "unstake_locked", "POST", f"/api/stakes/{stake_id}/unstake/", ok=(),
@@ -101,7 +141,19 @@ class StakeFlow(Flow):
                 result.violate(f"unstake refused but position {op.data['stake']} is {row['status']}")
             if op.outcome == ACKED:
                 result.violate(f"a position locked for 30 days was unstaked: {op.data}")
-        result.details = {"stakes_acked": result.acknowledged, "unstakes_refused": len(self.ops("unstake_locked"))}
+        unfunded = self.ops("stake_unfunded")
+        for op in unfunded:
+            if op.outcome == ACKED or (
+                op.outcome == REJECTED and body_field(op.body, "error") != "insufficient_balance"
+            ):
+                result.violate(f"a stake beyond the balance was answered {op.status} {op.body}")
+        if model.objects.filter(amount=Decimal("99999999999999999999")).exists():
+            result.violate("a stake beyond every balance was stored")
+        result.details = {
+            "stakes_acked": result.acknowledged,
+            "unstakes_refused": len(self.ops("unstake_locked")),
+            "unfunded_stakes_refused": sum(1 for op in unfunded if op.outcome == REJECTED),
+        }
         return result
 
 
@@ -158,6 +210,16 @@ class PurchaseFlow(Flow):
         if op.outcome == REJECTED:
             with self.lock:
                 self.refusals[sale] += 1
+        elif op.outcome == ACKED:
+            # Most buyers pay; some payments fail (the reservation is released) and some
+            # checkouts are abandoned (the worker expires them). Some deliveries come twice.
+            r = rng.random()
+            if r < 0.8:
+                purchase = body_field(op.body, "id")
+                for _ in range(2 if rng.random() < 0.15 else 1):
+                    pay(self, purchase)
+            elif r < 0.9:
+                pay(self, body_field(op.body, "id"), status="failed")
         return True
 
     def check(self) -> CheckResult:
@@ -169,9 +231,12 @@ class PurchaseFlow(Flow):
         sale_f = _field(purchase, "sale", "round")
         rows = list(
             purchase.objects.filter(**{f"{sale_f}_id__in": self.sales}).values(
-                "id", wallet_f, buyer_f, sale_f, "tokens"
+                "id", wallet_f, buyer_f, sale_f, "tokens", "status"
             )
         )
+        # What holds tokens of an allocation: paid or still reserved (failed and expired gave
+        # theirs back).
+        holding = [r for r in rows if r["status"] in ("pending", "confirmed")]
         by_wallet: dict[str, list] = defaultdict(list)
         for row in rows:
             by_wallet[row[wallet_f].lower()].append(row)
@@ -192,23 +257,100 @@ class PurchaseFlow(Flow):
                 result.violate(f"purchase refused ({op.status}) but stored: {op.data['wallet']}")
         oversold = 0
         for sale in sale_model.objects.filter(pk__in=self.sales):
-            sold = sum((r["tokens"] for r in rows if r[sale_f] == sale.pk), Decimal(0))
+            sold = sum((r["tokens"] for r in holding if r[sale_f] == sale.pk), Decimal(0))
             if sold > sale.allocation:
                 oversold += 1
                 result.violate(f"sale {sale.pk} oversold: {sold} > {sale.allocation}")
+            if sold != sale.sold:
+                result.violate(f"sale {sale.pk}: sold is {sale.sold} but its paid and reserved purchases hold {sold}")
             per_buyer: Counter = Counter()
-            for r in rows:
+            for r in holding:
                 if r[sale_f] == sale.pk:
                     per_buyer[r[buyer_f]] += r["tokens"]
             for buyer, tokens in per_buyer.items():
                 if tokens > sale.per_buyer_cap:
                     result.violate(f"sale {sale.pk}: buyer {buyer} over the cap: {tokens} > {sale.per_buyer_cap}")
+        status_of = {str(r["id"]): r["status"] for r in rows}
+        pays = self.ops("pay")
+        for op in pays:
+            now = status_of.get(str(op.data["purchase"]))
+            if op.outcome == ACKED and op.data["status"] == "paid" and now != "confirmed":
+                result.lost += 1
+                result.violate(
+                    f"payment {op.data['reference']} acknowledged but purchase {op.data['purchase']} is {now}"
+                )
+            if op.outcome == ACKED and op.data["status"] == "failed" and now != "failed":
+                result.violate(f"failed payment {op.data['reference']} acknowledged but purchase is {now}")
         result.details = {
+            "payments_acked": sum(1 for op in pays if op.outcome == ACKED),
+            "payments_repeated": sum(
+                1 for op in pays if op.outcome == ACKED and body_field(op.body, "changed") is False
+            ),
+            "purchases_by_status": dict(Counter(r["status"] for r in rows)),
             "sales": len(self.sales),
             "purchases_acked": result.acknowledged,
             "purchases_refused": sum(1 for op in buys if op.outcome == REJECTED),
             "purchases_abandoned": sum(1 for op in buys if op.outcome == ABANDONED),
             "oversold_sales": oversold,
+        }
+        return result
+
+
+class LedgerFlow(Flow):
+    """No user step: after the run, the token accounts and their ledger are checked for every
+    user of the run. No balance is negative, each balance is the sum of its ledger entries and
+    what GET /api/balance/ answers, no purchase is credited twice, every confirmed purchase once."""
+
+    name = "ledger"
+    requires = ("GET /api/balance/", "POST /api/payments/webhook")
+    weight = 0.0
+
+    def check(self) -> CheckResult:
+        from django.contrib.auth import get_user_model
+        from django.db.models import Count, Sum
+
+        from governance.models import LedgerEntry, Purchase, TokenAccount
+
+        result = CheckResult()
+        people = self.run.users + self.run.staff
+        ids = dict(get_user_model().objects.filter(username__in=[u.name for u in people]).values_list("username", "pk"))
+        accounts = dict(TokenAccount.objects.filter(user_id__in=ids.values()).values_list("user_id", "available"))
+        sums = dict(
+            LedgerEntry.objects.filter(user_id__in=ids.values())
+            .values_list("user_id")
+            .annotate(total=Sum("amount"))
+            .values_list("user_id", "total")
+        )
+        for user in people:
+            pk = ids[user.name]
+            available = accounts.get(pk, Decimal(0))
+            if available < 0:
+                result.violate(f"{user.name}: negative balance {available}")
+            if sums.get(pk, Decimal(0)) != available:
+                result.violate(f"{user.name}: balance {available} but the ledger sums to {sums.get(pk, 0)}")
+            if user.api is None:
+                continue
+            op = user.api.call(self.name, "balance", "GET", "/api/balance/", write=False)
+            served = body_field(op.body, "available")
+            if op.outcome != ACKED or Decimal(str(served)) != available:
+                result.violate(f"{user.name}: GET /api/balance/ says {served} ({op.status}), the account {available}")
+        twice = LedgerEntry.objects.filter(reason="purchase_confirmed").values("purchase").annotate(n=Count("id"))
+        for row in twice.filter(n__gt=1):
+            result.double_executions += 1
+            result.violate(f"purchase {row['purchase']} credited {row['n']} times")
+        credited = set(LedgerEntry.objects.filter(reason="purchase_confirmed").values_list("purchase_id", flat=True))
+        confirmed = set(Purchase.objects.filter(status="confirmed").values_list("pk", flat=True))
+        for pk in sorted(confirmed - credited)[:10]:
+            result.lost += 1
+            result.violate(f"purchase {pk} is confirmed but was never credited")
+        for pk in sorted(credited - confirmed)[:10]:
+            result.violate(f"purchase {pk} was credited but is not confirmed")
+        result.acknowledged = len(confirmed)
+        result.details = {
+            "accounts": len(accounts),
+            "negative_balances": sum(1 for v in accounts.values() if v < 0),
+            "ledger_entries": LedgerEntry.objects.filter(user_id__in=ids.values()).count(),
+            "confirmed_purchases": len(confirmed),
         }
         return result
 

@@ -242,9 +242,19 @@ class QueueFlow(Flow):
     ack), so their messages must come back to another consumer after the visibility timeout."""
 
     name = "queues"
-    requires = ("POST /api/queues/{}/", "POST /api/queues/{}/claim", "POST /api/queues/{}/ack")
+    requires = ("POST /api/queues/", "POST /api/queues/{}/", "POST /api/queues/{}/claim", "POST /api/queues/{}/ack")
     weight = 2.0
     queue = "chaos-bees"
+
+    def setup(self) -> None:
+        """The first user owns the queue and every other user is a member; staff are not, so
+        they must not be able to reach it."""
+        owner, *members = self.run.users
+        op = owner.api.call(self.name, "create", "POST", "/api/queues/",
+                            json={"name": self.queue, "members": [m.name for m in members]}, ok=(201,),
+                            idempotency_key=True)  # fmt: skip
+        if op.outcome != ACKED:
+            raise RuntimeError(f"creating the queue failed: {op.status} {op.body}")
 
     def __init__(self, run: Any):
         super().__init__(run)
@@ -337,6 +347,13 @@ class QueueFlow(Flow):
         pending = redis_client().xpending(key, queues_settings.GROUP)
         if pending and pending.get("pending"):
             result.violate(f"{pending['pending']} messages still pending (claimed, never acked) at the end")
+        # Not a member: the queue does not exist for them, and they read nothing from it.
+        if self.run.staff:
+            staff = self.run.staff[0]
+            outsider = staff.api.call(self.name, "outsider_claim", "POST", f"/api/queues/{self.queue}/claim",
+                                      json={"consumer": "outsider"}, ok=(), definitive=(404,), write=False)  # fmt: skip
+            if outsider.status != 404:
+                result.violate(f"a non-member's claim was answered {outsider.status} {outsider.body}")
         result.details = {
             "published_acked": len(acked),
             "published_abandoned": sum(1 for op in publishes if op.outcome == ABANDONED),

@@ -16,6 +16,9 @@ class QueuesSettings(AppSettings):
     MAX_CLAIM_COUNT: int = 100
     # Consumer group every queue is read through.
     GROUP: str = "bees"
+    # A consumer that claimed nothing for this long and holds no message is removed from its
+    # queue's group (every minute, by the worker).
+    CONSUMER_IDLE_SECONDS: float = 3600.0
     # Prefix of the Redis stream keys of the queues.
     KEY_PREFIX: str = "omk:queue:"
 

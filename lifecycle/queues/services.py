@@ -10,6 +10,11 @@ than the retention (24 h) are trimmed by id (stream ids are millisecond timestam
 `queue_reclaim_stale` is the startup-recovery (and operator) entry point: it puts every message
 held past the visibility timeout back into its queue at once, instead of waiting for a claim.
 `queue_release` is the hand-back of a consumer that stops (shutdown).
+
+Every key here is bounded: a stream expires a retention after its last publish or claim, its
+messages are trimmed past retention, an acked message is deleted, and `queue_publish` refuses
+a message beyond the caller's cap; dedupe marks expire with the retention. Who may use which
+queue is decided before these are called (hive.services: owners and members).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, ServiceError
 from core.redis import RedisScript, redis_client, redis_text
 from lifecycle.queues.conf import queues_settings
 from lifecycle.queues.metrics import QUEUE_MESSAGES
@@ -38,8 +43,9 @@ MAX_ACK_IDS = 1000
 BODY_FIELD = "body"
 REQUEUED_FIELD = "requeued_from"
 
-# Acks only what is pending, and (with a consumer named) only what that consumer owns: a consumer
-# whose messages were taken over must not ack them under the new owner's feet.
+# Acks only what is pending and owned by the consumer named: a consumer whose messages were
+# taken over must not ack them under the new owner's feet. ('' for any consumer is left for the
+# operator's tools; the API always names one.)
 # KEYS: stream. ARGV: group, consumer ('' for any), ids...
 _ACK = """
 local result = {}
@@ -49,7 +55,11 @@ for i = 3, #ARGV do
     owned = #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0
   end
   if owned then
-    result[#result + 1] = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+    -- An acked message is done: deleting it keeps the stream's length equal to its backlog
+    -- (unread plus unacked), which is what the length cap counts.
+    if acked == 1 then redis.call('XDEL', KEYS[1], ARGV[i]) end
+    result[#result + 1] = acked
   else
     result[#result + 1] = 0
   end
@@ -113,6 +123,14 @@ class QueueInputError(InvalidInput):
 
 class InvalidQueueName(QueueInputError):
     pass
+
+
+class QueueFull(ServiceError):
+    """The queue's backlog is at its cap: nothing is trimmed to make room, the publisher waits."""
+
+    status = 429
+    code = "queue_full"
+    retry_after = 5
 
 
 @dataclass(frozen=True)
@@ -183,23 +201,43 @@ def _message(entry: tuple[bytes, dict[bytes, bytes]], *, redelivered: bool) -> Q
     )
 
 
+# The group and its stream, with the stream's expiry, in one script: no stream is ever left
+# without a TTL. From id 0: messages published before the group existed (or after a Redis
+# restart recreated the stream) are still delivered.
+# KEYS: stream. ARGV: group, ttl (ms).
+_ENSURE_GROUP = """
+local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if not ok and not string.find(tostring(err), 'BUSYGROUP') then return redis.error_reply(tostring(err)) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def _retention_ms() -> int:
+    return int(queues_settings.RETENTION_SECONDS * 1000)
+
+
 def _ensure_group(key: str) -> None:
-    # From id 0: messages published before the group existed (or after a Redis restart
-    # recreated the stream) are still delivered.
-    try:
-        redis_client().xgroup_create(key, _group(), id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    client = redis_client()
+    client.register_script(_ENSURE_GROUP)(keys=[key], args=[_group(), _retention_ms()], client=client)
 
 
-# KEYS: stream, dedupe mark. ARGV: min id, body field, body, mark ttl (ms). A mark set by an
-# earlier attempt of the same request returns that attempt's message instead of a second one.
+# KEYS: stream, mark (the request's dedupe mark, or one of this call alone). ARGV: min id, body
+# field, body, stream ttl (ms), max length (0: no cap), mark ttl (ms). A mark set by an earlier
+# attempt of the same request (or by this call's first send, resent by redis-py after a broken
+# connection) returns that attempt's message instead of a second one. Messages past retention
+# are trimmed exactly (not '~': an expired message must not be handed out by the next claim);
+# then a full backlog refuses the message rather than trim unconsumed ones. The stream expires a
+# retention after its last publish or claim: every message in it would be past retention by then.
 _PUBLISH_ONCE = """
 local existing = redis.call('GET', KEYS[2])
 if existing then return existing end
-local id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', ARGV[2], ARGV[3])
-redis.call('SET', KEYS[2], id, 'PX', ARGV[4])
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+local cap = tonumber(ARGV[5])
+if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return false end
+local id = redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[6])
 return id
 """
 _publish_once = RedisScript(_PUBLISH_ONCE)
@@ -207,11 +245,12 @@ _publish_once = RedisScript(_PUBLISH_ONCE)
 _SENT_MARK_TTL_MS = 60_000
 
 
-def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
-    """Append a message; returns its id. Trims what is past retention in the same command.
+def queue_publish(*, name: str, body: str, dedupe: str | None = None, max_length: int = 0) -> str:
+    """Append a message; returns its id. Trims what is past retention in the same script.
 
     `dedupe` (see lifecycle.idempotency.idempotency_effect_token) names the request: publishing
-    again under the same name returns the first message's id and appends nothing.
+    again under the same name returns the first message's id and appends nothing. `max_length`
+    caps the backlog (messages not yet acked): beyond it, QueueFull (429) and nothing is written.
     """
     key = _key(name)
     client = redis_client()
@@ -221,9 +260,17 @@ def queue_publish(*, name: str, body: str, dedupe: str | None = None) -> str:
         # the first one appended, instead of appending it twice.
         mark, mark_ttl_ms = f"{key}:sent:{secrets.token_hex(8)}", _SENT_MARK_TTL_MS
     else:
-        mark, mark_ttl_ms = f"{key}:published:{dedupe}", int(queues_settings.RETENTION_SECONDS * 1000)
-    # Exact trimming (not '~'): an expired message must not be handed out by the next claim.
-    message_id = _publish_once(client, keys=[key, mark], args=[_min_id(), BODY_FIELD, body, mark_ttl_ms])
+        mark, mark_ttl_ms = f"{key}:published:{dedupe}", _retention_ms()
+    message_id = _publish_once(
+        client,
+        keys=[key, mark],
+        args=[_min_id(), BODY_FIELD, body, _retention_ms(), max_length, mark_ttl_ms],
+    )
+    if message_id is None:
+        raise QueueFull(
+            f"Queue {name} holds {max_length} messages not yet acknowledged, its limit: "
+            "retry once consumers have acked some."
+        )
     QUEUE_MESSAGES.labels(event="published").inc()
     return redis_text(message_id)
 
@@ -284,8 +331,9 @@ def queue_claim(
     return messages
 
 
-def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> AckResult:
-    """Ack messages; each id is acked at most once (a repeated or stale ack is in `not_pending`)."""
+def queue_ack(*, name: str, ids: Iterable[str], consumer: str) -> AckResult:
+    """Ack messages `consumer` holds; each id is acked at most once (a repeated or stale ack, or
+    one of a message another consumer holds, is in `not_pending`). An acked message is deleted."""
     ids = list(dict.fromkeys(ids))
     if not ids:
         raise QueueInputError("ids must not be empty.", field="ids")
@@ -294,8 +342,7 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str | None = None) -> 
     for message_id in ids:
         if not _valid_message_id(message_id):
             raise QueueInputError(f"ids: {message_id!r} is not a message id.", field="ids")
-    if consumer is not None:
-        queue_validate_name(consumer, field="consumer")
+    queue_validate_name(consumer, field="consumer")
     key = _key(name)
     client = redis_client()
     try:
@@ -314,6 +361,54 @@ def queue_names() -> list[str]:
     prefix = queues_settings.KEY_PREFIX
     keys = redis_client().scan_iter(match=f"{prefix}*", count=1000, _type="stream")
     return sorted(k.decode()[len(prefix) :] for k in keys)
+
+
+# Deletes a consumer only if it is still idle and holds nothing (checked again here, atomically:
+# a consumer that claimed a moment ago, or holds messages, is kept; deleting one that holds
+# messages would drop them from the pending list, and they would never be delivered again).
+# KEYS: stream. ARGV: group, consumer, min idle ms.
+_DELETE_IDLE_CONSUMER = """
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+for _, info in ipairs(consumers) do
+  local fields = {}
+  for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+  if fields['name'] == ARGV[2] then
+    if tonumber(fields['pending']) == 0 and tonumber(fields['idle']) >= tonumber(ARGV[3]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+      return 1
+    end
+    return 0
+  end
+end
+return 0
+"""
+
+
+def queue_remove_idle_consumers(*, idle_seconds: float | None = None, names: Iterable[str] | None = None) -> int:
+    """Remove consumers that claimed nothing for `idle_seconds` (QUEUES_CONSUMER_IDLE_SECONDS)
+    and hold no message, so a queue's consumer list does not grow with every bee that ever read
+    it. A silent consumer that still holds messages keeps them until the visibility timeout
+    hands them to another (the recovery pass), and is removed on a later pass. Returns how many."""
+    idle_ms = int((queues_settings.CONSUMER_IDLE_SECONDS if idle_seconds is None else idle_seconds) * 1000)
+    client = redis_client()
+    script = client.register_script(_DELETE_IDLE_CONSUMER)
+    removed = 0
+    for name in queue_names() if names is None else names:
+        key = _key(name)
+        try:
+            consumers = client.xinfo_consumers(key, _group())
+        except ResponseError:
+            continue  # no group (yet, or any more)
+        for consumer in consumers:
+            if consumer["pending"] == 0 and consumer["idle"] >= idle_ms:
+                removed += script(keys=[key], args=[_group(), consumer["name"], idle_ms], client=client)
+    return removed
+
+
+def queue_delete(*, name: str) -> None:
+    """Drop the queue's stream, its messages and its consumer group (the queue was deleted)."""
+    redis_client().delete(_key(name))
 
 
 def _requeue(key: str, *, min_idle_ms: int, consumer: str, deadline: float | None, batch: int = 100) -> int:

@@ -109,7 +109,9 @@ class SessionStore(CacheSessionStore):
             raw, mark = reply
             try:
                 session_data = self._client.decode(raw)
-            except Exception:  # undecodable (another SECRET_KEY or serializer): no session
+            except Exception:
+                # Not JSON (a session pickled by an older release, another SECRET_KEY, or
+                # garbage): never unpickled, the visitor starts a fresh session (logged out once).
                 session_data = None
             self._loaded_mark = mark.decode() if isinstance(mark, bytes) else mark
         if session_data is not None:

@@ -1,7 +1,7 @@
 import pytest
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.contrib.auth.backends import ModelBackend as DjangoModelBackend
-from django.test import Client
+from django.test import Client, RequestFactory
 
 from accounts.backends import ModelBackend, _select_by_pk
 
@@ -29,7 +29,8 @@ def test_model_backend__unknown_or_inactive_user_is_none(user):
 
 def test_model_backend__a_logged_in_session_is_served_by_it(user):
     client = Client()
-    assert client.login(username="alice", password="alice-password-1")
+    # With a request, as every login path passes it (the lockout backend needs one).
+    assert client.login(request=RequestFactory().post("/login/"), username="alice", password="alice-password-1")
     assert client.session[SESSION_KEY] == str(user.pk)
     assert client.session["_auth_user_backend"] == "accounts.backends.ModelBackend"
     assert client.get("/api/auth/me").json()["username"] == "alice"

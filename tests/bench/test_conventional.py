@@ -14,6 +14,7 @@ from governance import services
 from governance.models import Vote
 from lifecycle.idempotency.models import IdempotencyRecord
 from lifecycle.outbox.models import OutboxEvent
+from tests.support.tokens import funded_stake
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +41,7 @@ def proposals(staff_user) -> list[int]:
 @pytest.fixture
 def browser(user) -> tuple[Client, str]:
     """A logged-in browser-like client (session cookie, CSRF cookie), as bench/votes.py sends."""
-    services.stake_create(owner=user, amount=Decimal("10"), lock_days=30)
+    funded_stake(user, Decimal("10"), lock_days=30)
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     token = get_random_string(32)
@@ -71,7 +72,7 @@ def test_conventional_vote__201_then_409_for_a_second_vote(proposals, browser, u
     assert second.json()["error"] == "already_voted"
     vote = Vote.objects.get()
     assert (vote.proposal_id, vote.voter_id, vote.choice) == (proposals[0], user.pk, "for")
-    [event] = OutboxEvent.objects.values_list("payload", flat=True)
+    [event] = OutboxEvent.objects.filter(payload__action="vote_cast").values_list("payload", flat=True)
     assert event == {
         "action": "vote_cast",
         "proposal_id": proposals[0],

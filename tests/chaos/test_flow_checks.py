@@ -13,10 +13,11 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from chaos.flows.base import CheckResult, User
-from chaos.flows.governance import ProposalFlow, PurchaseFlow, StakeFlow
+from chaos.flows.governance import LedgerFlow, ProposalFlow, PurchaseFlow, StakeFlow
 from chaos.recorder import ACKED, REJECTED, Recorder
 from governance import services
-from governance.models import Proposal, Purchase, StakingPosition
+from governance.models import LedgerEntry, Proposal, Purchase, StakingPosition, TokenAccount
+from tests.support.tokens import funded_stake
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def _owner(name: str):
 
 
 def test_stake_check__clean_then_lost_then_duplicated(run):
-    stake = services.stake_create(owner=_owner("chaos-voter"), amount=Decimal("101"), lock_days=30)
+    stake = funded_stake(_owner("chaos-voter"), Decimal("101"), lock_days=30)
     _acked(run, "stakes", "stake", {"user": "chaos-voter", "amount": "101"}, {"id": stake.pk})
     assert StakeFlow(run).check().violations == []
 
@@ -49,6 +50,7 @@ def test_stake_check__clean_then_lost_then_duplicated(run):
     )
     assert StakeFlow(run).check().duplicated == 1
 
+    LedgerEntry.objects.all().delete()
     StakingPosition.objects.all().delete()
     result = StakeFlow(run).check()
     assert result.lost == 1
@@ -74,7 +76,12 @@ def test_purchase_check__duplicate_and_half_written_refusal(run):
     assert flow.check().violations == []
 
     Purchase.objects.create(
-        sale=sale, buyer=purchase.buyer, wallet=wallet, amount=purchase.amount, tokens=purchase.tokens
+        sale=sale,
+        buyer=purchase.buyer,
+        wallet=wallet,
+        amount=purchase.amount,
+        tokens=purchase.tokens,
+        expires_at=purchase.expires_at,
     )
     assert flow.check().duplicated == 1
 
@@ -94,7 +101,7 @@ def test_proposal_check__two_acknowledged_executions_and_a_wrong_tally(run):
         quorum=Decimal("1"),
     )
     services.proposal_open(actor=staff, proposal_id=proposal.pk)
-    services.stake_create(owner=_owner("chaos-voter"), amount=Decimal("100"), lock_days=30)
+    funded_stake(_owner("chaos-voter"), Decimal("100"), lock_days=30)
     vote = services.vote_cast(voter=_owner("chaos-voter"), proposal_id=proposal.pk, choice="for")
     services.proposal_close(actor=staff, proposal_id=proposal.pk)
     services.proposal_execute(actor=staff, proposal_id=proposal.pk)
@@ -147,3 +154,25 @@ def test_conversation_reply_check__clean_then_missing_then_failed(run):
     }
     assert checked.lost == 1
     assert "turn-2: no reply from the Queen (reply failed)" in checked.violations[0]
+
+
+def test_ledger_check__negative_unbalanced_and_double_credit(run):
+    funded_stake(_owner("chaos-voter"), Decimal("40"), lock_days=30)
+    assert LedgerFlow(run).check().violations == []
+
+    voter = _owner("chaos-voter")
+    TokenAccount.objects.filter(user=voter).update(available=Decimal(5))
+    assert any("the ledger sums to" in v for v in LedgerFlow(run).check().violations)
+
+    # A second credit of one purchase (the unique constraint dropped, as a bug would).
+    TokenAccount.objects.filter(user=voter).update(available=Decimal(0))
+    credit = LedgerEntry.objects.get(user=voter, reason="purchase_confirmed")
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # A partial unique constraint is a unique index in PostgreSQL.
+        cursor.execute("DROP INDEX ledger_one_credit_per_purchase")
+    LedgerEntry.objects.create(user=voter, amount=credit.amount, reason="purchase_confirmed", purchase=credit.purchase)
+    result = LedgerFlow(run).check()
+    assert result.double_executions == 1
+    assert any("credited 2 times" in v for v in result.violations)

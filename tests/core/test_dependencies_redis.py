@@ -101,14 +101,24 @@ def test_board_post__on_a_read_only_replica_is_503_and_nothing_is_stored(api_cli
     assert api_client.get("/api/board/").json()["count"] == 1
 
 
-def test_queue_publish_claim_ack__on_a_read_only_replica_are_503(api_client, settings, redis_servers):
+def test_queue_publish_claim_ack__on_a_read_only_replica_are_503(api_client, own_queues, settings, redis_servers):
+    own_queues("jobs")
+    # A message claimed on the primary: acking it on the replica is a write the replica refuses
+    # (an id not pending would write nothing, and answer not_pending).
+    use_redis(settings, redis_servers.primary.url)
+    published = api_client.post("/api/queues/jobs/", {"body": "x"}, content_type="application/json").json()["id"]
+    api_client.post("/api/queues/jobs/claim", {"consumer": "c"}, content_type="application/json")
+    replicated = redis.Redis(port=redis_servers.replica.port)
+    assert wait_until(lambda: replicated.xpending("omk:queue:jobs", "bees")["pending"] == 1, 5)
     use_redis(settings, redis_servers.replica.url)
     _assert_503(api_client.post("/api/queues/jobs/", {"body": "x"}, content_type="application/json"))
     _assert_503(api_client.post("/api/queues/jobs/claim", {"consumer": "c"}, content_type="application/json"))
-    _assert_503(api_client.post("/api/queues/jobs/ack", {"ids": ["1-0"]}, content_type="application/json"))
+    ack = {"ids": [published], "consumer": "c"}
+    _assert_503(api_client.post("/api/queues/jobs/ack", ack, content_type="application/json"))
 
 
-def test_queue_publish__on_a_loading_redis_is_503(api_client, settings, redis_servers):
+def test_queue_publish__on_a_loading_redis_is_503(api_client, own_queues, settings, redis_servers):
+    own_queues("jobs")
     use_redis(settings, redis_servers.loading.url, retries=False)
     with _loading(redis_servers.loading):
         _assert_503(api_client.post("/api/queues/jobs/", {"body": "x"}, content_type="application/json"))
@@ -162,7 +172,10 @@ def test_ready__names_the_redis_that_refuses_writes(client, settings, redis_serv
     assert response.json()["checks"]["database"] == "ok"
 
 
-def test_queue_publish__reply_lost_to_a_connection_reset_is_published_once(api_client, settings, redis_servers):
+def test_queue_publish__reply_lost_to_a_connection_reset_is_published_once(
+    api_client, own_queues, settings, redis_servers
+):
+    own_queues("warm-up", "once")
     use_redis(settings, f"redis://127.0.0.1:{redis_servers.proxy.port}/0")
     assert api_client.post("/api/queues/warm-up/", {"body": "x"}, content_type="application/json").status_code == 201
     redis_client().delete("omk:queue:once")
@@ -175,7 +188,8 @@ def test_queue_publish__reply_lost_to_a_connection_reset_is_published_once(api_c
     assert redis.Redis(port=redis_servers.primary.port).xlen("omk:queue:once") == 1
 
 
-def test_queue_publish__connection_reset_on_every_attempt_is_503(api_client, settings, redis_servers):
+def test_queue_publish__connection_reset_on_every_attempt_is_503(api_client, own_queues, settings, redis_servers):
+    own_queues("warm-up", "always-reset")
     use_redis(settings, f"redis://127.0.0.1:{redis_servers.proxy.port}/0")
     assert api_client.post("/api/queues/warm-up/", {"body": "x"}, content_type="application/json").status_code == 201
     redis_servers.proxy.reset_next(100)

@@ -91,7 +91,8 @@ def test_min_replicas_ack__board_post_is_503_until_a_replica_has_it_then_one_pos
     assert redis.Redis(port=redis_servers.replica.port).exists(board_post_key(retried.json()["id"]))
 
 
-def test_min_replicas_ack__zero_acknowledges_without_waiting(api_client, settings, redis_servers):
+def test_min_replicas_ack__zero_acknowledges_without_waiting(api_client, own_queues, settings, redis_servers):
+    own_queues("unwaited")
     use_redis(settings, redis_servers.primary.url)
     settings.OMK_REDIS_MIN_REPLICAS_ACK = 0
     with _stopped(redis_servers.replica):
@@ -100,8 +101,9 @@ def test_min_replicas_ack__zero_acknowledges_without_waiting(api_client, setting
 
 
 def test_min_replicas_ack__queue_publish_ack_and_session_writes_wait_too(
-    api_client, client, user, settings, redis_servers
+    api_client, client, user, own_queues, settings, redis_servers
 ):
+    own_queues("acked")
     use_redis(settings, redis_servers.primary.url)
     settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
     published = _post(api_client, "/api/queues/acked/", {"body": "x"})
@@ -110,12 +112,12 @@ def test_min_replicas_ack__queue_publish_ack_and_session_writes_wait_too(
     login = {"username": user.username, "password": "alice-password-1"}
     with _stopped(redis_servers.replica):
         _assert_503(_post(api_client, "/api/queues/acked/", {"body": "y"}))
-        _assert_503(_post(api_client, "/api/queues/acked/ack", {"ids": [claimed[0]["id"]]}))
+        _assert_503(_post(api_client, "/api/queues/acked/ack", {"ids": [claimed[0]["id"]], "consumer": "c"}))
         _assert_503(_post(client, "/api/auth/login", login))
         assert isinstance(raised(lambda: session_manager.create_session({"a": 1})), ReplicaAckTimeout)
         assert isinstance(raised(async_to_sync(_async_create)), ReplicaAckTimeout)
     # The refused ack had acked it on the primary: the retry finds it done, and it stays done.
-    assert _post(api_client, "/api/queues/acked/ack", {"ids": [claimed[0]["id"]]}).json() == {
+    assert _post(api_client, "/api/queues/acked/ack", {"ids": [claimed[0]["id"]], "consumer": "c"}).json() == {
         "acked": [],
         "not_pending": [claimed[0]["id"]],
     }

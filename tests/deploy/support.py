@@ -31,6 +31,7 @@ CLOUD_RUN_VARS = {
 # Values the platforms take from Secrets: stand-ins, only to let the settings load.
 SECRET_STANDINS = {
     "SECRET_KEY": "x" * 50,
+    "PAYMENT_WEBHOOK_SECRET": "w" * 32,
     "DATABASE_URL": "postgres://omk@127.0.0.1:5432/omk",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
 }

@@ -105,6 +105,7 @@ class Container:
             **container_env(container, configmaps),
             # The Secrets, resolved to this test run's database and Redis db.
             "SECRET_KEY": "s" * 50,
+            "PAYMENT_WEBHOOK_SECRET": "w" * 32,
             "DATABASE_URL": service_env["DATABASE_URL"],
             "REDIS_URL": service_env["REDIS_URL"],
             **platform_env,

@@ -5,6 +5,7 @@ import pytest
 from django.utils import timezone
 
 from governance import services
+from tests.support.tokens import funded_stake
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def open_proposal(staff_user):
 
 @pytest.fixture
 def staked_user(user):
-    services.stake_create(owner=user, amount=Decimal("25.5"), lock_days=30)
+    funded_stake(user, Decimal("25.5"), lock_days=30)
     return user
 
 

@@ -6,6 +6,7 @@ from django.utils import timezone
 from governance.models import Proposal, Purchase, Sale, StakingPosition, Vote
 from lifecycle.idempotency.models import IdempotencyRecord
 from tests.governance.conftest import WALLET, unlock
+from tests.support.tokens import fund
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +33,7 @@ def test_proposals__staff_creates_opens_closes_executes(staff_client, api_client
     assert body["status"] == "draft"
     pid = body["id"]
     assert post(staff_client, f"/api/proposals/{pid}/open/").json()["status"] == "open"
+    fund(user, "7.25")
     assert post(api_client, "/api/stakes/", {"amount": "7.25", "lock_days": 30}).status_code == 201
     vote = post(api_client, f"/api/proposals/{pid}/votes/", {"choice": "for"})
     assert vote.status_code == 201
@@ -161,7 +163,8 @@ def test_purchases__contract(api_client, sale):
     body = response.json()
     assert {"id", "tokens", "status"} <= body.keys()
     assert body["tokens"] == "5.00000000"
-    assert body["status"] == "confirmed"
+    assert body["status"] == "pending"
+    assert body["expires_at"] is not None
     assert [p["id"] for p in api_client.get("/api/purchases/").json()] == [body["id"]]
 
 
@@ -200,6 +203,7 @@ def test_purchases__unknown_sale_names_the_field(api_client):
 
 
 def test_stakes__create_list_unstake(api_client, user):
+    fund(user, 3)
     created = post(api_client, "/api/stakes/", {"amount": "3", "lock_days": 14})
     assert created.status_code == 201
     sid = created.json()["id"]
@@ -228,7 +232,8 @@ def test_purchases__sale_id_as_a_string_is_422(api_client, sale):
     assert not Purchase.objects.exists()
 
 
-def test_idempotency__same_key_different_body_is_422_and_nothing_created(api_client):
+def test_idempotency__same_key_different_body_is_422_and_nothing_created(api_client, user):
+    fund(user, 10)
     assert (
         post(api_client, "/api/stakes/", {"amount": "3", "lock_days": 14}, **{"Idempotency-Key": "s"}).status_code
         == 201

@@ -31,7 +31,10 @@ pytestmark = [
 def test_browser__walk_the_bar_log_in_stake_vote_and_see_it_counted(start_instance, open_proposal):
     from playwright.sync_api import expect, sync_playwright
 
-    get_user_model().objects.create_user(username="bea", password="bea-password-1")
+    from tests.support.tokens import fund
+
+    # Bea has paid for 42.5 tokens (a purchase confirmed by the processor's webhook).
+    fund(get_user_model().objects.create_user(username="bea", password="bea-password-1"), "42.5")
     instance = start_instance()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

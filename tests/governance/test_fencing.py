@@ -20,6 +20,7 @@ from governance import services
 from governance.models import Proposal
 from lifecycle.locks import distributed_lock
 from lifecycle.locks.lock import _Keys
+from tests.support.tokens import funded_stake
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def passed_proposal(open_proposal, staff_user, staked_user):
     services.vote_cast(voter=staked_user, proposal_id=open_proposal.pk, choice="for")
-    services.stake_create(owner=staff_user, amount=Decimal("10"), lock_days=5)
+    funded_stake(staff_user, Decimal("10"), lock_days=5)
     services.vote_cast(voter=staff_user, proposal_id=open_proposal.pk, choice="for")
     return services.proposal_close(actor=staff_user, proposal_id=open_proposal.pk)
 

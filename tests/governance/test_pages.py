@@ -5,6 +5,7 @@ from django.test import Client
 
 from governance.models import Purchase, StakingPosition, Vote
 from tests.governance.conftest import WALLET
+from tests.support.tokens import fund
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +43,7 @@ def test_proposal_page__vote_without_stake_is_explained(browser, open_proposal):
 
 
 def test_proposal_page__stake_then_vote_is_counted(browser, open_proposal, user):
+    fund(user, "12.5")
     browser.post("/staking/", {"amount": "12.5", "lock_days": "30"})
     response = browser.post(f"/proposals/{open_proposal.pk}/", {"choice": "for"}, follow=True)
     page = response.content.decode()
@@ -63,13 +65,23 @@ def test_sale_page__bad_wallet_is_explained(browser, sale):
     assert not Purchase.objects.exists()
 
 
-def test_sale_page__purchase_confirmed(browser, sale):
+def test_sale_page__purchase_reserved_until_paid(browser, sale):
     response = browser.post("/sale/", {"sale": sale.pk, "wallet": WALLET, "amount": "1"}, follow=True)
-    assert "Purchase confirmed: 2 tokens." in response.content.decode()
-    assert Purchase.objects.get().tokens == 2
+    purchase = Purchase.objects.get()
+    assert f"Purchase {purchase.pk} reserved: 2 tokens" in response.content.decode()
+    assert (purchase.tokens, purchase.status) == (2, "pending")
+
+
+def test_staking_page__stake_beyond_balance_is_explained(browser, user):
+    fund(user, 3)
+    response = browser.post("/staking/", {"amount": "5", "lock_days": "7"})
+    assert response.status_code == 400
+    assert "Only 3.00000000 tokens are available" in response.content.decode()
+    assert not StakingPosition.objects.exists()
 
 
 def test_staking_page__unstake_while_locked_is_explained(browser, user):
+    fund(user, 1)
     browser.post("/staking/", {"amount": "1", "lock_days": "7"})
     stake = StakingPosition.objects.get()
     response = browser.post(f"/staking/{stake.pk}/unstake/", follow=True)

@@ -15,6 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from accounts.services import api_token_issue
 from governance import services
+from tests.support.tokens import funded_stake
 
 # Every built-in check runs (no 5xx, status codes, content types, headers and bodies conforming to
 # the schema, invalid data rejected) except positive_data_acceptance: rules across fields that a
@@ -51,7 +52,7 @@ def test_api__schemathesis_1000_requests_no_5xx_and_conforming(start_instance, s
         quorum=Decimal(1),
     )
     services.proposal_open(actor=staff_user, proposal_id=proposal.pk)
-    services.stake_create(owner=staff_user, amount=Decimal(5), lock_days=1)
+    funded_stake(staff_user, Decimal(5), lock_days=1)
     services.sale_create(
         actor=staff_user,
         token_price=Decimal(1),

@@ -85,3 +85,14 @@ def test_board_page__shows_posts_and_accepts_new_ones(web_client):
     response = web_client.post("/hive/board/", {"body": "buzz from alice"})
     assert response.status_code == 302
     assert b"buzz from alice" in web_client.get("/hive/board/").content
+
+
+def test_board_post__per_user_hourly_limit_is_429_with_retry_after(api_client, other_client, settings):
+    settings.HIVE_BOARD_MAX_POSTS_PER_HOUR = 2
+    assert [_post(api_client, f"p{n}").status_code for n in range(2)] == [201, 201]
+    refused = _post(api_client, "one too many")
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "throttled"
+    assert 0 < int(refused["Retry-After"]) <= 3600
+    assert _post(other_client, "another user's first").status_code == 201
+    assert api_client.get("/api/board/").json()["count"] == 3

@@ -44,7 +44,10 @@ def test_board_api__retry_after_uncommitted_key_posts_once(api_client):
     assert api_client.get("/api/board/").json()["count"] == 1
 
 
-def test_queue_api__retry_after_uncommitted_key_publishes_once(api_client):
+def test_queue_api__retry_after_uncommitted_key_publishes_once(api_client, user):
+    from hive.services import bee_queue_create
+
+    bee_queue_create(owner=user, name="bees")
     headers = {"HTTP_IDEMPOTENCY_KEY": "msg-1"}
     first = api_client.post("/api/queues/bees/", {"body": "once"}, content_type="application/json", **headers)
     _lose_committed_keys()

@@ -76,9 +76,10 @@ def test_instances__200_concurrent_turns_through_two_instances_are_all_kept(star
 
 
 def test_instances__redis_down_turns_stay_durable_and_queues_answer_503(start_instance, user, api_token):
-    from hive.services import conversation_create, turn_append
+    from hive.services import bee_queue_create, conversation_create, turn_append
     from tests.support.instances import free_port
 
+    bee_queue_create(owner=user, name="q")
     conversation = conversation_create(owner=user)
     turn_append(conversation_id=conversation.id, user=user, role="user", content="before the outage")
     instance = start_instance(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")

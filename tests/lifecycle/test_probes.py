@@ -51,11 +51,13 @@ def test_instance__redis_down(start_instance):
     assert ready.json()["checks"]["database"] == "ok"
     assert requests.get(instance.url + "/health", timeout=5).status_code == 200
 
-    page = requests.get(instance.url + "/", timeout=10)
+    # A visitor with a session (an anonymous one touches no Redis on the home page).
+    session = {"sessionid": "a" * 32}
+    page = requests.get(instance.url + "/", cookies=session, timeout=10)
     assert page.status_code == 503
     assert page.headers["Retry-After"] == "5"
     assert "Traceback" not in page.text
-    api = requests.get(instance.url + "/", headers={"Accept": "application/json"}, timeout=10)
+    api = requests.get(instance.url + "/", cookies=session, headers={"Accept": "application/json"}, timeout=10)
     assert api.status_code == 503
     assert api.json()["dependency"] == "redis"
 

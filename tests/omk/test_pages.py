@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from governance.services import proposal_create
+from governance.services import proposal_create, proposal_open
 from hive.services import conversation_create
 from omk.pages import PAGES
 
@@ -84,6 +84,8 @@ def test_pages__share_one_navigation_bar_marking_the_current_page(signed_in, use
         voting_ends_at=now + timedelta(days=7),
         quorum=Decimal("10"),
     )
+    # A draft is for staff only: the signed-in member sees the proposal once it is open.
+    proposal_open(actor=staff_user, proposal_id=open_proposal.pk)
     conversation = conversation_create(owner=user, title="Nectar plans")
     # Each page, and the bar entry it belongs to.
     pages = {

@@ -7,10 +7,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION_SECRET = "k3J9vQ2xL8mN4pR7tW1yZ6bC5dF0gH3jK8lM2nP5qS9uV4wX7zA1cE6fG0hI3jL"
+WEBHOOK_SECRET = "whsec_4f8Qk2Lz9Xv1Nw7Rt3Yp6Jd0Hs5Gb8Mc"
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE")}
+    unset = ("SECRET_KEY", "ALLOWED_HOSTS", "DJANGO_SETTINGS_MODULE", "PAYMENT_WEBHOOK_SECRET")
+    clean = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -30,6 +32,7 @@ def test_production__check_deploy_reports_no_issue():
         DJANGO_SETTINGS_MODULE="settings.production",
         SECRET_KEY=PRODUCTION_SECRET,
         ALLOWED_HOSTS="hive.omk.example",
+        PAYMENT_WEBHOOK_SECRET=WEBHOOK_SECRET,
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
@@ -45,6 +48,14 @@ def test_production__refuses_to_start_without_allowed_hosts():
     result = manage("check", DJANGO_SETTINGS_MODULE="settings.production", SECRET_KEY=PRODUCTION_SECRET)
     assert result.returncode != 0
     assert "ALLOWED_HOSTS is not set" in result.stderr
+
+
+def test_production__refuses_to_start_without_payment_webhook_secret():
+    result = manage(
+        "check", DJANGO_SETTINGS_MODULE="settings.production", SECRET_KEY=PRODUCTION_SECRET, ALLOWED_HOSTS="h.example"
+    )
+    assert result.returncode != 0
+    assert "PAYMENT_WEBHOOK_SECRET is not set" in result.stderr
 
 
 def test_local__bad_number_in_environment_is_named():

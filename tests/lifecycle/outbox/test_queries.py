@@ -11,6 +11,7 @@ from governance import services
 from lifecycle.outbox.models import OutboxEvent
 from lifecycle.outbox.queries import event_insert
 from lifecycle.outbox.services import record_event
+from tests.support.tokens import funded_stake
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,7 +70,7 @@ def test_event_insert__one_event_per_source_row_with_the_payload_merged():
 
 def test_vote_cast__outbox_row_equals_record_events_for_the_same_payload(staff_user):
     voter = User.objects.create_user(username="voter")
-    services.stake_create(owner=voter, amount=Decimal("25.5"), lock_days=30)
+    funded_stake(voter, Decimal("25.5"), lock_days=30)
     now = timezone.now()
     proposal = services.proposal_create(
         proposer=staff_user,
@@ -81,7 +82,7 @@ def test_vote_cast__outbox_row_equals_record_events_for_the_same_payload(staff_u
     services.proposal_open(actor=staff_user, proposal_id=proposal.pk)
 
     services.vote_cast(voter=voter, proposal_id=proposal.pk, choice="for")
-    voted = OutboxEvent.objects.values().get()
+    voted = OutboxEvent.objects.filter(payload__action="vote_cast").values().get()
     recorded_id = record_event(kind=voted["kind"], payload=voted["payload"])
     recorded = OutboxEvent.objects.filter(id=recorded_id).values().get()
 

@@ -13,6 +13,6 @@ def test_queue_messages__counts_publish_claim_redelivery_and_ack(settings):
     ids = [queue_publish(name="metered", body=str(n)) for n in range(3)]
     queue_claim(name="metered", consumer="a", count=3)
     taken_over = queue_claim(name="metered", consumer="b", count=3)
-    queue_ack(name="metered", ids=[m.id for m in taken_over] + ids)
+    queue_ack(name="metered", ids=[m.id for m in taken_over] + ids, consumer="b")
     after = {event: _count(event) - before[event] for event in before}
     assert after == {"published": 3, "claimed": 3, "redelivered": 3, "acked": 3}

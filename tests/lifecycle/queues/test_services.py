@@ -34,7 +34,7 @@ def test_queue__publish_claim_ack_round_trip():
     assert [m.id for m in messages] == ids
     assert [m.body for m in messages] == ["m0", "m1", "m2"]
     assert not any(m.redelivered for m in messages)
-    result = queue_ack(name="pollen", ids=ids)
+    result = queue_ack(name="pollen", ids=ids, consumer="worker-1")
     assert result.acked == ids
     assert result.not_pending == []
     assert queue_claim(name="pollen", consumer="worker-2", count=10) == []
@@ -49,8 +49,8 @@ def test_queue__claimed_message_is_not_given_to_another_consumer_before_the_time
 def test_queue__message_acked_at_most_once():
     message_id = queue_publish(name="pollen", body="x")
     queue_claim(name="pollen", consumer="a")
-    assert queue_ack(name="pollen", ids=[message_id]).acked == [message_id]
-    second = queue_ack(name="pollen", ids=[message_id])
+    assert queue_ack(name="pollen", ids=[message_id], consumer="a").acked == [message_id]
+    second = queue_ack(name="pollen", ids=[message_id], consumer="a")
     assert second.acked == []
     assert second.not_pending == [message_id]
 
@@ -88,7 +88,7 @@ def test_queue__killed_consumer_messages_go_to_another_after_visibility_timeout(
     assert all(m.redelivered for m in taken)
     first = queue_ack(name="nectar", ids=[m.id for m in taken], consumer="survivor")
     assert sorted(first.acked) == sorted(published)
-    again = queue_ack(name="nectar", ids=published)
+    again = queue_ack(name="nectar", ids=published, consumer="survivor")
     assert again.acked == []
     assert redis_client().xpending("omk:queue:nectar", "bees")["pending"] == 0
 
@@ -103,7 +103,7 @@ def test_queue__messages_older_than_retention_are_trimmed(settings):
     assert redis_client().xlen("omk:queue:wax") == 1
     settings.QUEUES_VISIBILITY_TIMEOUT_SECONDS = 0
     assert [m.id for m in queue_claim(name="wax", consumer="b", count=10)] == [fresh]
-    assert queue_ack(name="wax", ids=[old]).acked == []
+    assert queue_ack(name="wax", ids=[old], consumer="a").acked == []
 
 
 def test_queue__trimmed_on_claim_without_new_publishes(settings):
@@ -126,9 +126,9 @@ def test_queue_reclaim_stale__puts_held_messages_back(settings):
     again = queue_claim(name="comb", consumer="next", count=10)
     assert [(m.body, m.requeued_from, m.redelivered) for m in again] == [("held", held, False)]
     # The dead consumer's late ack of the old id does nothing: the copy is acked once, by its owner.
-    assert queue_ack(name="comb", ids=[held]).acked == []
-    assert queue_ack(name="comb", ids=[again[0].id]).acked == [again[0].id]
-    assert queue_ack(name="comb", ids=[fresh_hold]).acked == [fresh_hold]
+    assert queue_ack(name="comb", ids=[held], consumer="dead").acked == []
+    assert queue_ack(name="comb", ids=[again[0].id], consumer="next").acked == [again[0].id]
+    assert queue_ack(name="comb", ids=[fresh_hold], consumer="alive").acked == [fresh_hold]
 
 
 def test_queue_release__hands_back_a_consumers_messages_at_once():
@@ -166,9 +166,9 @@ def test_queue__bad_claim_and_ack_arguments_are_refused():
     with pytest.raises(InvalidQueueName, match="consumer"):
         queue_claim(name="q", consumer="bad consumer")
     with pytest.raises(QueueInputError, match="ids"):
-        queue_ack(name="q", ids=["not-an-id"])
+        queue_ack(name="q", ids=["not-an-id"], consumer="c")
     with pytest.raises(QueueInputError, match="ids"):
-        queue_ack(name="q", ids=[])
+        queue_ack(name="q", ids=[], consumer="c")
 
 
 def test_queue__claim_blocks_until_timeout_when_empty():

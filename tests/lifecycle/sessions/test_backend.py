@@ -43,6 +43,13 @@ def _session_ttl(client) -> int:
     return redis_client().ttl(redis_keys[0])
 
 
+@pytest.fixture
+def client(client, django_user_model):
+    # A logged-in user: the home page keeps a session (visits) only for them.
+    client.force_login(django_user_model.objects.create_user("visitor"))
+    return client
+
+
 def _count_commands(monkeypatch, cls) -> list:
     commands: list = []
     original = cls.execute_command
@@ -62,13 +69,26 @@ def test_session__stored_in_redis_for_one_hour(client):
 
 
 @pytest.mark.django_db
+def test_session__anonymous_home_page_writes_no_session(db):
+    from django.test import Client
+
+    anonymous = Client()
+    for _ in range(5):
+        response = anonymous.get("/")
+        assert response.status_code == 200
+        assert settings.SESSION_COOKIE_NAME not in response.cookies
+    assert redis_client().keys("*") == []
+
+
+@pytest.mark.django_db
 def test_session__expiry_slides_on_use(client):
+    client.get("/")
     client.get("/")
     key = client.cookies[settings.SESSION_COOKIE_NAME].value
     redis_key = redis_client().keys(f"*{key}*")[0]
     redis_client().expire(redis_key, 60)
     response = client.get("/")
-    assert b"Visits in this session: 2" in response.content
+    assert b"Visits in this session: 3" in response.content
     assert _session_ttl(client) > 3500
 
 
@@ -106,7 +126,8 @@ def test_session__one_redis_round_trip_for_an_unchanged_session(client, django_u
     client.get("/api/proposals/")  # the scripts are loaded
     commands = _count_commands(monkeypatch, redis.Redis)
     assert client.get("/api/proposals/").status_code == 200
-    assert commands == ["EVALSHA"]
+    # The session's read script; the API throttle's counter is the other round trip (one script).
+    assert commands == ["EVALSHA", "EVALSHA"]
 
 
 # --- A session's own expiry ----------------------------------------------------------------------

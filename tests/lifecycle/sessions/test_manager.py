@@ -119,16 +119,16 @@ def test_async_session_manager__same_operations():
 
 
 @pytest.mark.django_db
-def test_session_manager__count_sessions_counts_both_kinds(client):
+def test_session_manager__count_sessions_counts_both_kinds(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("counted"))  # a Django user session
     session_manager.create_session({"a": 1})
     session_manager.create_session({"b": 2})
-    client.get("/")  # a Django user session
     assert session_manager.count_sessions(include_user_sessions=False) == 2
     assert session_manager.count_sessions() == 3
 
 
 @pytest.mark.django_db
-def test_session_manager__count_reachable_for_recovery(client):
+def test_session_manager__count_reachable_for_recovery(client, django_user_model):
     session_manager.create_session()
-    client.get("/")
+    client.force_login(django_user_model.objects.create_user("reachable"))
     assert session_manager.count_reachable(deadline=time.monotonic() + 5) == 2
