@@ -1,15 +1,18 @@
 import hashlib
+import logging
 import secrets
 from datetime import timedelta
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.conf import accounts_settings
 from accounts.models import ApiToken
 from core.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "omk_"
 
@@ -36,9 +39,16 @@ def api_token_touch(*, token: ApiToken) -> None:
     """Record that `token` was used now, at most once per ACCOUNTS_TOKEN_LAST_USED_RESOLUTION."""
     now = timezone.now()
     stale = now - timedelta(seconds=accounts_settings.TOKEN_LAST_USED_RESOLUTION)
-    ApiToken.objects.filter(pk=token.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale)).update(
-        last_used_at=now
-    )
+    try:
+        # A savepoint inside a caller's transaction: a refused write must not doom the request.
+        with transaction.atomic():
+            ApiToken.objects.filter(pk=token.pk).filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale)
+            ).update(last_used_at=now)
+    except DatabaseError as exc:
+        # Bookkeeping only: a read on a PostgreSQL standby (failover) must still be served, and a
+        # database that is really gone fails the request's own queries anyway.
+        logger.warning("Could not record the use of token %s: %r", token.prefix, exc)
 
 
 def api_token_revoke(*, token: ApiToken) -> ApiToken:
