@@ -1,16 +1,17 @@
 """The verdict: failed requests by cause, and the flows' invariants, into one list of violations.
 
 A failed attempt is explained only by something that happened to the instance that handled it
-(HAProxy's log names the server slot for each attempt id): a SIGKILL, a SIGSTOP, or a Redis or
-PostgreSQL restart in progress. A failure on an instance that was being *drained* is a violation
-(readiness must move traffic away before the listener closes); so is one nothing explains.
+(HAProxy's log names the server slot for each attempt id): a SIGKILL, a SIGSTOP, a network fault
+of its namespace (a partition, added latency), or a Redis or PostgreSQL restart in progress. A
+failure on an instance that was being *drained* is a violation (readiness must move traffic away
+before the listener closes); so is one nothing explains.
 """
 
 from __future__ import annotations
 
 import re
 import statistics
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,13 @@ KILL_WINDOW = 3.0
 SETTLE = 3.0
 
 PLANNED_SCALE_IN = "planned_scale_in"
+# The dependency a 503 names -> how the names of its faults begin (redis_restart, redis_failover...).
+DEPENDENCY_FAULT_PREFIX = {"redis": "redis_", "database": "postgres_"}
+_PREFIX_OF: dict[str, str] = defaultdict(lambda: "\0", DEPENDENCY_FAULT_PREFIX)
+# Writes whose data lives in Redis alone (flow, kind): a Redis fault's recovery is measured on
+# them. Other writes touch Redis on the side (a throttle, a lock, the hot history) and some go
+# through while it is gone, which would say "recovered" too early.
+REDIS_WRITES = {("board", "post"), ("queues", "publish"), ("queues", "ack")}
 UNEXPLAINED = "unexplained"
 
 
@@ -56,13 +64,13 @@ def _instance_on(records: list[InstanceRecord], slot: int, t: float) -> Instance
 def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict]) -> str:
     """The cause of one failed attempt; PLANNED_SCALE_IN and UNEXPLAINED are violations."""
     t0, t1 = attempt.t0, attempt.t1
-    in_dependency_restart = next(
-        (
-            w["kind"]
-            for w in windows
-            if w["start"] - 0.5 <= t1 and t0 <= (w.get("settled") or w.get("end") or t1) + SETTLE
-        ),
-        None,
+    during = [
+        w["kind"] for w in windows if w["start"] - 0.5 <= t1 and t0 <= (w.get("settled") or w.get("end") or t1) + SETTLE
+    ]
+    # Two dependency faults close together: a 503 naming its dependency belongs to that one's.
+    prefix = DEPENDENCY_FAULT_PREFIX.get(attempt.dependency or "")
+    in_dependency_restart = next((kind for kind in during if prefix and kind.startswith(prefix)), None) or next(
+        iter(during), None
     )
     server = attempt.server or ""
     if server.startswith("s") and server[1:].isdigit():
@@ -73,6 +81,9 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
             for start, end in record.paused:
                 if start - 0.5 <= t1 and t0 <= end + KILL_WINDOW:
                     return "paused_instance"
+            for kind, start, end in record.network_faults:
+                if start - 0.5 <= t1 and t0 <= end + SETTLE:
+                    return kind
             if in_dependency_restart:
                 return in_dependency_restart
             if record.drain_start is not None and record.drain_start <= t1:
@@ -86,6 +97,9 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
         for start, end in record.paused:
             if start - 0.5 <= t1 and t0 <= end + KILL_WINDOW:
                 return "paused_instance"
+        for kind, start, end in record.network_faults:
+            if start - 0.5 <= t1 and t0 <= end + SETTLE:
+                return kind
     if in_dependency_restart:
         return in_dependency_restart
     for record in records:
@@ -93,6 +107,97 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
         if draining and t0 <= (record.exited or t1) + KILL_WINDOW:
             return PLANNED_SCALE_IN
     return UNEXPLAINED
+
+
+def response_of(attempt: Attempt) -> str:
+    """How a failed attempt failed, as the client saw it: "503 redis" (the service's 503 names the
+    dependency), "503 no instance up" (HAProxy's own: every instance unready), "ConnectionError"."""
+    if attempt.error:
+        return attempt.error
+    if attempt.dependency:
+        return f"{attempt.status} {attempt.dependency}"
+    if attempt.server == "<NOSRV>":
+        return f"{attempt.status} no instance up"
+    return str(attempt.status)
+
+
+# Which fault a failed attempt's cause (see classify) belongs to.
+CAUSE_OF_FAULT = {"sigkill_web": "sigkill", "pause": "paused_instance"}
+
+
+def fault_figures(ops: list, events: list, windows: list[dict], load_end: float | None) -> dict[str, Any]:
+    """Per fault kind: how many, the failed requests it explains (by how they failed), and for a
+    dependency fault, per occurrence, seconds from its start (a Redis primary's death):
+
+    - `writes_ok_after_s`: until writes succeeded again: the end of the first 2xx attempt (a
+      refusal such as a 409 may come before the dependency is asked), begun after the fault's
+      start and its last failed write attempt's, of a write that needs the dependency. For Redis those
+      are REDIS_WRITES (and, when none of them failed, the first begun after the fault's start);
+      for another dependency the kinds of write whose 503 named it (else the kinds that failed):
+      writes that never touch it go on meanwhile and say nothing. None when no write failed.
+    - `retried_ok_after_s`: until the last operation that had a failed attempt succeeded on a
+      retry (the clients back off, honouring Retry-After).
+    """
+    failed = [(op, a) for op in ops for a in op.attempts if a.failed and a.cause]
+    figures: dict[str, Any] = {}
+    for kind in ("sigkill_web", "sigkill_worker", "pause"):
+        count = sum(1 for e in events if e.kind == kind and (load_end is None or e.t <= load_end))
+        cause = CAUSE_OF_FAULT.get(kind)
+        by_response = Counter(response_of(a) for _, a in failed if cause and a.cause == cause)
+        figures[kind] = {"count": count, "failed_requests": sum(by_response.values()), "by_response": dict(by_response)}
+    for window in windows:
+        kind, start = window["kind"], window["start"]
+        stop = (window.get("settled") or window.get("end") or start) + SETTLE
+        mine = [(op, a) for op, a in failed if a.cause == kind and start - 0.5 <= a.t1 and a.t0 <= stop]
+        entry = figures.setdefault(kind, {"count": 0, "failed_requests": 0, "by_response": {}, "recovery_s": []})
+        entry["count"] += 1
+        by_response = Counter(entry["by_response"])
+        by_response.update(response_of(a) for _, a in mine)
+        entry["by_response"] = dict(by_response)
+        entry["failed_requests"] = sum(by_response.values())
+        failed_writes = [(op, a) for op, a in mine if op.write]
+        if kind.startswith(DEPENDENCY_FAULT_PREFIX["redis"]):
+            kinds = REDIS_WRITES
+            failed_writes = [(op, a) for op, a in failed_writes if (op.flow, op.kind) in kinds]
+            # None failed (they waited it out inside the service): the first begun after it.
+            since = max((a.t0 for _, a in failed_writes), default=start)
+        else:
+            # The writes that needed the dependency said so (their 503 names it); HAProxy's own
+            # 503 while every instance is unready also fails writes that never touch it.
+            named = [(op, a) for op, a in failed_writes if a.dependency and kind.startswith(_PREFIX_OF[a.dependency])]
+            failed_writes = named or failed_writes
+            kinds = {(op.flow, op.kind) for op, _ in failed_writes}
+            since = max((a.t0 for _, a in failed_writes), default=None)
+        # A failure counted to the fault may have begun before it (one that failed in its first
+        # half second): a success begun then, and over before the fault, proves no recovery.
+        since = None if since is None else max(since, start)
+        recovered = (
+            min(
+                (
+                    a.t1
+                    for op in ops
+                    if (op.flow, op.kind) in kinds
+                    for a in op.attempts
+                    if a.t1 and a.status is not None and 200 <= a.status < 300 and a.t0 >= since
+                ),
+                default=None,
+            )
+            if since is not None
+            else None
+        )
+        retried = [op.t1 for op in {id(op): op for op, _ in mine}.values() if op.outcome == ACKED]
+        occurrence = {
+            "at": round(start, 2),
+            "writes_ok_after_s": None if recovered is None else round(recovered - start, 2),
+            "retried_ok_after_s": round(max(retried) - start, 2) if retried else None,
+            "failed_requests": len(mine),
+        }
+        if "promoted" in window:
+            occurrence["promoted_after_s"] = round(window["promoted"] - start, 2)
+        if window.get("end") is not None:
+            occurrence["back_after_s"] = round(window["end"] - start, 2)
+        entry["recovery_s"].append(occurrence)
+    return figures
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -205,6 +310,11 @@ def verdict(run: Run, results: dict[str, CheckResult]) -> dict[str, Any]:
         "pauses": kinds["pause"],
         "redis_restarts": kinds["redis_restart"],
         "postgres_restarts": kinds["postgres_restart"],
+        "postgres_failovers": kinds["postgres_failover"],
+        "redis_failovers": kinds["redis_failover"],
+        "faults": fault_figures(ops, events, windows, run.load_end),
+        "dependency_windows": windows,
+        "redis_min_replicas_ack": getattr(run.args, "redis_min_replicas_ack", None),
         "forced_kills_at_budget": kinds["sigkill_at_budget"],
         "flows": flows_out,
         "outbox": run.outbox,

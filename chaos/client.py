@@ -102,6 +102,8 @@ class Api:
                 attempt.error = type(exc).__name__
                 response = None
             attempt.t1 = self.recorder.now()
+            if response is not None and response.status_code == 503:
+                attempt.dependency = _dependency(response)
             if response is not None and response.status_code not in RETRYABLE_STATUS:
                 op.status = response.status_code
                 try:
@@ -126,3 +128,12 @@ class Api:
             delay = min(delay * 2, 2.0)
         op.t1 = self.recorder.now()
         return op
+
+
+def _dependency(response: requests.Response) -> str | None:
+    """The dependency a 503 names (the service's error body), for the report's causes."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("dependency") if isinstance(body, dict) else None

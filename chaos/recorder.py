@@ -29,6 +29,7 @@ class Attempt:
     server: str | None = None  # filled from HAProxy's log after the run
     termination: str | None = None
     cause: str | None = None  # filled by the checker for failed attempts
+    dependency: str | None = None  # what a 503 named as unavailable ("redis", "database")
 
     @property
     def failed(self) -> bool:
@@ -98,4 +99,14 @@ class Recorder:
         return {"acked": acked, "failed_attempts": failed, "faults": faults}
 
 
-FAULT_KINDS = {"sigkill_web", "sigkill_worker", "pause", "redis_restart", "postgres_restart"}
+FAULT_KINDS = {
+    "sigkill_web",
+    "sigkill_worker",
+    "pause",
+    "redis_restart",
+    "postgres_restart",
+    "postgres_failover",
+    "redis_failover",
+    "partition",
+    "latency",
+}

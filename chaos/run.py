@@ -22,14 +22,23 @@ from typing import Any
 
 import requests
 
-from chaos import checker, report
+from chaos import checker, netfaults, report
 from chaos.client import Api
+from chaos.cpu import CpuSampler
 from chaos.flows import FLOWS, Flow, User, schema_operations
 from chaos.recorder import ACKED, FAULT_KINDS, Recorder
 from chaos.scaler import Platform, Schedule
-from chaos.topology import ROOT, HAProxy, PostgresCluster, RedisServer, free_port, wait_until
+from chaos.topology import ROOT, HAProxy, PostgresCluster, PostgresPair, RedisGroup, free_port, pid_alive, wait_until
 
-FAULTS = ("kill", "kill_worker", "pause", "redis_restart", "postgres_restart")
+FAULTS = (
+    "kill",
+    "kill_worker",
+    "pause",
+    "redis_restart",
+    "postgres_restart",
+    "postgres_failover",
+    "redis_failover",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,8 +61,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--unsafe-scale-in", action="store_true", help="scale in by SIGKILL, no drain: proves the checker catches it"
     )
     parser.add_argument("--keep-data", action="store_true", help="keep the PostgreSQL cluster's data directory")
+    parser.add_argument(
+        "--redis-min-replicas-ack",
+        type=int,
+        default=int(os.environ.get("REDIS_MIN_REPLICAS_ACK", 1)),
+        help="the service's REDIS_MIN_REPLICAS_ACK (WAIT after each durable Redis write); 0: asynchronous only",
+    )
     for fault in FAULTS:
         parser.add_argument(f"--no-{fault.replace('_', '-')}", action="store_true", help=f"turn off the {fault} fault")
+    netfaults.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -75,10 +91,12 @@ class Run:
         self.staff: list[User] = []
         # The payment processor: delivers signed webhooks, with no user credential.
         self.processor: Api | None = None
-        self.redis: RedisServer | None = None
-        self.postgres: PostgresCluster | None = None
+        self.redis: RedisGroup | None = None
+        self.postgres: PostgresCluster | PostgresPair | None = None
         self.haproxy: HAProxy | None = None
         self.platform: Platform | None = None
+        self.network: Any = None  # chaos.netns.Network: each instance's namespace (chaos/netfaults.py)
+        self.netfaults: netfaults.NetworkFaults | None = None
         self.env: dict[str, str] = {}
         self.load_end: float | None = None
         self.outbox: dict[str, Any] = {}
@@ -86,6 +104,7 @@ class Run:
         self.bigquery_url: str | None = None  # the emulator's REST URL when the run has one
         self.bigquery: Any = None
         self.database = f"omk_chaos_{args.seed}"
+        self.cpu: dict[str, Any] = {}  # chaos/cpu.py: CPU seconds of the run's processes during the load
 
     def log(self, message: str) -> None:
         print(f"[{self.recorder.now():7.1f}s] {message}", flush=True)
@@ -93,27 +112,46 @@ class Run:
     # -- topology -----------------------------------------------------------------------------
     def start_topology(self) -> None:
         _stop_stale_clusters(self.report_dir.parent)
-        self.redis = RedisServer(self.report_dir / "redis")
-        self.postgres = PostgresCluster(self.report_dir / "pg")
+        # A primary, its replica and three Sentinels: the service finds the primary through them.
+        self.redis = RedisGroup(self.report_dir / "redis")
+        # With the failover fault: a primary and a synchronous standby, reached by libpq's
+        # multi-host URL; without it one cluster, as before.
+        pair = not self.args.no_postgres_failover
+        self.postgres = PostgresPair(self.report_dir) if pair else PostgresCluster(self.report_dir / "pg")
 
         def postgres() -> None:
-            self.postgres.init()
-            self.postgres.start()
+            if isinstance(self.postgres, PostgresPair):
+                self.postgres.start()
+            else:
+                self.postgres.init()
+                self.postgres.start()
             self.postgres.create_database(self.database)
 
         # Independent start-ups side by side: CI's whole run has 90 s.
         with ThreadPoolExecutor(3) as pool:
             for future in [pool.submit(self.redis.start), pool.submit(postgres), pool.submit(self.start_bigquery)]:
                 future.result()
-        self.log(f"Redis on {self.redis.port} (appendonly, appendfsync always)")
-        self.log(f"PostgreSQL cluster of the run's own on {self.postgres.port}, database {self.database}")
+        sentinels = ",".join(f"{host}:{port}" for host, port in self.redis.addresses)
+        self.log(
+            f"Redis primary on {self.redis.primary.port}, replica on {self.redis.replica.port} (appendonly, "
+            f"appendfsync always), Sentinels on {sentinels}; REDIS_MIN_REPLICAS_ACK={self.args.redis_min_replicas_ack}"
+        )
+        if isinstance(self.postgres, PostgresPair):
+            ports = " and ".join(str(node.port) for node in self.postgres.nodes)
+            self.log(f"PostgreSQL primary and synchronous standby of the run's own on {ports}, db {self.database}")
+        else:
+            self.log(f"PostgreSQL cluster of the run's own on {self.postgres.port}, database {self.database}")
         if self.bigquery:
             self.log(f"BigQuery emulator on {self.bigquery.rest_port} (gRPC {self.bigquery.grpc_port})")
         self.env.update(
             {
                 "DJANGO_SETTINGS_MODULE": "chaos.settings",
                 "DATABASE_URL": self.postgres.url(self.database),
-                "REDIS_URL": self.redis.url,
+                # The Sentinels name the primary; REDIS_URL gives only the database number.
+                "REDIS_URL": self.redis.primary.url,
+                "REDIS_SENTINELS": sentinels,
+                "REDIS_SENTINEL_MASTER": self.redis.master_name,
+                "REDIS_MIN_REPLICAS_ACK": str(self.args.redis_min_replicas_ack),
                 "WEB_CONCURRENCY": "2",
                 "GUNICORN_THREADS": "4",
                 "LOG_LEVEL": "WARNING",
@@ -140,7 +178,11 @@ class Run:
 
         self.commands = set(get_commands())
         slots = [free_port() for _ in range(self.args.max_instances * 2 + 4)]
-        self.haproxy = HAProxy(self.report_dir / "haproxy", slots)
+        self.network = netfaults.create_network(self)
+        hosts = [ns.address for ns in self.network.namespaces[: len(slots)]] if self.network else None
+        if self.network:
+            self.log(f"network namespaces: {len(self.network.namespaces)} on bridge {self.network.host}")
+        self.haproxy = HAProxy(self.report_dir / "haproxy", slots, slot_hosts=hosts)
         self.haproxy.start()
         self.base_url = self.haproxy.url
         self.log(f"HAProxy on {self.haproxy.port}, {len(slots)} server slots, checks GET /ready every 500 ms")
@@ -242,6 +284,8 @@ class Run:
             background=background,
             drain_command="drain" in self.commands,
             unsafe_scale_in=args.unsafe_scale_in,
+            network=self.network,
+            faults_apart=not args.overlap_faults,
             log=self.log,
         )
         first = [self.platform.start_instance() for _ in range(args.min_instances)]
@@ -396,18 +440,26 @@ class Run:
             self.platform.pause_trigger = threading.Event()
         clients = self.start_clients()
         self.platform.run_background()
+        if self.network:
+            self.netfaults = netfaults.NetworkFaults(self, self.platform, self.network)
+            self.netfaults.start(load_t0)
         progress = threading.Thread(target=self._progress, name="progress", daemon=True)
         progress.start()
+        nodes = self.postgres.nodes if isinstance(self.postgres, PostgresPair) else [self.postgres]
+        sampler = CpuSampler([str(node.datadir) for node in nodes if node is not None]).start()
         end = load_t0 + args.duration
         while self.recorder.now() < end:
             time.sleep(0.2)
         self.log("load ends: clients finish their current operation, faults stop")
         self.stop_clients.set()
         self.platform.stop_faults()
+        if self.netfaults:
+            self.netfaults.stop()
         for thread in clients:
             thread.join(timeout=90)
         self.load_end = self.recorder.now()
         self.recorder.event("load_end")
+        self.cpu = sampler.stop()
         self.log("clients stopped; letting queued work settle")
         # The harness's own connections may predate the PostgreSQL restart.
         from django.db import connections
@@ -430,6 +482,9 @@ class Run:
         self.log("checks done; scaling everything in")
         self.platform.shutdown()
         verdict = checker.verdict(self, results)
+        verdict["cpu"] = self.cpu
+        if self.netfaults:
+            verdict["network_faults"] = self.netfaults.summary(verdict)
         report.write(self, verdict)
         return 0 if not verdict["violations"] else 1
 
@@ -443,6 +498,7 @@ class Run:
                 for worker in list(self.platform.workers.values()):
                     worker.kill()
         for stop in (
+            lambda: self.network and self.network.remove(),
             lambda: self.haproxy and self.haproxy.stop(),
             lambda: self.bigquery and self.bigquery.stop(),
             lambda: self.redis and self.redis.stop(),
@@ -454,7 +510,15 @@ class Run:
 
 def _shift(schedule: Schedule, offset: float) -> Schedule:
     schedule.levels = [(t + offset, n) for t, n in schedule.levels]
-    for name in ("web_kills", "worker_kills", "pauses", "redis_restarts", "postgres_restarts"):
+    for name in (
+        "web_kills",
+        "worker_kills",
+        "pauses",
+        "redis_restarts",
+        "postgres_restarts",
+        "postgres_failovers",
+        "redis_failovers",
+    ):
         setattr(schedule, name, [t + offset for t in getattr(schedule, name)])
     return schedule
 
@@ -474,28 +538,20 @@ def _issue_token(username: str) -> str:
 def _stop_stale_clusters(reports: Path) -> None:
     """A run that crashed may have left its PostgreSQL running: stop it and drop its data."""
     pidfiles = [
-        *reports.glob("chaos-*/pg/data/postmaster.pid"),
+        *reports.glob("chaos-*/pg*/data/postmaster.pid"),
         *Path(tempfile.gettempdir()).glob("omk-chaos-pg-*/data/postmaster.pid"),
     ]
     for pidfile in pidfiles:
         datadir = pidfile.parent
         owner = datadir.parent / "harness.pid"
         with contextlib.suppress(Exception):
-            if owner.exists() and _alive(int(owner.read_text())):
+            if owner.exists() and pid_alive(int(owner.read_text())):
                 continue  # another run, still going
         with contextlib.suppress(Exception):
             pid = int(pidfile.read_text().split()[0])
             os.kill(pid, signal.SIGQUIT)
-            wait_until(lambda p=pid: not _alive(p), timeout=10)
+            wait_until(lambda p=pid: not pid_alive(p), timeout=10)
         shutil.rmtree(datadir, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

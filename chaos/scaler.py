@@ -9,15 +9,29 @@ then SIGKILL when the grace budget runs out. Faults do not warn anyone.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from chaos.recorder import Recorder
-from chaos.topology import HAProxy, PostgresCluster, RedisServer, WebInstance, WorkerProcess, wait_until
+from chaos.topology import (
+    HAProxy,
+    PostgresCluster,
+    PostgresPair,
+    RedisGroup,
+    RedisServer,
+    WebInstance,
+    WorkerProcess,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from chaos.netns import Network
 
 
 @dataclass
@@ -35,8 +49,73 @@ class InstanceRecord:
     exited: float | None = None
     killed: float | None = None
     paused: list[tuple[float, float]] = field(default_factory=list)
+    # (fault kind, start, heal + time back into the load balancer's rotation): chaos/netfaults.py
+    network_faults: list[tuple[str, float, float]] = field(default_factory=list)
     exit_code: int | None = None
     forced_kill_at_budget: bool = False
+
+
+# Faults of a dependency (every instance sees them) whose windows must not overlap a network
+# fault's (see FaultGate).
+DEPENDENCY_FAULTS = ("redis_failover", "postgres_failover", "redis_restart", "postgres_restart")
+
+
+class FaultGate:
+    """Dependency faults (failovers, restarts) and network faults (chaos/netfaults.py) one at a
+    time, each clear of the other's window by the checker's SETTLE: a failed request is then
+    attributed to the one fault that can explain it, and each kind's recovery figures in the
+    report are its own (a partition of the instance that served a write would otherwise take the
+    failover's failures, and a latency window would lengthen its "writes ok again").
+
+    A dependency fault due during a network fault waits for it to end (its victim back in the
+    rotation) and the gap; a network fault waits for a dependency fault in progress, or one
+    waiting, and the gap. The network faults keep their planned, even spacing otherwise (moving
+    each out of the way of a dependency fault due within its span bunched them up: a 10-minute
+    run had four back to back after a failover), and a dependency fault moves by about a
+    network fault's length and the gap. `apart=False`: no waiting (overlapping faults on purpose).
+    """
+
+    GAP = 3.5  # seconds between one's window and the other's start: checker.SETTLE, and a margin
+
+    def __init__(self, now: Callable[[], float], *, apart: bool = True):
+        self.now = now
+        self.apart = apart
+        self._cond = threading.Condition()
+        self._active: str | None = None
+        self._waiting = 0  # dependency faults waiting for a network fault to end
+        self._ended = {"dependency": -1e9, "network": -1e9}
+
+    def enter(self, group: str, stop: threading.Event) -> float | None:
+        """Wait until `group` ("dependency" or "network") may begin; the seconds waited, or None
+        when `stop` was set meanwhile."""
+        started = self.now()
+        other = "network" if group == "dependency" else "dependency"
+        with self._cond:
+            if group == "dependency":
+                self._waiting += 1
+            try:
+                while True:
+                    if stop.is_set():
+                        return None
+                    now = self.now()
+                    free = self._active is None and now >= self._ended[other] + self.GAP
+                    if group == "network":
+                        free = free and not self._waiting
+                    if free or not self.apart:
+                        self._active = group
+                        return round(now - started, 2)
+                    self._cond.wait(0.1)
+            finally:
+                if group == "dependency":
+                    self._waiting -= 1
+
+    def leave(self, group: str, *, ran: bool = True) -> None:
+        """`ran=False`: the fault was not begun after all (no window for the other to keep clear of)."""
+        with self._cond:
+            self._active = None
+            if ran:
+                self._ended[group] = self.now()
+            self._cond.notify_all()
 
 
 @dataclass
@@ -50,6 +129,9 @@ class Schedule:
     pauses: list[float]
     redis_restarts: list[float]
     postgres_restarts: list[float]
+    postgres_failovers: list[float] = field(default_factory=list)
+    # SIGKILL of the Redis primary, the replica promoted by the Sentinels (a Memorystore failover).
+    redis_failovers: list[float] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -86,7 +168,38 @@ class Schedule:
         pauses = times(max(1, round(duration / 120))) if faults.get("pause", True) else []
         redis = [duration * rng.uniform(0.3, 0.4)] if faults.get("redis_restart", True) else []
         postgres = [duration * rng.uniform(0.6, 0.7)] if faults.get("postgres_restart", True) else []
-        return cls(duration, levels, web_kills, worker_kills, pauses, redis, postgres)
+        # Drawn last, so the other faults keep the times a seed gave them before this one existed.
+        # One per 5 minutes, each in the middle of its share of the run (a minute's run: one).
+        pg_count = max(1, round(duration / 300))
+        pg_failovers = [duration * (i + rng.uniform(0.45, 0.55)) / pg_count for i in range(pg_count)]
+        # One every two minutes or so, evenly spread (a Sentinel will not fail the same primary over
+        # twice in a row soon), each moved to the middle of the nearest step up: while the primary
+        # is gone every instance is unready, and a scale-in due then would wait it out, so in a
+        # short run the failover must not sit on the one planned scale-in.
+        count = max(1, round(duration / 120))
+        span = (hi - lo) / count
+        targets = [lo + span * (i + 0.5 + rng.uniform(-0.1, 0.1)) for i in range(count)]
+        ups = [
+            (start + end) / 2
+            for (start, level), (end, _) in zip(levels, [*levels[1:], (duration, 0)], strict=True)
+            if level > min_instances and lo <= (start + end) / 2 <= hi
+        ]
+        failovers = (
+            sorted({min(ups, key=lambda t, target=target: abs(t - target)) if ups else target for target in targets})
+            if faults.get("redis_failover", True)
+            else []
+        )
+        return cls(
+            duration,
+            levels,
+            web_kills,
+            worker_kills,
+            pauses,
+            redis,
+            postgres,
+            postgres_failovers=pg_failovers if faults.get("postgres_failover", True) else [],
+            redis_failovers=failovers,
+        )
 
     def desired(self, t: float) -> int:
         current = self.levels[0][1]
@@ -108,8 +221,8 @@ class Platform:
         *,
         recorder: Recorder,
         haproxy: HAProxy,
-        redis: RedisServer,
-        postgres: PostgresCluster | None,
+        redis: RedisServer | RedisGroup,
+        postgres: PostgresCluster | PostgresPair | None,
         env: Mapping[str, str],
         directory: Path,
         schedule: Schedule,
@@ -120,6 +233,8 @@ class Platform:
         background: dict[str, tuple[list[str], int]],
         drain_command: bool,
         unsafe_scale_in: bool = False,
+        network: Network | None = None,
+        faults_apart: bool = True,
         log: Callable[[str], None],
     ):
         self.recorder = recorder
@@ -140,6 +255,8 @@ class Platform:
         # Set by the proposals flow when staff start closing/executing (see _fault_pause).
         self.pause_trigger: threading.Event | None = None
         self.log = log
+        # Network namespaces (chaos/netns.py): one per HAProxy slot, then one per background process.
+        self.network = network
         self.lock = threading.RLock()
         self.instances: dict[str, WebInstance] = {}  # starting or serving (not draining, not dead)
         self.records: dict[str, InstanceRecord] = {}
@@ -148,6 +265,7 @@ class Platform:
         self.free_slots = list(range(len(haproxy.slot_ports)))
         self.dependency_windows: list[dict] = []  # redis/postgres restarts: [start, settled]
         self.stop_event = threading.Event()
+        self.gate = FaultGate(recorder.now, apart=faults_apart)
         self.threads: list[threading.Thread] = []
         self._names = 0
         self.errors: list[str] = []
@@ -163,7 +281,8 @@ class Platform:
                 return None
             slot = self.free_slots.pop(0)
             name = self._new_name("web")
-            instance = WebInstance(name, slot, self.haproxy.slot_ports[slot], self.env, self.dir / name)
+            namespace = self.network.namespaces[slot] if self.network else None
+            instance = WebInstance(name, slot, self.haproxy.slot_ports[slot], self.env, self.dir / name, namespace)
             instance.start()
             self.instances[name] = instance
             self.records[name] = InstanceRecord(
@@ -232,15 +351,11 @@ class Platform:
             return
         instance.mark_draining()
         if self.drain_command and not final:
-            # The preStop hook proper (it also records the draining state in the registry), in the
-            # background: the flag above already turned readiness 503, and a Django start-up on a
-            # busy machine must not eat the grace budget.
-            threading.Thread(
-                target=instance.run_manage,
-                args=(["drain", "--pid", str(instance.pid), "--no-wait"], 20),
-                name=f"prestop-{instance.name}",
-                daemon=True,
-            ).start()
+            # The rest of the preStop hook, in the background: the flag above already turned
+            # readiness 503.
+            prestop = threading.Thread(target=self._prestop, args=(instance,), name=f"prestop-{instance.name}")
+            prestop.daemon = True
+            prestop.start()
         # The load balancer must have stopped sending before the listener closes (preStop).
         wait_until(
             lambda: not self.haproxy.server_status().get(instance.slot, "").startswith("UP"), timeout=10, interval=0.1
@@ -264,6 +379,27 @@ class Platform:
             self.draining.pop(instance.name, None)
         self._release_slot(instance)
 
+    def _prestop(self, instance: WebInstance) -> None:
+        """What `manage.py drain --pid <pid> --no-wait` does after the flag: the instance's
+        draining state in the registry, with the service's own function, in the harness (which
+        has the service's settings). The command itself, a Django start-up of 1.6 s of CPU for
+        one UPDATE, was a tenth of a 10-minute run's CPU at 40 drains; its own tests are in
+        tests/lifecycle."""
+        from django.db import connection
+
+        from lifecycle.models import InstanceState
+        from lifecycle.services import instance_set_state
+
+        try:
+            data = json.loads((instance.run_dir / f"gunicorn-{instance.pid}.json").read_text())
+            instance_set_state(instance_id=data["instance_id"], state=InstanceState.DRAINING, detail="preStop drain")
+        except Exception as exc:
+            # As the command: draining must not depend on PostgreSQL (or on the file, gone with
+            # an instance that already exited).
+            self.recorder.event("prestop_state_not_recorded", instance.name, error=repr(exc)[:200])
+        finally:
+            connection.close()
+
     def kill(self, instance: WebInstance) -> None:
         record = self.records[instance.name]
         with self.lock:
@@ -280,7 +416,13 @@ class Platform:
     # -- workers ------------------------------------------------------------------------------
     def start_worker(self, kind: str) -> None:
         name = self._new_name(kind)
-        worker = WorkerProcess(name, self.env, self.dir / name, self.background[kind][0])
+        namespace = None
+        if self.network:
+            with self.lock:
+                taken = {w.namespace.name for w in self.workers.values() if w.namespace and w.alive()}
+            spare = self.network.namespaces[len(self.haproxy.slot_ports) :]
+            namespace = next((ns for ns in spare if ns.name not in taken), None)
+        worker = WorkerProcess(name, self.env, self.dir / name, self.background[kind][0], namespace)
         worker.kind = kind
         worker.start()
         with self.lock:
@@ -325,16 +467,32 @@ class Platform:
             + [(t, "pause") for t in self.schedule.pauses]
             + [(t, "redis_restart") for t in self.schedule.redis_restarts]
             + [(t, "postgres_restart") for t in self.schedule.postgres_restarts if self.postgres]
+            + [
+                (t, "postgres_failover")
+                for t in self.schedule.postgres_failovers
+                if isinstance(self.postgres, PostgresPair)
+            ]
+            + [(t, "redis_failover") for t in self.schedule.redis_failovers if hasattr(self.redis, "kill_primary")]
         )
         for when, fault in plan:
             while not self.stop_event.is_set() and self.recorder.now() < when:
                 time.sleep(0.05)
             if self.stop_event.is_set():
                 return
+            dependency = fault in DEPENDENCY_FAULTS
+            if dependency:
+                waited = self.gate.enter("dependency", self.stop_event)
+                if waited is None:
+                    return
+                if waited:
+                    self.log(f"{fault} waited {waited} s for a network fault to end")
             try:
                 getattr(self, f"_fault_{fault}")()
             except Exception as exc:
                 self.errors.append(f"fault {fault} failed: {exc!r}")
+            finally:
+                if dependency:
+                    self.gate.leave("dependency")
 
     def _pick_victim(self) -> WebInstance | None:
         """A serving instance, but never the only one (the fault is a kill, not an outage)."""
@@ -398,9 +556,90 @@ class Platform:
     def _fault_redis_restart(self) -> None:
         self._dependency_restart("redis_restart", self.redis.restart)
 
+    def _fault_redis_failover(self) -> None:
+        """SIGKILL of the Redis primary under load; the Sentinels promote its replica; the dead one
+        starts again as a replica of the new primary. The window's `promoted` and `end` say when."""
+        group = self.redis
+        assert isinstance(group, RedisGroup)
+
+        # Not while an instance is paused: requests queued behind its locks would be counted as
+        # the failover's, and its figures (seconds until writes succeed) would be the pause's;
+        # nor within the 3 s after a resume that the checker still gives to the pause.
+        def clear_of_pauses() -> bool:
+            _, events = self.recorder.snapshot()
+            pauses = [e for e in events if e.kind in ("pause", "resume")]
+            if sum(e.kind == "pause" for e in pauses) > sum(e.kind == "resume" for e in pauses):
+                return False  # an instance is stopped right now
+            resumed = [e.t for e in pauses if e.kind == "resume"]
+            return self.recorder.now() >= max(resumed, default=0.0) + 3.5
+
+        while not clear_of_pauses() and not self.stop_event.wait(0.1):
+            pass
+        if self.stop_event.is_set():
+            return
+        window: dict = {"kind": "redis_failover", "start": self.recorder.now(), "end": None, "settled": None}
+        self.dependency_windows.append(window)
+        dead, successor = group.kill_primary()
+        if not wait_until(lambda: group.promoted(successor), timeout=30, interval=0.05):
+            self.errors.append(f"the Sentinels did not promote the replica on {successor.port} within 30 s")
+        window["promoted"] = self.recorder.now()
+        group.rejoin(dead, successor)
+        wait_until(group.in_sync, timeout=30, interval=0.1)
+        window["end"] = self.recorder.now()
+        self.recorder.event(
+            "redis_failover",
+            f"redis:{dead.port}",
+            promoted_port=successor.port,
+            promoted_after=round(window["promoted"] - window["start"], 2),
+            replica_back_after=round(window["end"] - window["start"], 2),
+        )
+        wait_until(lambda: self.up_in_haproxy() >= max(1, len(self.serving())), timeout=30, interval=0.2)
+        window["settled"] = self.recorder.now()
+
     def _fault_postgres_restart(self) -> None:
         assert self.postgres is not None
         self._dependency_restart("postgres_restart", self.postgres.restart)
+
+    def _fault_postgres_failover(self) -> None:
+        """The primary stopped with `immediate`, its synchronous standby promoted, the old primary
+        rebuilt as the new standby. Requests fail (503) from the stop until the promoted standby
+        serves and every instance is ready again; the window records each step's time."""
+        pair = self.postgres
+        assert isinstance(pair, PostgresPair)
+        window: dict = {"kind": "postgres_failover", "start": self.recorder.now(), "end": None, "settled": None}
+        self.dependency_windows.append(window)
+        old = pair.primary.dir.name
+
+        promoted = threading.Event()
+        outcome: dict = {}
+
+        def step(name: str) -> None:
+            window[name] = self.recorder.now()
+            if name == "primary_stopped":
+                self.recorder.event("postgres_failover", old)
+            if name == "standby_promoted":
+                window["end"] = window[name]
+                promoted.set()
+
+        def fail_over() -> None:
+            try:
+                outcome["steps"] = pair.fail_over(on_step=step)
+            except Exception as exc:
+                outcome["error"] = exc
+            promoted.set()
+
+        # The rebuild of the old primary goes on while the instances come back: their readiness
+        # is measured from the promotion, and no other fault starts before the rebuild is done.
+        thread = threading.Thread(target=fail_over, name="postgres-failover", daemon=True)
+        thread.start()
+        promoted.wait(timeout=120)
+        if window["end"] is not None:
+            wait_until(lambda: self.up_in_haproxy() >= max(1, len(self.serving())), timeout=30, interval=0.2)
+            window["settled"] = self.recorder.now()
+        thread.join(timeout=300)
+        if "error" in outcome:
+            raise outcome["error"]
+        self.recorder.event("postgres_failover_done", pair.primary.dir.name, **outcome.get("steps", {}))
 
     # -- end ----------------------------------------------------------------------------------
     def stop_faults(self) -> None:

@@ -17,19 +17,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import requests
+
+from chaos.ports import free_port
+
+if TYPE_CHECKING:
+    from chaos.netns import Namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def pid_alive(pid: int) -> bool:
+    """A process with this pid runs: it exists (signal 0 checks without sending anything) and has
+    not exited unreaped (a zombie, which an orphan stays if nothing reaps it)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return state != "Z"
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
@@ -194,9 +205,26 @@ class RedisSentinel:
 
 class RedisGroup:
     """A Redis primary, its replica and three Sentinels, as Memorystore's Standard tier or a
-    self-run Redis HA keeps them; the Sentinels promote the replica when the primary dies."""
+    self-run Redis HA keeps them; the Sentinels promote the replica when the primary dies.
 
-    def __init__(self, directory: Path, *, master_name: str = "omk", persistent: bool = True):
+    `primary` and `replica` name the servers as started; after a failover the Sentinels' view
+    (`primary_port`, `current_primary`) says which is which. `down_after_ms` (how long a silent
+    primary is given) and `failover_timeout_ms` set how fast the Sentinels act: with 1000 ms the
+    replica is promoted about 2 to 3 s after the primary died (measured by the chaos run's
+    redis_failover fault; see docs/reliability.md). A failover-timeout of 3 s (Redis's default:
+    3 minutes) bounds an election that failed (a split vote): the Sentinels try again after twice
+    that, still within a run's budget.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        master_name: str = "omk",
+        persistent: bool = True,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ):
         self.dir = directory
         self.master_name = master_name
         sync = ["--repl-diskless-sync-delay", "0"]
@@ -207,9 +235,71 @@ class RedisGroup:
             extra_args=[*sync, "--replicaof", "127.0.0.1", str(self.primary.port)],
         )
         self.sentinels = [
-            RedisSentinel(directory / f"sentinel-{i}", master_name=master_name, master_port=self.primary.port)
+            RedisSentinel(
+                directory / f"sentinel-{i}",
+                master_name=master_name,
+                master_port=self.primary.port,
+                down_after_ms=down_after_ms,
+                failover_timeout_ms=failover_timeout_ms,
+            )
             for i in range(3)
         ]
+
+    @property
+    def port(self) -> int:
+        return self.primary.port
+
+    def current_primary(self) -> RedisServer:
+        """The server the Sentinels call primary (the one started as primary while they disagree)."""
+        port = self.primary_port()
+        return self.by_port(port) if port is not None else self.primary
+
+    def _restart_as(self, server: RedisServer, primary: RedisServer | None) -> None:
+        """Start `server` again (its AOF replayed) as the primary, or as a replica of `primary`.
+
+        Its command line is rewritten: a server started as a replica of the one that has since
+        died must come back as the primary it was promoted to, and the old primary must come
+        back as a replica (never as a second primary with its stale data).
+        """
+        args = list(server.extra_args)
+        if "--replicaof" in args:
+            at = args.index("--replicaof")
+            del args[at : at + 3]
+        if primary is not None:
+            args += ["--replicaof", "127.0.0.1", str(primary.port)]
+        server.extra_args = args
+        server.crash()
+        server.start()
+
+    def restart(self) -> None:
+        """The primary crashes and starts again in place (a restart shorter than the Sentinels'
+        down-after time: no failover), its replica resynchronising from it."""
+        self._restart_as(self.current_primary(), None)
+
+    def other(self, server: RedisServer) -> RedisServer:
+        return self.replica if server is self.primary else self.primary
+
+    def kill_primary(self) -> tuple[RedisServer, RedisServer]:
+        """SIGKILL of the primary; returns (dead primary, its replica, about to be promoted)."""
+        dead = self.current_primary()
+        dead.crash()
+        return dead, self.other(dead)
+
+    def promoted(self, server: RedisServer) -> bool:
+        """Every Sentinel calls `server` the primary and `server` says it is one."""
+        return self.primary_port() == server.port and self.server(server.port).info("replication")["role"] == "master"
+
+    def rejoin(self, dead: RedisServer, primary: RedisServer) -> None:
+        """The dead primary starts again as a replica of the promoted one."""
+        self._restart_as(dead, primary)
+
+    def in_sync(self) -> bool:
+        info = self.server(self.current_primary().port).info("replication")
+        return info.get("role") == "master" and any(
+            isinstance(value, dict) and value.get("state") == "online"
+            for key, value in info.items()
+            if key.startswith("slave")
+        )
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -344,8 +434,11 @@ class PostgresCluster:
 
     def restart(self) -> None:
         """An immediate stop is a crash for PostgreSQL: the next start replays the WAL."""
+        self.restart_with({})
+
+    def restart_with(self, settings: Mapping[str, str]) -> None:
         self.stop(mode="immediate")
-        self.start()
+        self.start(**settings)
 
     def create_database(self, name: str) -> None:
         import psycopg
@@ -362,6 +455,149 @@ class PostgresCluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class PostgresPair:
+    """A primary and its streaming standby with synchronous replication, as Cloud SQL HA keeps
+    them, and their failover. The service reaches it through libpq's multi-host URL (`url()`):
+    every new connection goes to whichever node accepts writes.
+
+    Synchronous (`synchronous_standby_names = '*'`, `synchronous_commit = on`): a commit returns
+    only once the standby has flushed its WAL, so a promoted standby has every acknowledged
+    commit. While a node is rebuilt after a failover the new primary runs alone (the setting
+    empty), as Cloud SQL does until its new standby is up: writes are never held by a missing
+    standby. Each node carries everything a cluster needs of the other (wal_log_hints for
+    pg_rewind, replication slots not used: wal_keep_size covers a rewind's catch-up).
+    """
+
+    SETTINGS = {
+        "wal_log_hints": "on",
+        "wal_keep_size": "256MB",
+        "hot_standby": "on",
+        # A standby that lost its primary (a restart) asks again after this, not 5 s: commits
+        # wait for it while replication is synchronous.
+        "wal_retrieve_retry_interval": "250ms",
+    }
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.nodes = [PostgresCluster(directory / "pg"), PostgresCluster(directory / "pg-b")]
+        self.primary, self.standby = self.nodes
+
+    @property
+    def port(self) -> int:
+        return self.primary.port
+
+    def url(self, dbname: str) -> str:
+        # Fixed order: after a failover the first host listed is a standby, so the service's
+        # connections do meet (and skip) a node that refuses writes.
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"postgres://postgres@{hosts}/{dbname}?target_session_attrs=read-write"
+
+    def _settings(self, node: PostgresCluster) -> dict[str, str]:
+        return {"cluster_name": node.dir.name}
+
+    def start(self) -> None:
+        self.primary.init()
+        # In the configuration file, not on the command line: pg_rewind's own crash recovery of
+        # a node stopped with `immediate` runs without the command line, and a wal_log_hints off
+        # there would make that node's rewind impossible. pg_basebackup copies the file.
+        with (self.primary.datadir / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{name} = '{value}'\n" for name, value in self.SETTINGS.items())
+        self.primary.start(**self._settings(self.primary))
+        self.standby.init_standby(self.primary)
+        self.standby.start(**self._settings(self.standby))
+        self._synchronous(self.primary, True)
+
+    def _synchronous(self, primary: PostgresCluster, on: bool, timeout: float = 30) -> None:
+        """Turn synchronous replication on (waiting until the standby streams) or off, on `primary`."""
+        value = "'*'" if on else "''"
+        self._execute(primary, f"ALTER SYSTEM SET synchronous_standby_names = {value}", "SELECT pg_reload_conf()")
+        if on and not wait_until(lambda: self.sync_state(primary) == "sync", timeout, interval=0.1):
+            raise RuntimeError(f"standby of {primary.dir.name} did not become synchronous; see {self.dir}")
+
+    def _execute(self, node: PostgresCluster, *statements: str) -> None:
+        import psycopg
+
+        with psycopg.connect(node.url("postgres"), autocommit=True, connect_timeout=3) as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def sync_state(self, primary: PostgresCluster) -> str | None:
+        """pg_stat_replication's sync_state of the (one) standby streaming from `primary`."""
+        import psycopg
+
+        with psycopg.connect(primary.url("postgres"), autocommit=True, connect_timeout=1) as conn:
+            row = conn.execute("SELECT sync_state FROM pg_stat_replication LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def create_database(self, name: str) -> None:
+        self.primary.create_database(name)
+
+    def fail_over(self, on_step: Callable[[str], None] | None = None, *, rebuild: bool = True) -> dict[str, Any]:
+        """The primary stopped with `immediate` (a crash), the standby promoted, the old primary
+        rebuilt as the new standby (pg_rewind, a fresh pg_basebackup if that fails), then
+        replication synchronous again. Returns each step's seconds since the stop.
+
+        `rebuild=False` leaves the old primary stopped (a test's last failover: nothing follows)."""
+        step = on_step or (lambda name: None)
+        old, new = self.primary, self.standby
+        started = time.monotonic()
+        times: dict[str, Any] = {}
+
+        def mark(name: str) -> None:
+            times[name] = round(time.monotonic() - started, 3)
+            step(name)
+
+        old.stop(mode="immediate")
+        mark("primary_stopped")
+        new.promote()
+        # Alone until its standby is back: commits must not wait for a standby that is not there.
+        self._synchronous(new, False)
+        self.primary, self.standby = new, old
+        mark("standby_promoted")
+        if not rebuild:
+            return times
+        times["rebuilt_by"] = self._rebuild(old, new)
+        mark("rebuilt_as_standby")
+        return times
+
+    def _rebuild(self, old: PostgresCluster, new: PostgresCluster) -> str:
+        """pg_rewind the old primary onto the new one's timeline and start it as its standby;
+        a fresh pg_basebackup when the rewind fails or the node does not stream after it."""
+        # pg_rewind reads the source's timeline from its control file, which the promotion
+        # updates only at its checkpoint: without this one it may see no fork ("no rewind required").
+        self._execute(new, "CHECKPOINT")
+        conninfo = f"host=127.0.0.1 port={new.port} user=postgres dbname=postgres"
+        rewind = old._run(
+            old._tool("pg_rewind"), "-D", str(old.datadir), "--source-server", conninfo, "-R", "--no-sync",
+            timeout=120,
+        )  # fmt: skip
+        with (self.dir / "pg_rewind.log").open("a") as log:
+            log.write(rewind.stdout + rewind.stderr)
+        if rewind.returncode == 0:
+            old.start(**self._settings(old))
+            with contextlib.suppress(RuntimeError):
+                self._synchronous(new, True, timeout=15)
+                return "pg_rewind"
+            old.stop(mode="immediate")
+        shutil.rmtree(old.datadir, ignore_errors=True)
+        old.init_standby(new)
+        old.start(**self._settings(old))
+        self._synchronous(new, True)
+        return "pg_basebackup"
+
+    def restart(self) -> None:
+        """The primary crashes and comes back (no failover): its standby reconnects."""
+        self.primary.restart_with(self._settings(self.primary))
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def remove(self) -> None:
+        for node in self.nodes:
+            node.remove()
+
+
 class HAProxy:
     """HAProxy in front of a fixed set of server slots, changed at runtime over its stats socket.
 
@@ -373,18 +609,25 @@ class HAProxy:
 
     BACKEND = "web"
 
-    def __init__(self, directory: Path, slot_ports: list[int], port: int | None = None):
+    def __init__(
+        self, directory: Path, slot_ports: list[int], port: int | None = None, slot_hosts: list[str] | None = None
+    ):
         self.dir = directory
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.slot_ports = slot_ports
+        # Each slot's address: 127.0.0.1, or the network namespace of the slot (chaos/netns.py).
+        self.slot_hosts = slot_hosts or ["127.0.0.1"] * len(slot_ports)
         self.socket_path = directory / "haproxy.sock"
         self.config_path = directory / "haproxy.cfg"
         self.log_path = directory / "haproxy.log"
         self.process: subprocess.Popen | None = None
 
     def config(self) -> str:
-        servers = "\n".join(f"    server s{i} 127.0.0.1:{port} disabled" for i, port in enumerate(self.slot_ports))
+        servers = "\n".join(
+            f"    server s{i} {host}:{port} disabled"
+            for i, (host, port) in enumerate(zip(self.slot_hosts, self.slot_ports, strict=True))
+        )
         return f"""# Generated by chaos/topology.py for one chaos run.
 global
     log stdout format raw local0
@@ -398,7 +641,11 @@ defaults
     log-format "%[capture.req.hdr(0)] %s %ST %tsc %rc %Ta %{{+Q}}r"
     timeout connect 1s
     timeout client 60s
-    timeout server 60s
+    # The longest a request may take behind the load balancer: beyond every bound of the service's
+    # own (a dependency wait is cut in ~10 s, see docs/configuration.md), so only a request sent to
+    # an instance whose path drops packets meets it (504, and the client retries). The clients'
+    # long polls for the Queen's replies wait 5 s (chaos/flows/hive.py).
+    timeout server 15s
     timeout check 2s
     timeout http-keep-alive 5s
     # A connection refused by an instance that died is retried on another one (safe: the request
@@ -466,14 +713,27 @@ backend {self.BACKEND}
 class WebInstance:
     """One gunicorn master and its workers on a port of its own, as a pod or a Cloud Run instance."""
 
-    def __init__(self, name: str, slot: int, port: int, env: Mapping[str, str], directory: Path):
+    def __init__(
+        self,
+        name: str,
+        slot: int,
+        port: int,
+        env: Mapping[str, str],
+        directory: Path,
+        namespace: Namespace | None = None,
+    ):
         self.name = name
         self.slot = slot
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        # In a network namespace (chaos/netns.py): reached on its address, its dependencies
+        # through the namespace's proxy routes.
+        self.namespace = namespace
+        self.url = f"http://{namespace.address if namespace else '127.0.0.1'}:{port}"
         self.dir = directory
         self.run_dir = directory / "run"
         inherited = {k: v for k, v in os.environ.items() if k != "OMK_DRAIN_FLAG"}
+        if namespace is not None:
+            env = {key: namespace.rewrite(value) for key, value in env.items()}
         self.env = {
             **inherited,
             **env,
@@ -492,8 +752,9 @@ class WebInstance:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "prometheus").mkdir(parents=True, exist_ok=True)
+        argv = [str(BIN / "gunicorn"), "-c", "omk/gunicorn.conf.py"]
         self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "omk/gunicorn.conf.py"],
+            self.namespace.wrap(argv) if self.namespace else argv,
             cwd=ROOT,
             env=self.env,
             stdout=(self.dir / "gunicorn.log").open("ab"),
@@ -551,9 +812,14 @@ class WebInstance:
 class WorkerProcess:
     """`python manage.py worker`: the durable background worker, with the web instance's lifecycle."""
 
-    def __init__(self, name: str, env: Mapping[str, str], directory: Path, command: list[str]):
+    def __init__(
+        self, name: str, env: Mapping[str, str], directory: Path, command: list[str], namespace: Namespace | None = None
+    ):
         self.name = name
         self.dir = directory
+        self.namespace = namespace
+        if namespace is not None:
+            env = {key: namespace.rewrite(value) for key, value in env.items()}
         self.env = {**os.environ, **env, "OMK_RUN_DIR": str(directory / "run")}
         self.command = command
         self.kind = "worker"
@@ -561,8 +827,9 @@ class WorkerProcess:
 
     def start(self) -> None:
         (self.dir / "run").mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "manage.py", *self.command]
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", *self.command],
+            self.namespace.wrap(argv) if self.namespace else argv,
             cwd=ROOT,
             env=self.env,
             stdout=(self.dir / "worker.log").open("ab"),

@@ -9,10 +9,12 @@ An app declares its settings once, as annotated class attributes whose values ar
 
     locks_settings = LocksSettings()
 
-`locks_settings.TTL` is then `settings.LOCKS_TTL` if the project sets it, else 30.0, read at every
-access (so `override_settings` and pytest-django's `settings` fixture are honoured), and typed:
+`locks_settings.TTL` is then `settings.LOCKS_TTL` if the project sets it, else 30.0, and typed:
 mypy sees a float, and a configured value of another type is an ImproperlyConfigured naming the
-setting (an int where a float is declared is taken as that float). The defaults live here and
+setting (an int where a float is declared is taken as that float). The checked value is kept
+until Django's `setting_changed` signal (sent by `override_settings` and pytest-django's
+`settings` fixture) drops every kept value: middleware reads settings on every request, and
+reading and checking one anew cost more than the rest of some middleware's work. The defaults live here and
 nowhere else: `settings/` sets only what an environment changes.
 """
 
@@ -23,6 +25,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 
 class AppSettings:
@@ -32,10 +35,15 @@ class AppSettings:
         if not name.isupper():
             return super().__getattribute__(name)
         cls = type(self)
+        kept = _kept.get((cls, name), _MISSING)
+        if kept is not _MISSING:
+            return kept
         declared = _declared(cls)
         if name not in declared:
             raise AttributeError(f"{cls.__name__} has no setting {name}.")
-        return _conform(cls.prefix + name, cls.raw(name), declared[name])
+        value = _conform(cls.prefix + name, cls.raw(name), declared[name])
+        _kept[(cls, name)] = value
+        return value
 
     @classmethod
     def raw(cls, name: str) -> Any:
@@ -50,6 +58,22 @@ class AppSettings:
 # Read once per class. (Not functools.cache: mypy refuses a class as its Hashable argument when
 # the call is made inside that class's own methods.)
 _declared_settings: dict[type[AppSettings], dict[str, Any]] = {}
+
+
+# Checked values by (class, name), until a setting changes (a wrong type is never kept: it raises
+# again at the next access).
+_kept: dict[tuple[type[AppSettings], str], Any] = {}
+_MISSING = object()
+
+
+def _settings_changed(**kwargs: Any) -> None:
+    # Any setting: a prefix need not be unique, and changes happen only in tests. Connected when
+    # core.conf is first imported, so before any receiver of a module that reads AppSettings:
+    # those then read the new value.
+    _kept.clear()
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="core.conf.kept_settings")
 
 
 def _declared(cls: type[AppSettings]) -> dict[str, Any]:

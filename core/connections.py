@@ -1,4 +1,5 @@
-"""Closing the service's connections: Django's databases (and their psycopg pools) and Redis."""
+"""The service's connections: Django's databases (and their psycopg pools) and Redis, named
+after the process that opens them and closed when it is done."""
 
 from __future__ import annotations
 
@@ -31,3 +32,19 @@ def connections_close(*, pools: bool, redis: bool) -> int:
         redis_client().connection_pool.disconnect()
         closed += 1
     return closed
+
+
+def connections_name(*, pid: int) -> None:
+    """Name the database connections this process opens after it (`application_name`).
+
+    Settings are read once, in the gunicorn master, and every process forked from it would
+    otherwise open its connections under the master's name (pg_stat_activity could not tell a
+    worker's from another's)."""
+    from django.conf import settings
+    from django.db import connections
+
+    name = f"omk-{pid}"
+    for databases in (settings.DATABASES, connections.settings):
+        for config in databases.values():
+            if "application_name" in config.get("OPTIONS", {}):
+                config["OPTIONS"]["application_name"] = name

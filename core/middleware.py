@@ -1,6 +1,7 @@
 """Middleware every app relies on: a dependency outage is a 503, and the JSON API's request guards."""
 
 import json
+import logging
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -9,6 +10,8 @@ from core.conf import core_settings
 from core.dependencies import unavailable_dependency
 from core.errors import error_body
 from core.responses import service_unavailable
+
+logger = logging.getLogger(__name__)
 
 
 class ApiGuardMiddleware:
@@ -70,4 +73,6 @@ class DependencyUnavailableMiddleware:
         dependency = unavailable_dependency(exception)
         if dependency is None:
             return None
+        # The cause, for the operator: the client's 503 names only the dependency.
+        logger.warning("%s unavailable on %s: %s: %s", dependency, request.path, type(exception).__name__, exception)
         return service_unavailable(request, dependency)

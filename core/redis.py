@@ -34,7 +34,13 @@ from django.dispatch import receiver
 from django_redis import get_redis_connection
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
+from redis.sentinel import (
+    MasterNotFoundError,
+    SentinelConnectionPool,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from core.conf import core_settings
 from core.dependencies import ReplicaAckTimeout
@@ -77,6 +83,49 @@ def _settings_changed(*, setting: str, **kwargs: object) -> None:
         _async_clients.clear()
 
 
+class SentinelConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection bounded as the plain ones are. It is closed when reading a
+    reply fails, as redis-py's
+    plain connections are: its `read_response` defaults to `disconnect_on_error=False` (redis-py
+    8.1, pinned by tests/core/test_redis_sentinel.py), and with timeouts not retried (settings/
+    base.py: the retry's failure callback, which closes the connection, never runs for them) a
+    connection whose command timed out went back to the pool with that command's reply still on
+    its way: the next command read it (a throttle's EVALSHA answered another command's `OK`)."""
+
+    def read_response(
+        self, disable_decoding: bool = False, *, disconnect_on_error: bool | None = True, **kwargs: Any
+    ) -> Any:
+        return super().read_response(disable_decoding, disconnect_on_error=disconnect_on_error, **kwargs)
+
+    def connect(self) -> None:
+        """Asking the Sentinels for the primary is not retried: one attempt already asks each of
+        them in turn (on a path that drops packets, a timeout each), and redis-py retried it
+        (MasterNotFoundError is a ConnectionError), inside the command's own retries: a call on
+        a partitioned instance took over 15 s. A primary the Sentinels call down is a failover
+        in progress: a 503 and the client's retry. (`_connect_retry` is redis-py's own step,
+        pinned by tests/core/test_redis_sentinel.py.)"""
+        self.retry.call_with_retry(self._connect_retry, lambda error: None, is_retryable=_not_master_not_found)
+
+
+def _not_master_not_found(error: Exception) -> bool:
+    return not isinstance(error, MasterNotFoundError)
+
+
+class SentinelSSLConnection(SentinelConnection, SentinelManagedSSLConnection):
+    pass
+
+
+class SentinelPool(SentinelConnectionPool):
+    """redis-py's pool of connections to the primary the Sentinels name, with `SentinelConnection`:
+    django-redis's CONNECTION_POOL_CLASS (settings/sentinel.py) and `build_redis_client()`'s."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any):
+        # As redis-py's own pool picks its class (and takes `ssl` out of the connections' kwargs).
+        ssl = kwargs.pop("ssl", False)
+        kwargs.setdefault("connection_class", SentinelSSLConnection if ssl else SentinelConnection)
+        super().__init__(service_name, sentinel_manager, **kwargs)
+
+
 def _description() -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(location, connection kwargs, cache OPTIONS) of the default cache, as django-redis reads them."""
     cache: dict[str, Any] = settings.CACHES["default"]
@@ -114,7 +163,7 @@ def build_redis_client() -> Redis:
 
         service, target = _sentinel_target(location, kwargs)
         sentinel = Sentinel(options["SENTINELS"], sentinel_kwargs=options.get("SENTINEL_KWARGS"), **target)
-        return sentinel.master_for(service)
+        return sentinel.master_for(service, connection_pool_class=SentinelPool)
     return Redis.from_url(location, **kwargs)
 
 
@@ -127,7 +176,10 @@ def build_async_redis_client() -> AsyncRedis:
         retry = values.get("retry")
         if isinstance(retry, Retry):
             # The sync Retry sleeps with time.sleep; asyncio needs its own class with the same policy.
-            values["retry"] = AsyncRetry(retry._backoff, retry.get_retries())
+            # (Private attributes, pinned by tests/core/test_redis.py.) The sync Retry is typed
+            # for any exception, the asyncio one for Redis errors: the settings give Redis errors.
+            errors = tuple(e for e in retry._supported_errors if issubclass(e, RedisError))
+            values["retry"] = AsyncRetry(retry._backoff, retry.get_retries(), errors)
         return values
 
     location, kwargs, options = _description()

@@ -1,11 +1,11 @@
 """EVM wallet addresses: format and EIP-55 checksum.
 
-Keccak-256 (not hashlib's SHA3-256: the padding differs) comes from pycryptodome.
+Keccak-256 (not hashlib's SHA3-256: the padding differs) comes from pycryptodome, imported on
+first use: its C bindings go through cffi, whose declarations parser costs about 80 ms at
+import, and the admin and the job tasks import this module at start-up (docs/benchmarks.md).
 """
 
 import re
-
-from Crypto.Hash import keccak
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -16,6 +16,8 @@ class InvalidWallet(ValueError):
 
 def to_checksum_address(address: str) -> str:
     """EIP-55: each hex letter is upper-cased when the matching nibble of keccak(lowercase) >= 8."""
+    from Crypto.Hash import keccak
+
     lower = address[2:].lower()
     digest = keccak.new(digest_bits=256, data=lower.encode("ascii")).hexdigest()
     return "0x" + "".join(c.upper() if c.isalpha() and int(digest[i], 16) >= 8 else c for i, c in enumerate(lower))

@@ -320,9 +320,12 @@ def queue_claim_view(request: ApiRequest, name: str, payload: QueueClaimIn):
     response={200: QueueAckOut, **ERRORS},
     summary="Acknowledge messages delivered to a consumer (each at most once; owner and members)",
 )
+@idempotent
 def queue_ack_view(request: ApiRequest, name: str, payload: QueueAckIn):
     queue = _queue(request, name)
-    result = queue_ack(name=queue.name, ids=payload.ids, consumer=payload.consumer)
+    result = queue_ack(
+        name=queue.name, ids=payload.ids, consumer=payload.consumer, dedupe=idempotency_effect_token(request)
+    )
     return {"acked": result.acked, "not_pending": result.not_pending}
 
 

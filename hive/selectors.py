@@ -18,11 +18,11 @@ from hive.metrics import history_rebuilds
 from hive.models import BeeQueue, Conversation, Reply
 from hive.services import (
     BoardPost,
-    _parse_uuid,
     board_index_key,
     board_post_key,
     conversation_not_found,
     queue_not_found,
+    uuid_or_none,
 )
 from lifecycle.sessions.metrics import SESSIONS_RECOVERED
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def conversation_get(*, conversation_id: Any, user: User) -> Conversation:
     """The user's conversation; NotFound for another user's, as for none."""
-    pk = _parse_uuid(conversation_id)
+    pk = uuid_or_none(conversation_id)
     conversation = None if pk is None else Conversation.objects.filter(pk=pk, owner=user).first()
     if conversation is None:
         raise conversation_not_found()

@@ -24,11 +24,13 @@ from hive.conf import hive_settings, queen_settings
 from hive.models import BeeQueue, Conversation, Reply, Turn
 from lifecycle.outbox.services import record_event
 from lifecycle.queues.services import InvalidQueueName, queue_delete, queue_validate_name
+from lifecycle.wake import work_created
 
 logger = logging.getLogger(__name__)
 
 
-def _parse_uuid(value: Any) -> uuid.UUID | None:
+def uuid_or_none(value: Any) -> uuid.UUID | None:
+    """`value` as a UUID, or None when it is not one (an id in a URL: a 404, not a 400)."""
     try:
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
     except ValueError:
@@ -120,6 +122,7 @@ def _reply_defer(reply: Reply) -> None:
     # lock runs one conversation's replies one after another, in the order of their turns.
     reply.job_id = generate_reply.configure(lock=reply_lock(reply.conversation_id)).defer(reply_id=reply.pk)
     Reply.objects.filter(pk=reply.pk).update(job_id=reply.job_id)
+    work_created()
 
 
 def reply_lock(conversation_id: Any) -> str:
@@ -136,7 +139,7 @@ def turn_append(*, conversation_id: Any, user: User, role: str, content: str) ->
     _require_text(errors, "content", content, hive_settings.MAX_TURN_CHARS)
     if errors:
         raise InvalidInput.of(errors)
-    pk = _parse_uuid(conversation_id)
+    pk = uuid_or_none(conversation_id)
     if pk is None:
         raise conversation_not_found()
     with transaction.atomic():
@@ -148,7 +151,7 @@ def turn_append(*, conversation_id: Any, user: User, role: str, content: str) ->
 
 def reply_retry(*, conversation_id: Any, reply_id: Any, user: User) -> Reply:
     """Queue a failed reply again (the user's retry); Conflict unless it failed."""
-    pk = _parse_uuid(conversation_id)
+    pk = uuid_or_none(conversation_id)
     if pk is None:
         raise conversation_not_found()
     with transaction.atomic():

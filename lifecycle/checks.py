@@ -1,4 +1,4 @@
-"""System checks of the instance lifecycle (ids lifecycle.E001-E007): bad configuration is caught at start."""
+"""System checks of the instance lifecycle (ids lifecycle.E001-E009): bad configuration is caught at start."""
 
 from typing import Any
 
@@ -110,4 +110,32 @@ def check_lifecycle_steps(app_configs, **kwargs):
                         id="lifecycle.E006",
                     )
                 )
+    return errors
+
+
+@register(Tags.security)
+def check_wake(app_configs, **kwargs):
+    """A worker that scales to zero: its wake-up endpoint must never be open, nor the wake-ups of
+    the web unauthenticated (the worker would refuse them all, and only the schedule would run)."""
+    from lifecycle.conf import lifecycle_settings
+
+    errors = []
+    token = lifecycle_settings.WAKE_TOKEN
+    if (lifecycle_settings.WAKE_SERVE or lifecycle_settings.WAKE_URL) and not token:
+        errors.append(
+            Error(
+                "WAKE_SERVE or WAKE_URL is set without WAKE_TOKEN: the worker's /internal/wake refuses every "
+                "wake-up without the shared token.",
+                id="lifecycle.E008",
+                hint="Set WAKE_TOKEN (a secret, the same on the web and the worker service).",
+            )
+        )
+    if lifecycle_settings.DRAIN_MAX_SECONDS <= 0:
+        errors.append(
+            Error(
+                f"DRAIN_MAX_SECONDS ({lifecycle_settings.DRAIN_MAX_SECONDS:g}) must be positive: a drain would "
+                "stop before its first round.",
+                id="lifecycle.E009",
+            )
+        )
     return errors

@@ -2,7 +2,7 @@
 
 - Start: a fresh instance id (inherited by the workers), Django imported but no connection
   opened (workers inherit whatever the master holds at fork), Redis heartbeats from a thread
-  with a client of its own, and the first worker runs registration and recovery.
+  with a client of its own, and registration and recovery in a forked startup process.
 - SIGTERM (and SIGINT, Ctrl-C): gunicorn closes its listener at once (gunicorn issues #2529, #3397), so a connection
   that arrives while load balancers still route to us would be refused. The master's
   `handle_term` is replaced: readiness turns 503 in every worker, the listener stays open and
@@ -42,6 +42,8 @@ class _State:
     instance_id: str = ""
     shutdown_done: bool = False
     heartbeat: Heartbeat | None = None
+    # The process registering and recovering the instance (lifecycle.startup), while it runs.
+    startup_pid: int | None = None
 
 
 state = _State()
@@ -63,6 +65,22 @@ def configure_master_environment(run_dir: Path) -> None:
 
 
 def on_starting(server) -> None:
+    master_setup(startup_process=True)
+    server.handle_term = types.MethodType(handle_term, server)
+    server.reap_workers = types.MethodType(reap_workers, server)
+    # Ctrl-C (`make run`): gunicorn's handle_int is a quick stop, no drain and no report. The same
+    # sequence as SIGTERM instead; the workers, which got the terminal's SIGINT too, ignore it
+    # (post_worker_init) and stop when the sequence stops them.
+    server.handle_int = types.MethodType(handle_term, server)
+
+
+def master_setup(*, startup_process: bool = False) -> None:
+    """Flags of an earlier master with this pid cleared, Django set up, the instance file written;
+    with `startup_process`, the startup's registration and recovery forked off right after
+    django.setup() (lifecycle.startup).
+
+    Also run by the Cloud Run functions entry point (lifecycle/function_hooks.py), which has no
+    server hooks and runs the startup itself."""
     import django
 
     from lifecycle.shutdown import instance_file, write_json
@@ -72,22 +90,82 @@ def on_starting(server) -> None:
     Path(recovered).unlink(missing_ok=True)
     Path(recovered).with_suffix(".lead").unlink(missing_ok=True)
     # Import Django (settings, apps, models) once in the master: the shutdown steps need it after
-    # the workers are gone, and workers then fork with it loaded. No connection is opened here.
+    # the workers are gone, and workers then fork with it loaded, with what the first request
+    # and the startup recovery need (lifecycle.warmup). No connection is opened here.
     django.setup()
-    server.handle_term = types.MethodType(handle_term, server)
-    # Ctrl-C (`make run`): gunicorn's handle_int is a quick stop, no drain and no report. The same
-    # sequence as SIGTERM instead; the workers, which got the terminal's SIGINT too, ignore it
-    # (post_worker_init) and stop when the sequence stops them.
-    server.handle_int = types.MethodType(handle_term, server)
+    if startup_process:
+        from lifecycle.startup import start_web_startup_process
+
+        state.startup_pid = start_web_startup_process(master_pid=os.getpid())
+    from lifecycle.warmup import preload_request_path
+
+    preload_request_path()
     write_json(
         instance_file("gunicorn", os.getpid()),
         {"pid": os.getpid(), "instance_id": state.instance_id, "kind": "web", "started_at": time.time()},
     )
 
 
+def reap_workers(arbiter) -> None:
+    """Replaces Arbiter.reap_workers: the startup process first, by its pid.
+
+    gunicorn reaps its children with waitpid(-1) and ignores one that is not a worker; a startup
+    process that ended before the instance was recovered (killed, say) is replaced here, as a
+    worker would be, or the instance would never turn ready."""
+    from gunicorn.arbiter import Arbiter
+
+    startup_process_reap()
+    Arbiter.reap_workers(arbiter)
+
+
+def startup_process_reap() -> None:
+    from prometheus_client import multiprocess
+
+    from lifecycle.startup import release_startup_lead_of, start_web_startup_process
+
+    pid = state.startup_pid
+    if pid is None:
+        return
+    try:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already
+        ended, status = pid, -1
+    if not ended:
+        return
+    state.startup_pid = None
+    # Its live gauges go, as a worker's do (child_exit); its counters stay counted.
+    multiprocess.mark_process_dead(pid)
+    if is_recovered() or is_draining():
+        return
+    logger.error(
+        "The startup process %d ended (status %d) before the instance was recovered: forking another", pid, status
+    )
+    release_startup_lead_of(pid)
+    state.startup_pid = start_web_startup_process(master_pid=os.getpid())
+
+
+def startup_process_stop() -> None:
+    """A stopping instance does not go on registering and recovering (every step is idempotent:
+    another instance's pass redoes what this one cut short)."""
+    pid, state.startup_pid = state.startup_pid, None
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
 def when_ready(server) -> None:
     from core.redis import build_redis_client
     from lifecycle.conf import lifecycle_settings
+    from lifecycle.warmup import collection_resume
+
+    # The last hook before gunicorn forks its workers (collection paused at config import).
+    collection_resume()
+    # A startup process that ended before gunicorn handled SIGCHLD is found here.
+    startup_process_reap()
 
     # A client of the master's own (REDIS_URL or Sentinel, as every client): never Django's pool,
     # which the workers must create afresh.
@@ -97,7 +175,19 @@ def when_ready(server) -> None:
         state=_current_state,
         interval=lifecycle_settings.HEARTBEAT_INTERVAL,
         ttl=lifecycle_settings.HEARTBEAT_TTL,
+        lease=_idle_lease if lifecycle_settings.IDLE_HEARTBEAT_TTL else None,
     ).start()
+
+
+def _idle_lease() -> tuple[float, int | None]:
+    """Request-based CPU: a beat taken with no request in flight lasts the idle TTL, since the
+    next one may come only with the next request; one taken while serving lasts the usual TTL."""
+    from lifecycle.conf import lifecycle_settings
+
+    in_flight, ended = inflight.snapshot()
+    if in_flight > 0 or lifecycle_settings.IDLE_HEARTBEAT_TTL is None:
+        return lifecycle_settings.HEARTBEAT_TTL, ended
+    return lifecycle_settings.IDLE_HEARTBEAT_TTL, ended
 
 
 def _current_state() -> str:
@@ -107,23 +197,18 @@ def _current_state() -> str:
 
 
 def post_fork(server, worker) -> None:
-    """Settings were read in the master: name this worker's database connections after it."""
-    from django.conf import settings
-    from django.db import connections
+    from core.connections import connections_name
 
-    name = f"omk-{os.getpid()}"
-    for databases in (settings.DATABASES, connections.settings):
-        for config in databases.values():
-            if "application_name" in config.get("OPTIONS", {}):
-                config["OPTIONS"]["application_name"] = name
+    connections_name(pid=os.getpid())
 
 
 def post_worker_init(worker) -> None:
-    from lifecycle.startup import start_web_startup_thread
+    from lifecycle.startup import start_web_startup_thread, worker_pools_open
 
     # gunicorn's worker quits at once on SIGINT; the master's shutdown sequence stops it instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
+    worker_pools_open()
     start_web_startup_thread(master_pid=worker.ppid)
 
 
@@ -157,6 +242,7 @@ def child_exit(server, worker) -> None:
 def on_exit(server) -> None:
     from lifecycle.shutdown import instance_file
 
+    startup_process_stop()
     instance_file("gunicorn", os.getpid()).unlink(missing_ok=True)
     clear_draining()
     Path(os.environ[RECOVERED_FLAG_ENV]).unlink(missing_ok=True)
@@ -190,7 +276,7 @@ class DrainDelay(Step):
     def __init__(self, context: StepContext, *, seconds: float):
         super().__init__(context)
         self.seconds = seconds
-        self.label = f"Waiting for load balancers ({seconds:g} s)"
+        self.label = f"Waiting for load balancers ({seconds:.1f} s)"
 
     def run(self, *, deadline: float) -> int:
         time.sleep(max(0.0, min(self.seconds, deadline - time.monotonic())))
@@ -247,6 +333,7 @@ def _shutdown_sequence(arbiter) -> None:
     from lifecycle.conf import lifecycle_settings
     from lifecycle.shutdown import ShutdownSequence
 
+    startup_process_stop()
     # A preStop `manage.py drain` began the drain (and the budget) earlier.
     sequence = ShutdownSequence(
         process="gunicorn",

@@ -7,6 +7,7 @@ PostgreSQL, connection refused...).
 """
 
 import dataclasses
+import datetime
 
 from django import db
 from django.db import connections
@@ -31,6 +32,17 @@ def _describe(exc: BaseException) -> str:
 class DatabaseCheck(HealthCheck):
     name = "database"
     alias = "default"
+
+    @property
+    def timeout(self) -> datetime.timedelta:
+        # A dropped path makes the pooled connection's check wait until tcp_user_timeout breaks
+        # it, then the pool waits for a new one: past django-health-check's default 5 s, which
+        # would answer "Timed out" where the cause is known a moment later.
+        options = connections[self.alias].settings_dict["OPTIONS"]
+        tcp_user_timeout = options.get("tcp_user_timeout", 0) / 1000
+        pool = options.get("pool")
+        pool_timeout = pool.get("timeout", 0) if isinstance(pool, dict) else 0
+        return max(datetime.timedelta(seconds=tcp_user_timeout + pool_timeout), HealthCheck.timeout)
 
     def run(self) -> None:
         try:

@@ -93,6 +93,8 @@ class JobWorker:
     def __init__(self, app: App, **options: Any):
         self.app = app
         self.worker_id: int | None = None
+        # The task of each job this worker started, in order (the drain counts them).
+        self.task_names: list[str] = []
         # The worker middleware procrastinate would use (the call's, else the app's worker
         # defaults', App's `worker_defaults` argument), then ours.
         middleware = options.get("worker_middleware") or app.worker_defaults.get("worker_middleware") or []
@@ -102,6 +104,7 @@ class JobWorker:
 
     async def _note_worker_id(self, call_next, context, worker) -> Any:
         self.worker_id = context.job.worker_id
+        self.task_names.append(context.job.task_name)
         return await call_next()
 
     def start(self) -> asyncio.Task[None]:

@@ -42,9 +42,11 @@ def process_alive(pid: int) -> bool:
         return True
 
 
-def local_instances() -> list[LocalInstance]:
+def local_instances(directory: Path | None = None) -> list[LocalInstance]:
+    """The instances with a file in `directory` (the run directory of Django's settings) whose
+    process runs."""
     found = []
-    for path in sorted(run_dir().glob("*.json")):
+    for path in sorted((directory or run_dir()).glob("*.json")):
         if path.name.endswith(".report.json"):
             continue
         try:

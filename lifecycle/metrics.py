@@ -29,6 +29,12 @@ INSTANCE_STARTUP = Counter("instance_startup_total", "Instances that registered 
 JOB_WORKER_RESTARTS = Counter(
     "job_worker_restarts_total", "procrastinate workers restarted in-process after they stopped by themselves"
 )
+WORKER_WAKEUPS = Counter(
+    "worker_wakeups_total",
+    "Wake-ups of a worker that scales to zero, by outcome (sent, debounced, failed)",
+    ("outcome",),
+)
+DRAIN_ROUNDS = Counter("worker_drain_rounds_total", "Rounds of `manage.py worker --until-empty` (jobs, outbox, passes)")
 INSTANCE_SHUTDOWN = Counter("instance_shutdown_total", "Instance shutdowns, by outcome", ("kind", "outcome"))
 INSTANCE_SHUTDOWN_DURATION = Histogram(
     "instance_shutdown_duration_seconds",

@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "omk:lifecycle:instance:{}"
+# The generation of the beat stored under HEARTBEAT_KEY (requests ended when it was taken).
+GENERATION_KEY = "omk:lifecycle:instance-generation:{}"
 INSTANCE_ID_ENV = "OMK_INSTANCE_ID"
 
 
@@ -37,12 +39,33 @@ def heartbeat_key(instance_id: str) -> str:
     return HEARTBEAT_KEY.format(instance_id)
 
 
-def heartbeat_write(client: Redis, *, instance_id: str, state: str, ttl: float) -> None:
-    client.set(heartbeat_key(instance_id), state, px=int(ttl * 1000))
+# A beat taken before a later one was stored must not replace it: the gunicorn master's beat
+# (taken while a request ran, so short-lived) may reach Redis after the idle beat the request
+# wrote as it ended, and would leave an idle instance to expire and be counted lost.
+_WRITE_UNLESS_NEWER = """
+local stored = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if tonumber(ARGV[3]) < stored then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+return 1
+"""
+
+
+def heartbeat_write(client: Redis, *, instance_id: str, state: str, ttl: float, generation: int | None = None) -> bool:
+    """Write the beat; with a `generation`, only if no beat of a later generation is stored."""
+    if generation is None:
+        client.set(heartbeat_key(instance_id), state, px=int(ttl * 1000))
+        return True
+    keys = [heartbeat_key(instance_id), GENERATION_KEY.format(instance_id)]
+    return bool(client.eval(_WRITE_UNLESS_NEWER, 2, *keys, state, int(ttl * 1000), generation))
 
 
 def heartbeat_delete(client: Redis, *, instance_id: str) -> None:
-    client.delete(heartbeat_key(instance_id))
+    client.delete(heartbeat_key(instance_id), GENERATION_KEY.format(instance_id))
+
+
+# (ttl, generation) of the next beat: how long it lasts and the requests ended when it was taken.
+Lease = Callable[[], tuple[float, int | None]]
 
 
 class Heartbeat:
@@ -61,8 +84,12 @@ class Heartbeat:
         state: Callable[[], str],
         interval: float,
         ttl: float,
+        lease: Lease | None = None,
     ):
         self.client = client
+        # Without a lease, every beat lasts `ttl` (CPU always allocated); with one, the lease says
+        # (request-based CPU: longer while idle, see lifecycle_settings.IDLE_HEARTBEAT_TTL).
+        self.lease = lease
         self.instance_id = instance_id
         self.state = state
         self.interval = interval
@@ -80,8 +107,11 @@ class Heartbeat:
 
     def beat(self) -> None:
         self.last_attempt = time.monotonic()
+        ttl, generation = self.lease() if self.lease is not None else (self.ttl, None)
         try:
-            heartbeat_write(self.client, instance_id=self.instance_id, state=self.state(), ttl=self.ttl)
+            heartbeat_write(
+                self.client, instance_id=self.instance_id, state=self.state(), ttl=ttl, generation=generation
+            )
         except RedisError as exc:
             logger.warning("Instance heartbeat failed: %r", exc)
         else:

@@ -34,18 +34,25 @@ def instance_register(
     if write_heartbeat:
         # Heartbeat first: from the moment the row exists, recovery elsewhere sees it alive.
         heartbeat_write(redis_client(), instance_id=instance_id, state=state, ttl=lifecycle_settings.HEARTBEAT_TTL)
-    instance, _ = Instance.objects.update_or_create(
+    instance = Instance(
         id=instance_id,
-        defaults={
-            "kind": kind,
-            "host": host or socket.gethostname(),
-            "pid": pid or os.getpid(),
-            "platform": detect_platform().platform.value,
-            "version": instance_version(),
-            "state": state,
-            "started_at": now,
-            "state_changed_at": now,
-        },
+        kind=kind,
+        host=host or socket.gethostname(),
+        pid=pid or os.getpid(),
+        platform=detect_platform().platform.value,
+        version=instance_version(),
+        state=state,
+        started_at=now,
+        state_changed_at=now,
+    )
+    # One statement (INSERT ... ON CONFLICT DO UPDATE) where update_or_create takes five round
+    # trips (two savepoints, a SELECT FOR UPDATE, the INSERT): it runs before every start's
+    # readiness. An id registered before (a restarted worker process) is overwritten.
+    Instance.objects.bulk_create(
+        [instance],
+        update_conflicts=True,
+        unique_fields=["id"],
+        update_fields=[f.name for f in Instance._meta.concrete_fields if not f.primary_key],
     )
     InstanceEvent.objects.create(instance=instance, state=state, at=now, detail="registered")
     _record_lifecycle_event(instance_id=instance_id, state=state, detail="registered", kind=kind)

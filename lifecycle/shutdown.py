@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -126,8 +127,9 @@ class ShutdownSequence:
     else now. The deadline is that moment plus the platform's shutdown deadline. The process's
     own first steps (drain, finish its requests or jobs) must end `time_kept` seconds before it:
     that time is kept for the configured LIFECYCLE_SHUTDOWN_STEPS and the report's reserve. Then
-    the heartbeat stops, `shutdown_finish` stores the report, and the report file is written a
-    last time, `done`. The file is rewritten after every step for `manage.py stop` to follow.
+    the heartbeat stops, `shutdown_finish` stores the report (cut off at the deadline: the report
+    file says `stored`), and the report file is written a last time, `done`. The file is
+    rewritten after every step for `manage.py stop` to follow.
     """
 
     def __init__(
@@ -175,11 +177,26 @@ class ShutdownSequence:
         if self.heartbeat is not None:
             self.heartbeat.stop(clear=True)
         self.report.duration = self.elapsed()
-        shutdown_finish(
-            instance_id=self.instance_id,
-            report=self.report,
-            drain_started_at=self.began if self.drained() else None,
+        # Storing the report is a few PostgreSQL round trips: on a slow or broken path they must
+        # not carry the process past its deadline (the platform's SIGKILL follows). Cut off, the
+        # report is still in the log (written first) and in the report file.
+        stored: list[bool] = []
+        drain_started_at = self.began if self.drained() else None
+        finish = threading.Thread(
+            target=lambda: stored.append(
+                shutdown_finish(instance_id=self.instance_id, report=self.report, drain_started_at=drain_started_at)
+            ),
+            name="shutdown-finish",
+            daemon=True,
         )
+        finish.start()
+        finish.join(timeout=max(0.0, self.deadline - time.monotonic()))
+        self.writer.extra["stored"] = stored == [True]
+        if finish.is_alive():
+            logger.error(
+                "Shutdown report not stored by the deadline (%.1f s into the budget): it is in the log above",
+                self.elapsed(),
+            )
         self.report.duration = self.elapsed()
         self.writer(done=True)
         return self.report
@@ -189,8 +206,8 @@ class ShutdownSequence:
         self.writer()
 
 
-def shutdown_finish(*, instance_id: str, report: Report, drain_started_at: float | None) -> None:
-    """Store the report and the instance's last states in PostgreSQL, and log it."""
+def shutdown_finish(*, instance_id: str, report: Report, drain_started_at: float | None) -> bool:
+    """Store the report and the instance's last states in PostgreSQL, and log it. True: stored."""
     import datetime as dt
 
     from core.connections import connections_close
@@ -232,5 +249,8 @@ def shutdown_finish(*, instance_id: str, report: Report, drain_started_at: float
     except Exception as exc:
         # The report is in the log; PostgreSQL being down must not keep the process alive.
         logger.error("Could not store the shutdown report: %r", exc)
+        return False
+    else:
+        return True
     finally:
         connections_close(pools=True, redis=False)

@@ -29,7 +29,9 @@ from lifecycle.worker_probes import WorkerProbes, worker_probes_serve
 logger = logging.getLogger("lifecycle.worker")
 
 
-def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> int:
+def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1, until_empty: bool = False) -> int:
+    """Run the worker until a stop signal; with `until_empty`, until nothing is left to do (the
+    drain of a worker that scales to zero), then stop as after a SIGTERM and return."""
     from django.conf import settings
     from procrastinate.contrib.django import app
 
@@ -61,9 +63,10 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
     logger.info("Worker %s ready", instance_id)
 
     # The outbox is exported continuously here, beside the jobs; the shutdown step exports once
-    # more after this loop has stopped.
+    # more after this loop has stopped. A drain exports in its own rounds instead.
     export_stop = threading.Event()
-    threading.Thread(target=_export_outbox, args=(export_stop,), name="outbox exporter", daemon=True).start()
+    if not until_empty:
+        threading.Thread(target=_export_outbox, args=(export_stop,), name="outbox exporter", daemon=True).start()
 
     options = dict(getattr(settings, "PROCRASTINATE_WORKER_DEFAULTS", None) or {})
     options.update(concurrency=concurrency, install_signal_handlers=False, name=instance_id)
@@ -79,6 +82,7 @@ def worker_run(*, queues: Iterable[str] | None = None, concurrency: int = 1) -> 
                 current=current,
                 on_drain=export_stop.set,
                 probes=probes,
+                until_empty=until_empty,
             )
         )
     finally:
@@ -115,6 +119,7 @@ async def _serve(
     current: dict,
     on_drain: Callable[[], None],
     probes: WorkerProbes | None = None,
+    until_empty: bool = False,
 ) -> int:
     loop = asyncio.get_running_loop()
     if probes is not None:
@@ -135,7 +140,12 @@ async def _serve(
 
     with app.replace_connector(app.connector.get_worker_connector()):
         async with app.open_async():
-            worker = await _run_until_stop_requested(app, options, stop_requested)
+            if until_empty:
+                worker = await _run_until_empty(app, options, stop_requested)
+                if not received:
+                    received.append(time.time())
+            else:
+                worker = await _run_until_stop_requested(app, options, stop_requested)
 
             def drain() -> None:
                 current["state"] = "draining"
@@ -202,6 +212,82 @@ async def _run_until_stop_requested(app, options: dict, stop_requested: asyncio.
         if stop_requested.is_set():
             return worker
         backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+
+
+async def _run_until_empty(app, options: dict, stop_requested: asyncio.Event) -> JobWorker:
+    """Rounds until one finds nothing to do, a stop is requested or DRAIN_MAX_SECONDS is spent.
+
+    A round: take the pending mark (lifecycle.wake), run the recovery pass and the apps' periodic
+    tasks once (due purchases expired, stalled jobs back to todo, ...), run every job that is due
+    (procrastinate's worker with `wait=False` stops at the first empty fetch), then export the
+    outbox (what the jobs recorded too). A round that ran a job other than a periodic one, or
+    exported an event, or found the mark set, is followed by another. Jobs due later (a retry's
+    backoff) are left to the next wake-up or the scheduled drain.
+    """
+    from core.redis import redis_client
+    from lifecycle.metrics import DRAIN_ROUNDS
+    from lifecycle.wake import wake_pending_after_release, wake_pending_take
+
+    client = redis_client()
+    periodic = _periodic_tasks(app)
+    deadline = time.monotonic() + lifecycle_settings.DRAIN_MAX_SECONDS
+    stopper = asyncio.create_task(stop_requested.wait(), name="stop requested")
+    while True:
+        DRAIN_ROUNDS.inc()
+        announced = await sync_to_async(wake_pending_take, thread_sensitive=False)(client)
+        await sync_to_async(_maintenance_pass, thread_sensitive=False)(periodic)
+        worker = JobWorker(app, **{**options, "wait": False, "listen_notify": False})
+        run_task = worker.start()
+        await asyncio.wait({run_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop_requested.is_set():
+            return worker
+        exported = await sync_to_async(_export_round, thread_sensitive=False)()
+        ran = [name for name in worker.task_names if name not in {task.name for task in periodic}]
+        logger.info("Drain round: %d jobs, %d events exported, announced %s", len(ran), exported, announced)
+        if time.monotonic() >= deadline:
+            logger.warning(
+                "Drain stopped after %.0f s with work left (the next one takes it)",
+                lifecycle_settings.DRAIN_MAX_SECONDS,
+            )
+            return worker
+        if ran or exported or announced:
+            continue
+        if not await sync_to_async(wake_pending_after_release, thread_sensitive=False)(client):
+            return worker
+
+
+def _periodic_tasks(app) -> list:
+    """The apps' periodic tasks (procrastinate's registry, as `manage.py worker` schedules them)."""
+    return [periodic.task for periodic in app.periodic_registry.periodic_tasks.values()]
+
+
+def _maintenance_pass(tasks: list) -> None:
+    """Each periodic task once, now, in this thread: a drain lives seconds, and procrastinate's
+    own deferrer (a side task of the job worker) may not get round to them before it stops."""
+    from django.db import close_old_connections
+
+    for task in tasks:
+        try:
+            task(timestamp=int(time.time()))
+        except Exception:
+            # Each is retried by the next drain; one failing must not keep the others from running.
+            logger.exception("Periodic task %s failed in the drain", task.name)
+    close_old_connections()
+
+
+def _export_round() -> int:
+    from django.db import close_old_connections
+
+    from lifecycle.outbox.exporter import outbox_export
+
+    try:
+        return outbox_export(max_seconds=30.0)
+    except Exception:
+        # PostgreSQL or the sink out of reach: the rows wait in PostgreSQL for the next drain.
+        logger.exception("Outbox export failed in the drain")
+        return 0
+    finally:
+        close_old_connections()
 
 
 class StopFetchingJobs(Step):

@@ -13,6 +13,11 @@ PACKAGES=(
   # Redis Sentinel: the failover tests start three (tests/core/test_redis_sentinel.py) and the
   # chaos harness runs its Redis behind them.
   redis-sentinel
+  # Network faults of the chaos harness (chaos/netns.py) and the timeout tests
+  # (tests/core/test_network_bounds.py): DROP rules inside network namespaces they create, and
+  # `ip netns` / veth pairs / a bridge (iproute2).
+  iptables
+  iproute2
 )
 
 missing=()

@@ -2,17 +2,17 @@
 
 import os
 from datetime import timedelta
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from lifecycle.conf import LifecycleSettings
+from settings.database import database_config
 from settings.env import env_bool, env_float, env_int, env_list, env_settings, env_str, sentinel_address
 from settings.sentinel import sentinel_cache
 
@@ -24,7 +24,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin, its apps' admin.py discovered on first use (omk/apps.py).
+    "omk.apps.LazyAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -41,9 +42,6 @@ INSTALLED_APPS = [
     "lifecycle.queues",
     # Login lockout on every login path (API, pages, admin).
     "axes",
-    # django-ninja's static files: the API docs page loads Swagger UI from this service (whitenoise),
-    # not from a CDN the service does not control.
-    "ninja",
     # The domain.
     "accounts",
     "governance",
@@ -58,6 +56,8 @@ MIDDLEWARE = [
     "lifecycle.middleware.ProbeMiddleware",
     # Request count, latency and in-flight by route; outside the 503 it counts by dependency.
     "lifecycle.middleware.RequestMetricsMiddleware",
+    # Wakes the worker (when it scales to zero) after a request that created background work.
+    "lifecycle.wake.WakeWorkerMiddleware",
     "core.middleware.DependencyUnavailableMiddleware",
     # Before sessions: a 64 KiB+ body under /api/ is refused before any work (core/conf.py).
     "core.middleware.ApiGuardMiddleware",
@@ -71,7 +71,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Content-Security-Policy on every response (CONTENT_SECURITY_POLICY below).
-    "csp.middleware.CSPMiddleware",
+    "core.csp.ContentSecurityPolicyMiddleware",
     # Last: turns a login refused while locked out (any login path) into 429 with Retry-After.
     "axes.middleware.AxesMiddleware",
 ]
@@ -79,10 +79,16 @@ MIDDLEWARE = [
 ROOT_URLCONF = "omk.urls"
 WSGI_APPLICATION = "omk.wsgi.application"
 
+# django-ninja's templates and static files, for the API docs page (Swagger UI from this service,
+# through whitenoise, not from a CDN it does not control; omk.api.LocalSwagger). Found without
+# importing ninja: "ninja" in INSTALLED_APPS would import it and pydantic at django.setup(), about
+# 130 ms of every cold start, for the one page that needs it.
+_NINJA_DIR = Path(find_spec("ninja").origin).parent  # type: ignore[union-attr, arg-type]
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "templates", _NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -97,17 +103,58 @@ TEMPLATES = [
 
 # PostgreSQL through psycopg 3 and Django's pool. The pool is created lazily on the first query,
 # so it opens inside each gunicorn worker after fork, never in the master (no preload_app).
+# Several hosts (`postgres://h1:5432,h2:5432/omk?target_session_attrs=read-write`, libpq's form)
+# for a primary and its standby: each new connection goes to whichever is primary now.
 DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/omk")
+# Every wait on PostgreSQL has an explicit bound, so a path that silently drops packets (a
+# partition, a dead NAT entry) costs a request seconds, not TCP's minutes of retransmissions:
+# - connect_timeout: opening a connection (the SYN is never answered);
+# - tcp_user_timeout: data sent and never acknowledged (a query on a dropped path) breaks the
+#   connection after this many ms; the keepalives find a dead path on an idle connection;
+# - statement_timeout: one statement, server side (a lock wait included);
+# - idle_in_transaction_session_timeout: the server ends a session whose client went silent inside
+#   a transaction, so the row locks of a partitioned instance are released.
+# The server gets the same tcp_user_timeout and keepalives for its end (they are per-session
+# settings), so it drops a vanished client's backend as fast.
+DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 10_000)
+DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 15_000)
+DB_TCP_USER_TIMEOUT_MS = env_int("DB_TCP_USER_TIMEOUT_MS", 5_000)
+DB_KEEPALIVES_IDLE = env_int("DB_KEEPALIVES_IDLE", 10)
+DB_KEEPALIVES_INTERVAL = env_int("DB_KEEPALIVES_INTERVAL", 3)
+DB_KEEPALIVES_COUNT = env_int("DB_KEEPALIVES_COUNT", 3)
+_database = database_config(DATABASE_URL, conn_max_age=0)
+_server_options = " ".join(
+    f"-c {name}={value}"
+    for name, value in (
+        ("statement_timeout", DB_STATEMENT_TIMEOUT_MS),
+        ("idle_in_transaction_session_timeout", DB_IDLE_IN_TRANSACTION_TIMEOUT_MS),
+        ("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS),
+        ("tcp_keepalives_idle", DB_KEEPALIVES_IDLE),
+        ("tcp_keepalives_interval", DB_KEEPALIVES_INTERVAL),
+        ("tcp_keepalives_count", DB_KEEPALIVES_COUNT),
+    )
+)
 # DATABASES, CACHES and LOGGING are annotated as Django reads them (options of any type): mypy
 # would infer each literal's join instead, and `settings.CACHES[...]` would be a Collection[str].
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {
-        **dj_database_url.parse(DATABASE_URL, conn_max_age=0),
-        # With a pool, Django turns this into the pool's check: each connection is tested when it
-        # leaves the pool, so one broken by a PostgreSQL restart is replaced, not handed out.
-        "CONN_HEALTH_CHECKS": True,
+        **_database,
+        # Each pooled connection is tested when it leaves the pool, by the backend (core.postgresql)
+        # rather than by psycopg_pool's check, which finds a restart's broken connections one per
+        # backoff step.
+        "ENGINE": "core.postgresql",
+        "CONN_HEALTH_CHECKS": False,
         "OPTIONS": {
+            # The URL's own options (target_session_attrs, sslmode...), then the service's.
+            **_database.get("OPTIONS", {}),
             "connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3),
+            "keepalives": 1,
+            "keepalives_idle": DB_KEEPALIVES_IDLE,
+            "keepalives_interval": DB_KEEPALIVES_INTERVAL,
+            "keepalives_count": DB_KEEPALIVES_COUNT,
+            "tcp_user_timeout": DB_TCP_USER_TIMEOUT_MS,
+            # An `options` of the URL's own comes later on the line: it wins over these defaults.
+            "options": " ".join(filter(None, [_server_options, _database.get("OPTIONS", {}).get("options", "")])),
             # Names the process that opened the connection (settings load in each worker).
             "application_name": f"omk-{os.getpid()}",
             "pool": {
@@ -124,7 +171,10 @@ DATABASES: dict[str, dict[str, Any]] = {
 }
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# A Redis command waits at most REDIS_SOCKET_TIMEOUT for its reply, a connection at most
+# REDIS_CONNECT_TIMEOUT for the handshake, and a timeout is not retried (see "retry" below).
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
+REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 1.0)
 # Redis Sentinel: "host:port,host:port,...". When set, every client asks them for the primary of
 # REDIS_SENTINEL_MASTER (and asks again after a failover); REDIS_URL then gives only the database
 # number and the password, its host is not used. Unset: REDIS_URL's host (Memorystore's one
@@ -143,15 +193,22 @@ CACHES: dict[str, dict[str, Any]] = {
             # code in the instances by planting a pickle. (A session stored as a pickle before
             # this no longer decodes: its user is logged out once, see lifecycle/sessions.)
             "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
-            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
+            "SOCKET_CONNECT_TIMEOUT": REDIS_CONNECT_TIMEOUT,
             "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "CONNECTION_POOL_KWARGS": {
                 "max_connections": env_int("REDIS_MAX_CONNECTIONS", 50),
                 "socket_keepalive": True,
                 # PING an idle connection before reuse: catches connections a Redis restart cut.
                 "health_check_interval": env_int("REDIS_HEALTH_CHECK_INTERVAL", 15),
-                "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
-                "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                # Retried: a connection refused or reset (a restart, a failover), which fails fast.
+                # Not retried: a timeout. redis-py nests its retries (the command, the health
+                # check's PING, the reconnection each retry on their own), so on a path that drops
+                # packets retried timeouts add up to over 20 s for one call; unretried, a call
+                # gives up after one REDIS_SOCKET_TIMEOUT (or REDIS_CONNECT_TIMEOUT).
+                "retry": Retry(
+                    ExponentialBackoff(cap=0.5, base=0.05), retries=3, supported_errors=(RedisConnectionError,)
+                ),
+                "retry_on_error": [RedisConnectionError],
             },
         },
     }
@@ -219,6 +276,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [_NINJA_DIR / "static"]
 # None where nothing is collected (settings/test.py).
 STATIC_ROOT: Path | None = BASE_DIR / "staticfiles"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -248,6 +306,14 @@ globals().update(
             # Unset: the platform's default (0 on Cloud Run, where traffic stops before SIGTERM).
             "LIFECYCLE_DRAIN_DELAY": ("DRAIN_DELAY", env_float),
             "LIFECYCLE_STALLED_JOB_SECONDS": ("STALLED_JOB_SECONDS", env_float),
+            "LIFECYCLE_IDLE_HEARTBEAT_TTL": ("IDLE_HEARTBEAT_TTL", env_float),
+            "LIFECYCLE_WAKE_URL": ("WAKE_URL", env_str),
+            "LIFECYCLE_WAKE_AUDIENCE": ("WAKE_AUDIENCE", env_str),
+            "LIFECYCLE_WAKE_TOKEN": ("WAKE_TOKEN", env_str),
+            "LIFECYCLE_WAKE_DEBOUNCE": ("WAKE_DEBOUNCE", env_float),
+            "LIFECYCLE_WAKE_EVENT_DEBOUNCE": ("WAKE_EVENT_DEBOUNCE", env_float),
+            "LIFECYCLE_WAKE_SERVE": ("WAKE_SERVE", env_bool),
+            "LIFECYCLE_DRAIN_MAX_SECONDS": ("DRAIN_MAX_SECONDS", env_float),
             "LIFECYCLE_WORKER_METRICS_PORT": ("WORKER_METRICS_PORT", env_int),
             "LIFECYCLE_WORKER_HUNG_SECONDS": ("WORKER_HUNG_SECONDS", env_float),
             "LIFECYCLE_SHUTDOWN_STEPS": ("LIFECYCLE_SHUTDOWN_STEPS", env_list),

@@ -21,6 +21,9 @@ def sentinel_cache(
     location = f"redis://{credentials + '@' if credentials else ''}{master}/{parsed.path.strip('/') or '0'}"
     return location, {
         "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+        # redis-py's Sentinel pool with connections closed when a reply is not read in time (a
+        # later command would read the late reply otherwise): core/redis.py.
+        "CONNECTION_POOL_CLASS": "core.redis.SentinelPool",
         "SENTINELS": sentinels,
         # Asking the Sentinels: one attempt each, briefly (a dead one is skipped, the next asked).
         "SENTINEL_KWARGS": {

@@ -4,9 +4,21 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.dispatch import receiver
+from django.test.signals import setting_changed
 
 from core.redis import redis_client
 from tests.support.instances import GunicornInstance
+
+
+@receiver(setting_changed)
+def _axes_handler_follows_caches(*, setting: str, **kwargs) -> None:
+    """django-axes keeps the handler (and its cache) it built first: a test that points CACHES at
+    a Redis that is down would leave every later login talking to that Redis."""
+    if setting == "CACHES":
+        from axes.handlers.proxy import AxesProxyHandler
+
+        AxesProxyHandler.implementation = None
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +43,10 @@ def service_env(django_db_setup, tmp_path: Path) -> dict[str, str]:
         "WEB_CONCURRENCY": "2",
         "GUNICORN_THREADS": "4",
         "LOG_LEVEL": "WARNING",
+        # No BigQuery emulator runs for most tests: with the default sink every stop would spend
+        # its export step retrying an unreachable one until the step's cut. Tests of the export
+        # itself name the BigQuery sink and the emulator (tests/lifecycle/outbox/conftest.py).
+        "OUTBOX_SINK": "tests.support.sinks.RedisSetSink",
     }
 
 

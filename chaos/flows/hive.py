@@ -286,7 +286,8 @@ class QueueFlow(Flow):
             return len(messages)
         ids = [m["id"] for m in messages]
         ack = user.api.call(self.name, "ack", "POST", f"/api/queues/{self.queue}/ack",
-                            json={"ids": ids, "consumer": consumer}, data={"ids": ids})  # fmt: skip
+                            json={"ids": ids, "consumer": consumer}, data={"ids": ids},
+                            idempotency_key=True)  # fmt: skip
         if ack.outcome == ACKED:
             with self.lock:
                 for message_id in body_field(ack.body, "acked") or []:

@@ -62,6 +62,11 @@ class LockLost(LockError):
     """The lease expired (or could not be renewed) before release: another holder may have it."""
 
 
+class LockReleased(LockError):
+    """`extend()` of a lease its holder already released: a bug in the caller, not a lost lock
+    (nothing is sent to Redis, logged as lost or counted in locks_lost_total)."""
+
+
 class LockUnavailable(LockError):
     """Redis is unreachable: no lock is granted (fail closed). Chained to the Redis error, so the
     middleware answers 503 with Retry-After."""
@@ -288,6 +293,12 @@ class _BaseLease:
     def remaining(self) -> float:
         return max(0.0, self.expires_at - time.monotonic())
 
+    def _refuse_extend_after_release(self) -> None:
+        if self._released:
+            raise LockReleased(
+                f"lock {self.name!r} (fence {self.fence}) was released: a released lease cannot be extended"
+            )
+
     def _mark_lost(self, reason: str) -> None:
         self._lost = True
         if not self._lost_counted:
@@ -322,6 +333,7 @@ class Lease(_BaseLease):
 
     def extend(self, ttl: float | None = None) -> None:
         """Reset the lease to `ttl` seconds (default: its TTL) from now. LockLost if no longer ours."""
+        self._refuse_extend_after_release()
         ttl = self.ttl if ttl is None else float(ttl)
         sent = time.monotonic()
         try:
@@ -374,6 +386,7 @@ class AsyncLease(_BaseLease):
         self._renewer: asyncio.Task[None] | None = None
 
     async def extend(self, ttl: float | None = None) -> None:
+        self._refuse_extend_after_release()
         ttl = self.ttl if ttl is None else float(ttl)
         sent = time.monotonic()
         try:

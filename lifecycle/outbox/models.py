@@ -70,6 +70,12 @@ class OutboxEvent(models.Model):
                 name="outbox_pending_idx",
                 condition=Q(exported_at__isnull=True, quarantined_at__isnull=True),
             ),
+            # The quarantined rows (a few, set aside) counted for the metrics.
+            models.Index(
+                fields=["quarantined_at"],
+                name="outbox_quarantined_idx",
+                condition=Q(exported_at__isnull=True, quarantined_at__isnull=False),
+            ),
             # Pruning reads exported rows by age.
             models.Index(fields=["exported_at"], name="outbox_exported_idx", condition=Q(exported_at__isnull=False)),
             # Recovery reads staged rows not marked exported (a few batches at most) by age.

@@ -32,6 +32,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
 from lifecycle.outbox.models import KIND_TABLES, OutboxEvent, StrictJSONEncoder
+from lifecycle.wake import work_created
 
 # Every parameter of the event's part is named `outbox_<column>`: the caller's own names must
 # not start with it.
@@ -62,6 +63,10 @@ def event_insert(
     - `created_at`: the event's time (default now), e.g. the change's own timestamp.
     """
     encoded = encode_payload(kind=kind, payload=payload)
+    # Every caller runs the INSERT in its transaction: once that commits, a worker that scales
+    # to zero is woken to export it, lazily (nothing happens outside a request, or with the worker
+    # always on).
+    work_created(urgent=False)
     event = OutboxEvent(kind=kind, created_at=created_at or timezone.now())
     db = connections[DEFAULT_DB_ALIAS]  # the one `connection` stands for, looked up once, not per field
     params = {

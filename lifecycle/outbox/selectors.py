@@ -2,12 +2,13 @@
 
 import dataclasses
 
-from django.db.models import Count, Min, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from lifecycle.outbox.models import OutboxEvent
 
 PENDING = Q(exported_at__isnull=True, quarantined_at__isnull=True)
+QUARANTINED = Q(exported_at__isnull=True, quarantined_at__isnull=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,11 +19,10 @@ class OutboxStats:
 
 
 def outbox_stats() -> OutboxStats:
-    row = OutboxEvent.objects.filter(exported_at__isnull=True).aggregate(
-        pending=Count("id", filter=Q(quarantined_at__isnull=True)),
-        quarantined=Count("id", filter=Q(quarantined_at__isnull=False)),
-        oldest=Min("created_at", filter=Q(quarantined_at__isnull=True)),
-    )
-    oldest = row["oldest"]
+    """Three reads, each through a partial index of its own rows: never a scan of the exported
+    rows kept for the retention (the exporter loop refreshes these metrics after every pass)."""
+    pending = OutboxEvent.objects.filter(PENDING)
+    oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
+    quarantined = OutboxEvent.objects.filter(QUARANTINED).count()
     age = max(0.0, (timezone.now() - oldest).total_seconds()) if oldest else 0.0
-    return OutboxStats(pending=row["pending"], quarantined=row["quarantined"], oldest_pending_seconds=age)
+    return OutboxStats(pending=pending.count(), quarantined=quarantined, oldest_pending_seconds=age)

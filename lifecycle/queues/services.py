@@ -46,10 +46,16 @@ REQUEUED_FIELD = "requeued_from"
 # Acks only what is pending and owned by the consumer named: a consumer whose messages were
 # taken over must not ack them under the new owner's feet. ('' for any consumer is left for the
 # operator's tools; the API always names one.)
-# KEYS: stream. ARGV: group, consumer ('' for any), ids...
+# KEYS: stream, mark (the request's dedupe mark, or one of this call alone). ARGV: group,
+# consumer ('' for any), mark ttl (ms), ids... An ack's effect is its result: a resent ack (its
+# reply lost in a failover, or redis-py resending after a broken connection) finds the first
+# one's result in the mark, written in the same script (and so replicated, and WAITed for, with
+# it), and answers it again, instead of "not pending" for the messages it acked itself.
 _ACK = """
+local done = redis.call('GET', KEYS[2])
+if done then return cjson.decode(done) end
 local result = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local owned = true
   if ARGV[2] ~= '' then
     owned = #redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2]) > 0
@@ -64,6 +70,7 @@ for i = 3, #ARGV do
     result[#result + 1] = 0
   end
 end
+redis.call('SET', KEYS[2], cjson.encode(result), 'PX', ARGV[3])
 return result
 """
 _ack = RedisScript(_ACK)
@@ -204,13 +211,44 @@ def _message(entry: tuple[bytes, dict[bytes, bytes]], *, redelivered: bool) -> Q
 # The group and its stream, with the stream's expiry, in one script: no stream is ever left
 # without a TTL. From id 0: messages published before the group existed (or after a Redis
 # restart recreated the stream) are still delivered.
-# KEYS: stream. ARGV: group, ttl (ms).
+# The stream joins the index of grouped streams (only those can hold claimed messages), which
+# the recovery pass reads instead of scanning the whole keyspace. The index and its "complete"
+# mark expire together, a retention after the last claim anywhere: by then every stream in it
+# has expired too, or is found again by the one SCAN a missing mark causes.
+# KEYS: stream, index of grouped streams, its mark. ARGV: group, ttl (ms).
 _ENSURE_GROUP = """
 local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 if not ok and not string.find(tostring(err), 'BUSYGROUP') then return redis.error_reply(tostring(err)) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return 1
 """
+
+# Leaves the index a stream that has no group any more (it expired, or was deleted), checked
+# here, atomically: a claim that created the group a moment ago keeps it in.
+# KEYS: stream, index. ARGV: group.
+_UNINDEX_UNGROUPED = """
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if ok then
+  for _, info in ipairs(groups) do
+    for i = 1, #info, 2 do
+      if info[i] == 'name' and info[i + 1] == ARGV[1] then return 0 end
+    end
+  end
+end
+return redis.call('SREM', KEYS[2], KEYS[1])
+"""
+
+
+def _grouped_index() -> str:
+    # A ':' is no part of a queue name, so no queue's stream has this key.
+    return f"{queues_settings.KEY_PREFIX}:grouped"
+
+
+def _grouped_index_mark() -> str:
+    return f"{_grouped_index()}-complete"
 
 
 def _retention_ms() -> int:
@@ -219,7 +257,9 @@ def _retention_ms() -> int:
 
 def _ensure_group(key: str) -> None:
     client = redis_client()
-    client.register_script(_ENSURE_GROUP)(keys=[key], args=[_group(), _retention_ms()], client=client)
+    client.register_script(_ENSURE_GROUP)(
+        keys=[key, _grouped_index(), _grouped_index_mark()], args=[_group(), _retention_ms()], client=client
+    )
 
 
 # KEYS: stream, mark (the request's dedupe mark, or one of this call alone). ARGV: min id, body
@@ -331,9 +371,12 @@ def queue_claim(
     return messages
 
 
-def queue_ack(*, name: str, ids: Iterable[str], consumer: str) -> AckResult:
+def queue_ack(*, name: str, ids: Iterable[str], consumer: str, dedupe: str | None = None) -> AckResult:
     """Ack messages `consumer` holds; each id is acked at most once (a repeated or stale ack, or
-    one of a message another consumer holds, is in `not_pending`). An acked message is deleted."""
+    one of a message another consumer holds, is in `not_pending`). An acked message is deleted.
+
+    `dedupe` names the request (as for `queue_publish`): the same request again answers what the
+    first one did (the messages it acked as acked), for a retention, and acks nothing more."""
     ids = list(dict.fromkeys(ids))
     if not ids:
         raise QueueInputError("ids must not be empty.", field="ids")
@@ -345,8 +388,12 @@ def queue_ack(*, name: str, ids: Iterable[str], consumer: str) -> AckResult:
     queue_validate_name(consumer, field="consumer")
     key = _key(name)
     client = redis_client()
+    if dedupe is None:
+        mark, mark_ttl_ms = f"{key}:ack-sent:{secrets.token_hex(8)}", _SENT_MARK_TTL_MS
+    else:
+        mark, mark_ttl_ms = f"{key}:acked:{dedupe}", _retention_ms()
     try:
-        results = _ack(client, keys=[key], args=[_group(), consumer or "", *ids])
+        results = _ack(client, keys=[key, mark], args=[_group(), consumer or "", mark_ttl_ms, *ids])
     except ResponseError as exc:
         if "NOGROUP" in str(exc):
             return AckResult(acked=[], not_pending=ids)
@@ -361,6 +408,32 @@ def queue_names() -> list[str]:
     prefix = queues_settings.KEY_PREFIX
     keys = redis_client().scan_iter(match=f"{prefix}*", count=1000, _type="stream")
     return sorted(k.decode()[len(prefix) :] for k in keys)
+
+
+def queue_grouped_names() -> list[str]:
+    """The queues that have a consumer group: the only ones that can hold claimed messages.
+
+    Read from their index (a set, grown by every claim), not by a SCAN of the whole keyspace,
+    which grows with everything else in Redis (sessions, caches, the board). Streams grouped
+    before the index existed, or in a Redis that lost it, are found once by such a SCAN.
+    """
+    client = redis_client()
+    prefix = queues_settings.KEY_PREFIX
+    index = _grouped_index()
+    if not client.exists(_grouped_index_mark()):
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000, _type="stream"))
+        with client.pipeline(transaction=True) as pipe:
+            if keys:
+                pipe.sadd(index, *keys)
+                pipe.pexpire(index, _retention_ms())
+            pipe.set(_grouped_index_mark(), "1", px=_retention_ms())
+            pipe.execute()
+    return sorted(redis_text(key)[len(prefix) :] for key in client.sscan_iter(index, count=1000))
+
+
+def _unindex_ungrouped(name: str) -> None:
+    client = redis_client()
+    client.register_script(_UNINDEX_UNGROUPED)(keys=[_key(name), _grouped_index()], args=[_group()], client=client)
 
 
 # Deletes a consumer only if it is still idle and holds nothing (checked again here, atomically:
@@ -394,7 +467,7 @@ def queue_remove_idle_consumers(*, idle_seconds: float | None = None, names: Ite
     client = redis_client()
     script = client.register_script(_DELETE_IDLE_CONSUMER)
     removed = 0
-    for name in queue_names() if names is None else names:
+    for name in queue_grouped_names() if names is None else names:
         key = _key(name)
         try:
             consumers = client.xinfo_consumers(key, _group())
@@ -409,6 +482,7 @@ def queue_remove_idle_consumers(*, idle_seconds: float | None = None, names: Ite
 def queue_delete(*, name: str) -> None:
     """Drop the queue's stream, its messages and its consumer group (the queue was deleted)."""
     redis_client().delete(_key(name))
+    _unindex_ungrouped(name)
 
 
 def _requeue(key: str, *, min_idle_ms: int, consumer: str, deadline: float | None, batch: int = 100) -> int:
@@ -440,12 +514,33 @@ def queue_reclaim_stale(
     queue, for any consumer to claim as a new message. Stops at `deadline` (time.monotonic()).
     Returns the number of messages put back. Safe to run on several instances at once."""
     idle = _visibility_ms() if min_idle_ms is None else min_idle_ms
+    indexed = names is None
+    names = queue_grouped_names() if names is None else list(names)
+    client = redis_client()
     total = 0
-    for name in queue_names() if names is None else names:
+    # Which streams hold a message idle past the timeout: one round trip per chunk of streams,
+    # not one per stream; only those are then re-delivered, one by one.
+    for start in range(0, len(names), _STALE_CHECK_CHUNK):
         if deadline is not None and time.monotonic() >= deadline:
             break
-        total += _requeue(_key(name), min_idle_ms=idle, consumer="", deadline=deadline)
+        chunk = names[start : start + _STALE_CHECK_CHUNK]
+        with client.pipeline(transaction=False) as pipe:
+            for name in chunk:
+                pipe.xpending_range(_key(name), _group(), min="-", max="+", count=1, idle=idle)
+            replies = pipe.execute(raise_on_error=False)
+        for name, reply in zip(chunk, replies, strict=True):
+            if isinstance(reply, ResponseError):
+                if "NOGROUP" not in str(reply):
+                    raise reply
+                if indexed:
+                    _unindex_ungrouped(name)
+                continue
+            if reply and (deadline is None or time.monotonic() < deadline):
+                total += _requeue(_key(name), min_idle_ms=idle, consumer="", deadline=deadline)
     return total
+
+
+_STALE_CHECK_CHUNK = 500
 
 
 def queue_release(*, name: str, consumer: str, deadline: float | None = None) -> int:

@@ -9,6 +9,9 @@ class SessionsSettings(AppSettings):
     TTL_SECONDS: int = 3600
     # Prefix of the Redis keys of session_manager sessions.
     KEY_PREFIX: str = "omk:session:"
+    # Seconds a count of the sessions in Redis (a SCAN of the keyspace) is shared by every
+    # instance's recovery passes and shutdown reports before one counts again; 0: always count.
+    COUNT_MAX_AGE_SECONDS: float = 30.0
 
 
 sessions_settings = SessionsSettings()

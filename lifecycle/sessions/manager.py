@@ -21,6 +21,9 @@ from django.conf import settings
 from core.redis import RedisScript, async_redis_client, redis_client
 from lifecycle.sessions.conf import sessions_settings
 
+# Not under KEY_PREFIX: it is no session, and the count's own SCAN must not find it.
+COUNT_KEY = "omk:sessions-count"
+
 # Marks the hash as existing even when the data is empty, and counts changes (a version).
 VERSION_FIELD = "__version__"
 # 32 random bytes: 256 bits, far past the 128 bits that make ids unguessable.
@@ -180,8 +183,22 @@ class SessionManager:
         return count
 
     def count_reachable(self, *, deadline: float | None = None) -> int:
-        """For startup recovery's report (lifecycle.sessions.steps.CountSessions)."""
-        return self.count_sessions(deadline=deadline)
+        """For the recovery and shutdown reports (lifecycle.sessions.steps).
+
+        Counting is a SCAN of Redis's whole keyspace, which grows with the users, and every
+        recovery pass and every shutdown asks: so a count is shared by all instances for
+        SESSIONS_COUNT_MAX_AGE_SECONDS (a figure in a report, nothing decided on it). A count cut
+        short by its deadline is not shared."""
+        max_age = sessions_settings.COUNT_MAX_AGE_SECONDS
+        client = redis_client()
+        if max_age > 0:
+            cached = client.get(COUNT_KEY)
+            if cached is not None:
+                return int(cached)
+        count = self.count_sessions(deadline=deadline)
+        if max_age > 0 and (deadline is None or time.monotonic() < deadline):
+            client.set(COUNT_KEY, count, px=int(max_age * 1000))
+        return count
 
     # The async variant under the same names with an `a` prefix, as Django's own APIs do.
     async def acreate_session(self, data: Mapping[str, Any] | None = None) -> str:

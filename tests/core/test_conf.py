@@ -50,3 +50,20 @@ def test_app_settings__an_undeclared_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="MISSING"):
         _ = example.MISSING
     assert example.names() == ["TTL", "NAME", "LIMIT", "STEPS"]
+
+
+def test_app_settings__read_once_until_a_setting_changes(settings, monkeypatch):
+    reads = []
+    configured = ExampleSettings.raw
+
+    def counting_raw(cls, name):
+        reads.append(name)
+        return configured(name)
+
+    monkeypatch.setattr(ExampleSettings, "raw", classmethod(counting_raw))
+    settings.EXAMPLE_TTL = 2.0
+    assert (example.TTL, example.TTL, example.TTL) == (2.0, 2.0, 2.0)
+    assert reads == ["TTL"]
+    settings.EXAMPLE_NAME = "other"  # any setting changed drops every kept value
+    assert example.TTL == 2.0
+    assert reads == ["TTL", "TTL"]

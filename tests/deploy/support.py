@@ -27,11 +27,14 @@ CLOUD_RUN_VARS = {
     "IMAGE": "europe-west1-docker.pkg.dev/omk-prod/omk/omk-hive:1.0.0",
     "ALLOWED_HOSTS": "hive.example.com",
     "CSRF_TRUSTED_ORIGINS": "https://hive.example.com",
+    "WORKER_URL": "https://omk-worker-abc123-ew.a.run.app",
+    "REGION": "europe-west1",
 }
 # Values the platforms take from Secrets: stand-ins, only to let the settings load.
 SECRET_STANDINS = {
     "SECRET_KEY": "x" * 50,
     "PAYMENT_WEBHOOK_SECRET": "w" * 32,
+    "WAKE_TOKEN": "k" * 32,
     "DATABASE_URL": "postgres://omk@127.0.0.1:5432/omk",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
 }
@@ -70,6 +73,29 @@ def load_yaml_documents_from_text(text: str) -> list[dict[str, Any]]:
 
 def cloud_run_services() -> dict[str, dict[str, Any]]:
     return {path.name: render_cloud_run(path) for path in sorted(CLOUD_RUN.glob("*.yaml"))}
+
+
+# The scheduled drain: a Cloud Run job and the Cloud Scheduler job that executes it.
+CLOUD_RUN_JOBS = CLOUD_RUN / "jobs"
+
+
+def cloud_run_files() -> list[Path]:
+    """Every file the Cloud Run envsubst step fills: the services and the scheduled drain's."""
+    return sorted(CLOUD_RUN.glob("*.yaml")) + sorted(CLOUD_RUN_JOBS.glob("*.yaml"))
+
+
+def cloud_run_drain_job() -> dict[str, Any]:
+    return render_cloud_run(CLOUD_RUN_JOBS / "drain.yaml")
+
+
+def cloud_run_drain_schedule() -> dict[str, Any]:
+    return render_cloud_run(CLOUD_RUN_JOBS / "drain-schedule.yaml")
+
+
+def cloud_run_containers() -> list[dict[str, Any]]:
+    """The containers of every Cloud Run service and of the drain job."""
+    containers = [c for s in cloud_run_services().values() for c in s["spec"]["template"]["spec"]["containers"]]
+    return containers + cloud_run_drain_job()["spec"]["template"]["spec"]["template"]["spec"]["containers"]
 
 
 def find(kind: str, name: str) -> dict[str, Any]:

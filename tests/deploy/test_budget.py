@@ -21,6 +21,7 @@ from tests.deploy.support import (
     GKE_ENV,
     Dockerfile,
     base_documents,
+    cloud_run_containers,
     cloud_run_services,
     configmaps,
     container_env,
@@ -202,7 +203,7 @@ def test_url_check__fails_for_a_missing_path():
 def manifest_commands() -> set[str]:
     names = set()
     containers = [c for _, doc in base_documents() if doc["kind"] == "Deployment" for c in pod_spec(doc)["containers"]]
-    containers += [c for s in cloud_run_services().values() for c in s["spec"]["template"]["spec"]["containers"]]
+    containers += cloud_run_containers()
     for container in containers:
         names.update(manage_py_commands(container.get("command", []) + container.get("args", [])))
         hook = container.get("lifecycle", {}).get("preStop", {}).get("exec")
@@ -243,7 +244,7 @@ LIBRARY_ENV = {"PROMETHEUS_MULTIPROC_DIR"}
 def manifest_env_names() -> set[str]:
     names = {key for data in configmaps().values() for key in data}
     containers = [c for _, doc in base_documents() if doc["kind"] == "Deployment" for c in pod_spec(doc)["containers"]]
-    containers += [c for s in cloud_run_services().values() for c in s["spec"]["template"]["spec"]["containers"]]
+    containers += cloud_run_containers()
     names |= {var["name"] for c in containers for var in c.get("env", [])}
     # The Dockerfile's own ENV, less what python:3.11-slim sets and what Python and pip read.
     image = {key for key in Dockerfile().env if key not in BASE_IMAGE_ENV and not key.startswith(("PIP_", "PYTHON"))}

@@ -5,8 +5,11 @@ that can break without one, so it is started as the image starts it: same argv f
 the image's ENV, the working directory's code, the Cloud Run platform env and service env."""
 
 import contextlib
+import importlib.util
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +88,45 @@ def test_dockerignore__keeps_what_the_cmd_needs():
         assert (ROOT / needed).exists()
     for heavy in (".venv", ".git", "tests"):
         assert heavy in ignored
+
+
+# What the gunicorn master loads before it forks (lifecycle.warmup), and where each module came from.
+_MASTER_MODULES = """
+import json, sys, django
+django.setup()
+from lifecycle.warmup import preload_request_path
+preload_request_path()
+print(json.dumps([m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)]))
+"""
+
+
+def test_dockerfile__every_module_the_master_loads_is_compiled_in_the_image(tmp_path, service_env):
+    """At run time nothing writes bytecode (PYTHONDONTWRITEBYTECODE, a read-only /app): a module
+    the image lacks it for is compiled from source by every start of every instance."""
+    dockerfile = Dockerfile()
+    steps = dockerfile.final_stage
+    copy_code = next(i for i, (kw, args) in enumerate(steps) if kw == "COPY" and args.split()[0] == ".")
+    compile_step = next(i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "compileall" in args)
+    user = next(i for i, (kw, _) in enumerate(steps) if kw == "USER")
+    assert copy_code < compile_step < user  # the code as shipped, while root can still write it
+    assert dockerfile.env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+    # The image's /app: the code as .dockerignore lets it in, then the Dockerfile's own command.
+    app = tmp_path / "app"
+    shutil.copytree(ROOT, app, ignore=shutil.ignore_patterns(*(p.removeprefix("**/") for p in dockerignored())))
+    command = shlex.split(steps[compile_step][1].replace("/app", str(app)))
+    assert command[0] == "python"
+    subprocess.run([sys.executable, *command[1:]], check=True, timeout=120)
+
+    env = {**service_env, "PYTHONDONTWRITEBYTECODE": "1", "DJANGO_SETTINGS_MODULE": "settings.test"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", _MASTER_MODULES], cwd=app, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    ours = [Path(f) for f in json.loads(loaded.stdout.splitlines()[-1]) if f.startswith(str(app))]
+    assert len(ours) > 50  # the project's own modules were loaded from the copy
+    missing = [str(f.relative_to(app)) for f in ours if not Path(importlib.util.cache_from_source(str(f))).exists()]
+    assert missing == []
 
 
 class Container:

@@ -21,6 +21,9 @@ from tests.deploy.support import (
     ROOT,
     SCHEMAS,
     base_documents,
+    cloud_run_drain_job,
+    cloud_run_drain_schedule,
+    cloud_run_files,
     cloud_run_services,
     find,
     kustomization,
@@ -30,6 +33,7 @@ from tests.deploy.support import (
 CUSTOM_SCHEMAS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-v1.json",
     ("serving.knative.dev/v1", "Service"): "knative-service-v1.json",
+    ("run.googleapis.com/v1", "Job"): "cloud-run-job-v1.json",
 }
 
 
@@ -156,18 +160,71 @@ def test_cloud_run__as_the_issue_says():
     assert web["spec"]["timeoutSeconds"] == 300
     (container,) = web["spec"]["containers"]
     assert {"startupProbe", "livenessProbe"} <= container.keys()
+    web_env = {var["name"]: var.get("value") for var in container["env"]}
+    # The web wakes the worker service at the path that serves wake-ups, with an ID token for it.
+    assert web_env["WAKE_URL"] == web_env["WAKE_AUDIENCE"] + "/internal/wake"
     worker = services["worker.yaml"]["spec"]["template"]
-    assert worker["metadata"]["annotations"]["run.googleapis.com/cpu-throttling"] == "false"
-    assert int(worker["metadata"]["annotations"]["autoscaling.knative.dev/minScale"]) >= 1
-    commands = [c.get("command", []) for c in worker["spec"]["containers"]]
-    assert ["python", "manage.py", "worker"] in commands
-    # One container takes the requests (Cloud Run's rule for multi-container services).
-    assert sum(1 for c in worker["spec"]["containers"] if c.get("ports")) == 1
+    # Scales to zero, CPU only while it serves a wake-up; one container, gunicorn, that serves it.
+    assert worker["metadata"]["annotations"]["autoscaling.knative.dev/minScale"] == "0"
+    assert worker["metadata"]["annotations"]["run.googleapis.com/cpu-throttling"] == "true"
+    (ingress,) = worker["spec"]["containers"]
+    assert ingress.get("ports")
+    assert "command" not in ingress
+    env = {var["name"]: var.get("value") for var in ingress["env"]}
+    assert env["WAKE_SERVE"] == "true"
+    # The drain ends before Cloud Run cuts off the wake-up's request.
+    assert float(env["DRAIN_MAX_SECONDS"]) < worker["spec"]["timeoutSeconds"]
+
+
+def test_cloud_run__every_service_bills_cpu_only_during_requests():
+    for name, service in cloud_run_services().items():
+        annotations = service["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["run.googleapis.com/cpu-throttling"] == "true", name
+
+
+def test_cloud_run_drain_job__valid_and_runs_the_drain():
+    job = cloud_run_drain_job()
+    validate_document(job)
+    task = job["spec"]["template"]["spec"]["template"]["spec"]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": job["metadata"]["name"]}}
+    pod["spec"] = {key: value for key, value in task.items() if key not in ("maxRetries", "timeoutSeconds")}
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    (container,) = task["containers"]
+    assert container["command"] == ["python", "manage.py", "worker", "--until-empty"]
+    env = {var["name"]: var.get("value") for var in container["env"]}
+    # One run ends before the next begins: the drain's own limit, then the task's timeout.
+    assert float(env["DRAIN_MAX_SECONDS"]) < task["timeoutSeconds"] < schedule_period_seconds()
+
+
+def schedule_period_seconds() -> int:
+    (minutes,) = re.fullmatch(r"\*/(\d+) \* \* \* \*", cloud_run_drain_schedule()["schedule"]).groups()
+    return int(minutes) * 60
+
+
+def test_cloud_run_drain_schedule__executes_the_drain_job_every_five_minutes():
+    schedule = cloud_run_drain_schedule()
+    job = cloud_run_drain_job()
+    assert schedule_period_seconds() == 300
+    target = schedule["httpTarget"]
+    assert target["httpMethod"] == "POST"
+    assert target["uri"].endswith(f"/jobs/{job['metadata']['name']}:run")
+    assert target["uri"].startswith("https://run.googleapis.com/v2/projects/omk-prod/locations/europe-west1/")
+    assert (
+        target["oauthToken"]["serviceAccountEmail"]
+        == job["spec"]["template"]["spec"]["template"]["spec"]["serviceAccountName"]
+    )
+
+
+def test_cloud_run__startup_cpu_boost_on_every_service():
+    """A scaled-from-zero instance imports Django and runs its recovery on boosted CPU."""
+    for filename, service in cloud_run_services().items():
+        annotations = service["spec"]["template"]["metadata"]["annotations"]
+        assert annotations.get("run.googleapis.com/startup-cpu-boost") == "true", filename
 
 
 def test_cloud_run__every_variable_is_documented():
     """Each ${VAR} the Cloud Run files use is one the deployment page's envsubst step sets."""
-    used = {m for path in CLOUD_RUN.glob("*.yaml") for m in re.findall(r"\$\{(\w+)\}", path.read_text())}
+    used = {m for path in cloud_run_files() for m in re.findall(r"\$\{(\w+)\}", path.read_text())}
     assert used == set(CLOUD_RUN_VARS)
     page = (ROOT / "docs" / "deployment.md").read_text()
     for name in used:

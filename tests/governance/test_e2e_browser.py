@@ -1,6 +1,7 @@
 """One end-to-end run in a real browser (Debian's Chromium driven by Playwright) against a real
-gunicorn instance: from the home page through the navigation bar to every page, log in, stake,
-vote, and see the vote counted."""
+gunicorn instance: from the home page, by its list and by the navigation bar, to every page, log
+in, start a conversation, post to the board, see the balance, stake, vote, and see the vote
+counted."""
 
 import shutil
 from decimal import Decimal
@@ -56,8 +57,38 @@ def test_browser__walk_the_bar_log_in_stake_vote_and_see_it_counted(start_instan
                 nav.get_by_role("link", name=label).click()
                 expect(page.get_by_role("heading", level=1)).to_have_text(heading)
                 expect(nav.locator("[aria-current=page]")).to_have_text(label)
-            nav.get_by_role("link", name="OMK Hive").click()
-            page.get_by_role("main").get_by_role("link", name="Proposals").click()
+            # The home page links to every one of them too.
+            for label, heading in BAR:
+                nav.get_by_role("link", name="OMK Hive").click()
+                expect(page.get_by_role("heading", level=1)).to_have_text("OMK Hive")
+                page.get_by_role("main").get_by_role("link", name=label).click()
+                expect(page.get_by_role("heading", level=1)).to_have_text(heading)
+
+            # A conversation: started, opened, a turn sent and shown.
+            nav.get_by_role("link", name="Conversations").click()
+            page.get_by_label("Title").fill("Where are the clover fields?")
+            page.get_by_role("button", name="Start a conversation").click()
+            expect(page.get_by_role("heading", level=1)).to_have_text("Where are the clover fields?")
+            page.locator("textarea[name=content]").fill("North of the hive, I think.")
+            page.get_by_role("button", name="Send to the Queen").click()
+            expect(page.locator("tr.turn-user")).to_contain_text("North of the hive, I think.")
+            nav.get_by_role("link", name="Conversations").click()
+            page.get_by_role("link", name="Where are the clover fields?").click()
+            expect(page.locator("tr.turn-user")).to_contain_text("North of the hive, I think.")
+
+            # The board: a post, shown with its author.
+            nav.get_by_role("link", name="Board").click()
+            page.locator("textarea[name=body]").fill("Clover blooms by the old oak.")
+            page.get_by_role("button", name="Post").click()
+            expect(page.locator("li.post").first).to_contain_text("Clover blooms by the old oak.")
+            expect(page.locator("li.post").first).to_contain_text("bea")
+
+            # The balance before staking: the paid tokens, nothing staked yet.
+            nav.get_by_role("link", name="Staking and balance").click()
+            expect(page.locator("#available")).to_have_text("42.5")
+            expect(page.locator("#weight")).to_have_text("0")
+
+            nav.get_by_role("link", name="Proposals").click()
             page.get_by_role("link", name="Plant more flowers").click()
             expect(page.get_by_role("heading", name="Plant more flowers")).to_be_visible()
 
@@ -72,6 +103,7 @@ def test_browser__walk_the_bar_log_in_stake_vote_and_see_it_counted(start_instan
             page.get_by_role("button", name="Stake").click()
             expect(page.get_by_text("Staked 42.5, locked until")).to_be_visible()
             expect(page.locator("#weight")).to_have_text("42.5")
+            expect(page.locator("#available")).to_have_text("0")
 
             nav.get_by_role("link", name="Proposals").click()
             page.get_by_role("link", name="Plant more flowers").click()

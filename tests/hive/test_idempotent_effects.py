@@ -55,3 +55,20 @@ def test_queue_api__retry_after_uncommitted_key_publishes_once(api_client, user)
     assert (first.status_code, retry.status_code) == (201, 201)
     assert retry.json()["id"] == first.json()["id"]
     assert redis_client().xlen("omk:queue:bees") == 1
+
+
+def test_queue_api__retry_of_an_ack_whose_reply_was_lost_answers_acked(api_client, user):
+    """The ack reached Redis, its answer never reached the bee (a failover, a dead instance):
+    the retry with the same key says acked, so the bee does not count the message as lost."""
+    from hive.services import bee_queue_create
+
+    bee_queue_create(owner=user, name="bees")
+    message = api_client.post("/api/queues/bees/", {"body": "m"}, content_type="application/json").json()["id"]
+    api_client.post("/api/queues/bees/claim", {"consumer": "c"}, content_type="application/json")
+    headers = {"HTTP_IDEMPOTENCY_KEY": "ack-1"}
+    payload = {"ids": [message], "consumer": "c"}
+    first = api_client.post("/api/queues/bees/ack", payload, content_type="application/json", **headers)
+    _lose_committed_keys()
+    retry = api_client.post("/api/queues/bees/ack", payload, content_type="application/json", **headers)
+    assert (first.status_code, retry.status_code) == (200, 200)
+    assert first.json() == retry.json() == {"acked": [message], "not_pending": []}

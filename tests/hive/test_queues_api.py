@@ -7,6 +7,7 @@ from django.test import Client
 
 from core.redis import redis_client
 from lifecycle.outbox.models import OutboxEvent
+from lifecycle.queues.services import queue_grouped_names
 
 pytestmark = pytest.mark.django_db
 
@@ -232,8 +233,13 @@ def test_queue__every_key_it_creates_expires(api_client):
     _json(api_client, "/api/queues/scouts/claim", {"consumer": "c"})
     _json(api_client, "/api/queues/scouts/ack", {"ids": [message], "consumer": "c"})
     keys = _queue_keys()
-    # Two streams, the keyed publish's dedupe mark and the other publish's own sent mark.
-    assert len(keys) == 4
+    # Two streams, the keyed publish's dedupe mark, the other publish's own sent mark, the ack's
+    # own result mark and the index of grouped streams the claim added scouts to; then the
+    # index's mark, once a recovery pass read it.
+    assert len(keys) == 6
+    queue_grouped_names()
+    keys = _queue_keys()
+    assert len(keys) == 7
     assert all(redis_client().pttl(key) > 0 for key in keys), [(k, redis_client().pttl(k)) for k in keys]
 
 

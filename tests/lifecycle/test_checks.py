@@ -1,6 +1,6 @@
-"""System checks of the lifecycle settings (lifecycle.E002-E007)."""
+"""System checks of the lifecycle settings (lifecycle.E002-E009)."""
 
-from lifecycle.checks import check_lifecycle_steps, check_lifecycle_timings
+from lifecycle.checks import check_lifecycle_steps, check_lifecycle_timings, check_wake
 
 
 def _ids(errors) -> list[str]:
@@ -10,6 +10,7 @@ def _ids(errors) -> list[str]:
 def test_checks__defaults_pass():
     assert check_lifecycle_timings(None) == []
     assert check_lifecycle_steps(None) == []
+    assert check_wake(None) == []
 
 
 def test_checks__heartbeat_ttl_too_short(settings):
@@ -45,3 +46,19 @@ def test_checks__worker_hung_threshold_under_a_beat_in_a_redis_outage(settings):
 def test_checks__steps_must_import_and_be_steps(settings):
     settings.LIFECYCLE_SHUTDOWN_STEPS = ["lifecycle.shutdown.Nope", "lifecycle.steps.StepResult"]
     assert _ids(check_lifecycle_steps(None)) == ["lifecycle.E005", "lifecycle.E006"]
+
+
+def test_checks__wake_without_its_token(settings):
+    settings.LIFECYCLE_WAKE_TOKEN = ""
+    settings.LIFECYCLE_WAKE_SERVE = True
+    assert _ids(check_wake(None)) == ["lifecycle.E008"]
+    settings.LIFECYCLE_WAKE_SERVE = False
+    settings.LIFECYCLE_WAKE_URL = "https://omk-worker.example/internal/wake"
+    assert _ids(check_wake(None)) == ["lifecycle.E008"]
+    settings.LIFECYCLE_WAKE_TOKEN = "secret"
+    assert check_wake(None) == []
+
+
+def test_checks__drain_without_time(settings):
+    settings.LIFECYCLE_DRAIN_MAX_SECONDS = 0
+    assert _ids(check_wake(None)) == ["lifecycle.E009"]

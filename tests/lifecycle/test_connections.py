@@ -3,15 +3,18 @@ are detected and replaced, against the real servers."""
 
 import os
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 from django.conf import settings
-from django.db import connection
+from django.db import connection, connections
 from redis.utils import HIREDIS_AVAILABLE
 
+from core.postgresql.base import DatabaseWrapper
 from core.redis import redis_client
+from tests.support.postgres import admin_connect, backends_terminate
 
 
 def test_redis__uses_hiredis_keepalive_and_health_checks():
@@ -38,27 +41,19 @@ def test_redis__killed_connection_is_replaced_transparently():
 @pytest.mark.django_db
 def test_database__pool_is_configured_with_health_checks():
     assert settings.DATABASES["default"]["OPTIONS"]["pool"]
-    assert settings.DATABASES["default"]["CONN_HEALTH_CHECKS"] is True
+    assert settings.DATABASES["default"]["ENGINE"] == "core.postgresql"
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     assert connection.pool is not None
-    assert connection.pool._check is not None
+    assert isinstance(connections["default"], DatabaseWrapper)
 
 
 def _terminate_backends(dbname: str) -> int:
-    """Terminate the server processes of every other process's connection to `dbname`, and wait
-    until they are gone (pg_terminate_backend only signals them), as after a server restart."""
+    """Terminate every other process's connections to `dbname`, as a server restart would."""
     others = "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() AND application_name <> %s"
-    params = [dbname, f"omk-{os.getpid()}"]
-    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
-        pids = [row[0] for row in admin.execute(f"SELECT pid {others}", params)]
-        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [pids])
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            alive = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]).fetchone()
-            if alive[0] == 0:
-                break
-            time.sleep(0.05)
+    with admin_connect() as admin:
+        pids = [row[0] for row in admin.execute(f"SELECT pid {others}", [dbname, f"omk-{os.getpid()}"])]
+        backends_terminate(admin, pids)
     return len(pids)
 
 
@@ -87,3 +82,31 @@ def test_instance__pool_opens_in_workers_not_in_master(start_instance):
         }
     assert f"omk-{instance.pid}" not in names
     assert any(name.startswith("omk-") for name in names)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_instance__every_worker_opens_its_pool_before_its_first_request(start_instance):
+    """The probe that finds recovery done may reach either worker: neither opens a connection then."""
+    instance = start_instance(wait_for="/health", WEB_CONCURRENCY="2")
+    children = Path(f"/proc/{instance.pid}/task/{instance.pid}/children")
+    # The master's other child, its startup process, names its connections after itself too.
+    lead = Path(instance.env["OMK_RUN_DIR"]) / f"gunicorn-{instance.pid}.lead"
+    deadline = time.monotonic() + 10
+    while len(workers := set(children.read_text().split()) - {lead.read_text() if lead.exists() else ""}) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    expected = {f"omk-{pid}" for pid in workers}
+    with psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True) as admin:
+        while True:
+            names = {
+                row[0]
+                for row in admin.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE datname = %s",
+                    [connection.settings_dict["NAME"]],
+                )
+            }
+            if expected <= names:
+                break
+            assert time.monotonic() < deadline, (expected, names)
+            time.sleep(0.05)

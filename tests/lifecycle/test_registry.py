@@ -32,6 +32,18 @@ def test_instance_register__row_event_and_heartbeat():
 
 
 @pytest.mark.django_db
+def test_instance_register__again_overwrites_the_row_in_one_statement(django_assert_num_queries):
+    instance_register(instance_id="web-b", kind="web", pid=1)
+    instance_set_state(instance_id="web-b", state=InstanceState.READY)
+    # The upsert, the event and the outbox row; inside the test's transaction, one savepoint pair.
+    with django_assert_num_queries(5):
+        instance_register(instance_id="web-b", kind="worker", pid=2)
+    row = Instance.objects.get(id="web-b")
+    assert (row.kind, row.pid, row.state) == ("worker", 2, InstanceState.STARTING)
+    assert Instance.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_instances_mark_lost__only_expired_heartbeats_without_clean_stop():
     instance_register(instance_id="alive", kind="web")
     instance_register(instance_id="dead", kind="worker")

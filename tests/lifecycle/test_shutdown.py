@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from lifecycle.models import Instance, InstanceEvent, LifecycleReport
-from tests.support.workers import manage
+from tests.support.workers import manage, wait_for
 
 # GKE with a 10 s grace period: our deadline is 9 s (10 % margin, at least 1 s).
 GKE_10S = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "TERMINATION_GRACE_PERIOD": "10"}
@@ -21,6 +21,13 @@ SINK = {"OUTBOX_SINK": "tests.support.sinks.RedisSetSink"}
 
 def _instance_id(instance) -> str:
     return Instance.objects.get(pid=instance.pid, kind="web").id
+
+
+def _in_flight(instance) -> float:
+    """Requests the instance's workers are serving now (its /metrics, which counts no scrape)."""
+    text = requests.get(instance.url + "/metrics", timeout=10).text
+    (line,) = [line for line in text.splitlines() if line.startswith("http_requests_in_flight ")]
+    return float(line.split()[1])
 
 
 @pytest.mark.slow
@@ -187,12 +194,13 @@ def test_sigterm__hung_step_is_cut_off_before_the_budget(start_instance):
 @pytest.mark.django_db(transaction=True)
 def test_stop_command__prints_the_report_and_exits_0(start_instance, service_env):
     instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **SINK)
+    # In flight when the shutdown begins, however long `manage.py stop` takes to start (a second
+    # or two of CPU, far more on a loaded machine): its 2 s begin with the drain.
     slow = concurrent.futures.ThreadPoolExecutor(1).submit(
-        requests.get, instance.url + "/_test/slow?seconds=5", timeout=20
+        requests.get, instance.url + "/_test/slow?seconds=2&after=draining", timeout=60
     )
-    time.sleep(0.5)
+    wait_for(lambda: _in_flight(instance) == 1, timeout=20, message="the slow request in flight")
 
-    # `manage.py stop` itself takes a second or two to start: the request is still in flight.
     result = manage({**service_env, "DRAIN_DELAY": "0"}, "stop")
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -253,6 +261,26 @@ def test_drain_command__readiness_503_before_sigterm(start_instance, service_env
     assert requests.get(instance.url + "/ready", timeout=5).status_code == 503
     assert requests.get(instance.url + "/health", timeout=5).status_code == 200
     assert Instance.objects.get(pid=instance.pid).state == "draining"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_drain_command__readiness_503_before_django_is_set_up(start_instance, service_env):
+    """The flag comes before Django's setup (seconds on a loaded node): settings that cannot even
+    load (production's without SECRET_KEY) fail the command, and the instance drains all the same."""
+    instance = start_instance(wait_for="/ready")
+    other = start_instance(wait_for="/ready")
+    # Asking for help (or mistyping an option) drains nothing.
+    assert manage(service_env, "drain", "--help").returncode == 0
+    assert manage(service_env, "drain", "--no-wiat").returncode != 0
+    assert requests.get(instance.url + "/ready", timeout=5).status_code == 200
+    broken = {**service_env, "DJANGO_SETTINGS_MODULE": "settings.production", "SECRET_KEY": ""}
+    result = manage(broken, "drain", "--no-wait", "--pid", str(instance.pid))
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+    assert requests.get(instance.url + "/ready", timeout=5).status_code == 503
+    # --pid is read before the setup too.
+    assert requests.get(other.url + "/ready", timeout=5).status_code == 200
 
 
 @pytest.mark.slow

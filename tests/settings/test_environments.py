@@ -1,5 +1,6 @@
 """Each settings module as a real process would load it, configured only from the environment."""
 
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,24 @@ def test_local__bad_number_in_environment_is_named():
 def test_migrations__none_missing():
     result = manage("makemigrations", "--check", "--dry-run", DJANGO_SETTINGS_MODULE="settings.test")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_base__database_bounds_on_every_connection_and_the_urls_own_options_win():
+    code = (
+        "import json; from django.conf import settings; "
+        "print(json.dumps({k: v for k, v in settings.DATABASES['default']['OPTIONS'].items() if k != 'pool'}))"
+    )
+    url = "postgres://u@db/omk?options=-c%20statement_timeout%3D0&target_session_attrs=read-write"
+    result = manage("shell", "-c", code, DJANGO_SETTINGS_MODULE="settings.local", DATABASE_URL=url)
+    assert result.returncode == 0, result.stderr
+    options = json.loads(result.stdout.strip().splitlines()[-1])
+    assert options["connect_timeout"] == 3
+    assert options["tcp_user_timeout"] == 5000
+    assert (options["keepalives"], options["keepalives_idle"], options["keepalives_count"]) == (1, 10, 3)
+    assert options["target_session_attrs"] == "read-write"
+    server = options["options"].split()
+    assert "statement_timeout=10000" in server
+    assert "idle_in_transaction_session_timeout=15000" in server
+    assert "tcp_user_timeout=5000" in server
+    # libpq applies `-c` options in order: the URL's own statement_timeout comes last and wins.
+    assert server[-1] == "statement_timeout=0"

@@ -24,3 +24,13 @@ async def blocking_async_job(*, key: str, seconds: float) -> None:
     client.rpush(f"{key}:started", os.getpid())
     time.sleep(seconds)
     client.rpush(f"{key}:done", os.getpid())
+
+
+@app.task(name="tests.slow_first_time", pass_context=False)
+def slow_first_time(*, key: str, seconds: float) -> None:
+    """Slow on its first run only (a test kills that one), quick when it runs again."""
+    client = redis_client()
+    runs = client.rpush(f"{key}:started", os.getpid())
+    if runs == 1:
+        time.sleep(seconds)
+    client.rpush(f"{key}:done", os.getpid())

@@ -25,6 +25,9 @@ class Command(BaseCommand):
         "stopped cleanly inside its budget, 1 if a step failed or a budget was exceeded, 2 if "
         "there is nothing to stop."
     )
+    # Its start is time the instances' requests and budgets run on: the project's checks (which
+    # import every URLconf and API schema) are for deploys and `manage.py check`.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         parser.add_argument("--pid", type=int, help="stop only the instance with this pid")

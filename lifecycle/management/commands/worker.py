@@ -11,8 +11,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency", type=int, default=2, help="jobs run at once (the periodic recovery pass needs a slot too)"
         )
+        parser.add_argument(
+            "--until-empty",
+            action="store_true",
+            help="drain: run jobs, the outbox export and the periodic passes until nothing is left, then stop"
+            " (the worker that scales to zero: a wake-up or the scheduled Cloud Run job)",
+        )
 
-    def handle(self, *args, queues: list[str], concurrency: int, **options) -> None:
-        code = worker_run(queues=queues or None, concurrency=concurrency)
+    def handle(self, *args, queues: list[str], concurrency: int, until_empty: bool, **options) -> None:
+        code = worker_run(queues=queues or None, concurrency=concurrency, until_empty=until_empty)
         if code:
             raise SystemExit(code)

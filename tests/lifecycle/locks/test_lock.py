@@ -19,6 +19,7 @@ from core.redis import redis_client
 from lifecycle.locks import (
     DistributedLock,
     LockLost,
+    LockReleased,
     LockTimeout,
     LockUnavailable,
     critical_section,
@@ -233,6 +234,33 @@ def test_extend__resets_the_ttl_and_fails_once_lost():
     with pytest.raises(LockLost), distributed_lock.acquire("extend", ttl=0.1) as lease:  # noqa: PT012 (raised when the block exits)
         time.sleep(0.2)
         lease.extend()
+
+
+def test_extend__after_release_raises_lock_released_and_counts_no_lost_lock(caplog):
+    before = metric(LOCKS_LOST, "extended-late")
+    with distributed_lock.acquire("extended-late", ttl=5) as lease:
+        pass
+    with pytest.raises(LockReleased, match="released"):
+        lease.extend()
+    assert metric(LOCKS_LOST, "extended-late") == before
+    assert not lease.lost
+    assert "lost" not in caplog.text
+
+
+def test_extend__async_after_release_raises_lock_released_and_counts_no_lost_lock(caplog):
+    before = metric(LOCKS_LOST, "extended-late-async")
+
+    async def scenario():
+        async with distributed_lock.acquire("extended-late-async", ttl=5) as lease:
+            pass
+        with pytest.raises(LockReleased, match="released"):
+            await lease.extend()
+        return lease
+
+    lease = asyncio.run(scenario())
+    assert metric(LOCKS_LOST, "extended-late-async") == before
+    assert not lease.lost
+    assert "lost" not in caplog.text
 
 
 def test_renew__keeps_the_lock_past_its_ttl():

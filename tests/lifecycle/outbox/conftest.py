@@ -53,6 +53,7 @@ def exporter_env(service_env: dict[str, str], bigquery: BigQueryTables, bigquery
     """Environment of a separate exporter process on this test's database and BigQuery dataset."""
     return {
         **service_env,
+        "OUTBOX_SINK": "lifecycle.outbox.sinks.bigquery.BigQuerySink",
         "BIGQUERY_EMULATOR_URL": bigquery_emulator.url,
         "BIGQUERY_EMULATOR_GRPC": bigquery_emulator.grpc_address,
         "BIGQUERY_PROJECT": bigquery_emulator.project,

@@ -13,6 +13,8 @@ from lifecycle.queues.services import (
     QueueInputError,
     queue_ack,
     queue_claim,
+    queue_delete,
+    queue_grouped_names,
     queue_names,
     queue_publish,
     queue_reclaim_stale,
@@ -53,6 +55,19 @@ def test_queue__message_acked_at_most_once():
     second = queue_ack(name="pollen", ids=[message_id], consumer="a")
     assert second.acked == []
     assert second.not_pending == [message_id]
+
+
+def test_queue_ack__same_dedupe_answers_the_first_result_and_acks_nothing_more():
+    first_id, second_id = (queue_publish(name="pollen", body=b) for b in ("x", "y"))
+    queue_claim(name="pollen", consumer="a", count=2)
+    assert queue_ack(name="pollen", ids=[first_id], consumer="a", dedupe="1:k").acked == [first_id]
+    # The same request resent (its reply lost): the first answer, not "not pending".
+    again = queue_ack(name="pollen", ids=[first_id], consumer="a", dedupe="1:k")
+    assert (again.acked, again.not_pending) == ([first_id], [])
+    # Another request is its own ack: already acked is not pending; the other id still held.
+    assert queue_ack(name="pollen", ids=[first_id], consumer="a").not_pending == [first_id]
+    assert redis_client().xpending("omk:queue:pollen", "bees")["pending"] == 1
+    assert queue_ack(name="pollen", ids=[second_id], consumer="a", dedupe="1:other").acked == [second_id]
 
 
 def test_queue__ack_with_consumer_refuses_a_message_taken_over(short_visibility):
@@ -129,6 +144,38 @@ def test_queue_reclaim_stale__puts_held_messages_back(settings):
     assert queue_ack(name="comb", ids=[held], consumer="dead").acked == []
     assert queue_ack(name="comb", ids=[again[0].id], consumer="next").acked == [again[0].id]
     assert queue_ack(name="comb", ids=[fresh_hold], consumer="alive").acked == [fresh_hold]
+
+
+def test_queue_grouped_names__read_from_their_index_after_one_scan():
+    queue_publish(name="published-only", body="x")
+    queue_grouped_names()  # the first call indexes what a SCAN finds (nothing grouped yet)
+    queue_publish(name="read", body="x")
+    queue_claim(name="read", consumer="c")
+    assert queue_grouped_names() == ["published-only", "read"]
+    # Listed from the index: a grouped stream the index does not hold is not found.
+    redis_client().srem("omk:queue::grouped", "omk:queue:read")
+    assert queue_grouped_names() == ["published-only"]
+
+
+def test_queue_reclaim_stale__finds_streams_grouped_before_the_index(settings):
+    queue_publish(name="old", body="held")
+    queue_claim(name="old", consumer="dead")
+    # As a Redis written before the index existed (or that lost it) holds it.
+    redis_client().delete("omk:queue::grouped", "omk:queue::grouped-complete")
+    settings.QUEUES_VISIBILITY_TIMEOUT_SECONDS = 0
+    assert queue_reclaim_stale(deadline=time.monotonic() + 5) == 1
+    assert queue_grouped_names() == ["old"]
+
+
+def test_queue_reclaim_stale__a_stream_gone_leaves_the_index(settings):
+    for name in ("gone", "kept"):
+        queue_publish(name=name, body="x")
+        queue_claim(name=name, consumer="c")
+    redis_client().delete("omk:queue:gone")  # expired
+    assert queue_reclaim_stale(deadline=time.monotonic() + 5) == 0
+    assert queue_grouped_names() == ["kept"]
+    queue_delete(name="kept")
+    assert queue_grouped_names() == []
 
 
 def test_queue_release__hands_back_a_consumers_messages_at_once():

@@ -132,3 +132,13 @@ def test_session_manager__count_reachable_for_recovery(client, django_user_model
     session_manager.create_session()
     client.force_login(django_user_model.objects.create_user("reachable"))
     assert session_manager.count_reachable(deadline=time.monotonic() + 5) == 2
+
+
+def test_session_manager__count_reachable_is_shared_for_its_max_age(settings):
+    session_manager.create_session()
+    assert session_manager.count_reachable(deadline=time.monotonic() + 5) == 1
+    session_manager.create_session()
+    # Another instance's pass within the max age: the shared count, no second SCAN.
+    assert session_manager.count_reachable(deadline=time.monotonic() + 5) == 1
+    settings.SESSIONS_COUNT_MAX_AGE_SECONDS = 0
+    assert session_manager.count_reachable(deadline=time.monotonic() + 5) == 2

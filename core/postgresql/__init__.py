@@ -1,0 +1,1 @@
+"""Django's PostgreSQL backend with a pool check that survives a server restart (`base.py`)."""
