@@ -70,14 +70,19 @@ lint: install-dev
 # The processes the tests start get their own from the service_env fixture.
 TEST_ENV = env -u DJANGO_SETTINGS_MODULE -u DATABASE_URL -u REDIS_URL
 
+# Two test processes (pytest-xdist): most of the suite waits for the servers and processes it
+# starts, not for a core. Each process has a database and a Redis db of its own (settings/test.py).
+# PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
+
 pytest: install-dev services system-packages
-	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint pytest
 
 # The inner loop: every test but those marked slow (real servers, nested runs), and no lint.
 test-fast: install-dev services system-packages
-	$(TEST_ENV) $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 # Not part of `make test`: the schemathesis test with random inputs, 250 per operation and mode
 # (about 13,000 requests, 4 minutes). A failure prints the seed that replays it.

@@ -314,7 +314,7 @@ def verdict(run: Run, results: dict[str, CheckResult]) -> dict[str, Any]:
         "redis_failovers": kinds["redis_failover"],
         "faults": fault_figures(ops, events, windows, run.load_end),
         "dependency_windows": windows,
-        "redis_min_replicas_ack": getattr(run.args, "redis_min_replicas_ack", None),
+        "redis_min_replicas_ack": getattr(run, "redis_min_replicas_ack", None),
         "forced_kills_at_budget": kinds["sigkill_at_budget"],
         "flows": flows_out,
         "outbox": run.outbox,

@@ -177,6 +177,16 @@ class Run:
         from django.core.management import get_commands
 
         self.commands = set(get_commands())
+        # What the instances will use, read through the service's own settings from the same
+        # environment: a flag that never reaches them must not be reported as if it had.
+        from core.redis import replicas_to_ack
+
+        self.redis_min_replicas_ack = replicas_to_ack()
+        if self.redis_min_replicas_ack != self.args.redis_min_replicas_ack:
+            raise RuntimeError(
+                f"--redis-min-replicas-ack {self.args.redis_min_replicas_ack} does not reach the service: "
+                f"its settings read {self.redis_min_replicas_ack}"
+            )
         slots = [free_port() for _ in range(self.args.max_instances * 2 + 4)]
         self.network = netfaults.create_network(self)
         hosts = [ns.address for ns in self.network.namespaces[: len(slots)]] if self.network else None

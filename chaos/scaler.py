@@ -543,18 +543,40 @@ class Platform:
         self.records[victim.name].paused.append((start, self.recorder.now()))
         self.recorder.event("resume", victim.name)
 
-    def _dependency_restart(self, kind: str, restart: Callable[[], None]) -> None:
+    def _dependency_restart(
+        self, kind: str, restart: Callable[[], None], settle: Callable[[], None] | None = None
+    ) -> None:
         window = {"kind": kind, "start": self.recorder.now(), "end": None, "settled": None}
         self.dependency_windows.append(window)
         restart()
         window["end"] = self.recorder.now()
         self.recorder.event(kind, kind, downtime=round(window["end"] - window["start"], 2))
+        if settle is not None:
+            settle()
         # Requests may fail (503) until every serving instance is ready again.
         wait_until(lambda: self.up_in_haproxy() >= max(1, len(self.serving())), timeout=30, interval=0.2)
         window["settled"] = self.recorder.now()
 
     def _fault_redis_restart(self) -> None:
-        self._dependency_restart("redis_restart", self.redis.restart)
+        group = self.redis
+        if not isinstance(group, RedisGroup):
+            self._dependency_restart("redis_restart", group.restart)
+            return
+        before = group.primary_port()
+
+        def settle() -> None:
+            # The restart is shorter than the Sentinels' down-after time, so no failover is meant;
+            # on a busy machine their pings can still miss it and they fail over to the replica,
+            # while the restarted server stays a primary until they reconfigure it (their 10 s
+            # INFO period). Until a replica is in sync again, writes that wait for one are 503s
+            # of this fault.
+            self.stop_event.wait(group.down_after_ms / 1000 + 1)
+            wait_until(group.in_sync, timeout=30, interval=0.1)
+            after = group.primary_port()
+            if after != before:
+                self.recorder.event("redis_restart_failed_over", f"redis:{before}", promoted_port=after)
+
+        self._dependency_restart("redis_restart", group.restart, settle)
 
     def _fault_redis_failover(self) -> None:
         """SIGKILL of the Redis primary under load; the Sentinels promote its replica; the dead one

@@ -227,6 +227,7 @@ class RedisGroup:
     ):
         self.dir = directory
         self.master_name = master_name
+        self.down_after_ms = down_after_ms
         sync = ["--repl-diskless-sync-delay", "0"]
         self.primary = RedisServer(directory / "redis-a", persistent=persistent, extra_args=sync)
         self.replica = RedisServer(

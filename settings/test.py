@@ -10,6 +10,11 @@ DEBUG = False
 # Several checkouts may test at once on one machine: each picks its own database and Redis db.
 DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", "test_omk")}
 REDIS_TEST_DB = env_int("REDIS_TEST_DB", 15)
+# pytest-xdist's workers (gw0, gw1, ...) each get a Redis db of their own, counting down from
+# REDIS_TEST_DB (pytest-django gives each its own database: test_omk_gw0, ...).
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _xdist_worker.startswith("gw"):
+    REDIS_TEST_DB -= int(_xdist_worker.removeprefix("gw"))
 if "REDIS_URL" not in os.environ:
     CACHES["default"]["LOCATION"] = REDIS_URL.rsplit("/", 1)[0] + f"/{REDIS_TEST_DB}"
 

@@ -40,14 +40,22 @@ def test_probe():
         "db_port": str(db["PORT"]),
         "test_db": db["TEST"]["NAME"],
         "redis": location,
+        "xdist_worker": os.environ.get("PYTEST_XDIST_WORKER"),
     }
-    print("PROBE " + json.dumps(report))
+    # A file, not stdout: pytest-xdist's workers do not pass a test's output on.
+    with open(os.environ["PROBE_REPORT"], "w") as out:
+        json.dump(report, out)
 """
 
 
 def make(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    # Not the outer make's jobserver and level: the nested make is a caller's own.
-    clean = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # Not the outer make's jobserver and level, nor the outer pytest-xdist worker's name (which
+    # picks its Redis db): the nested make is a caller's own.
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL") and not k.startswith("PYTEST_XDIST")
+    }
     return subprocess.run(
         ["make", "--no-print-directory", *args],
         cwd=ROOT,
@@ -67,19 +75,22 @@ def test_make_pytest__ignores_callers_settings_database_and_redis(tmp_path):
     # The probe creates no database and flushes nothing: any name and db number will do, as long
     # as they are not the defaults, so the test shows they pass through.
     names = {"TEST_DATABASE_NAME": "test_omk_probe_unused", "REDIS_TEST_DB": "7"}
+    report_path = tmp_path / "probe.json"
     result = make(
         "pytest",
-        f"PYTEST_ARGS=-c pyproject.toml --rootdir . -q -s {probe}",
-        env={**HOSTILE_ENV, **names},
+        f"PYTEST_ARGS=-c pyproject.toml --rootdir . -q {probe}",
+        env={**HOSTILE_ENV, **names, "PROBE_REPORT": str(report_path)},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
-    report = json.loads(line.removeprefix("PROBE "))
+    report = json.loads(report_path.read_text())
     assert report["environ"] == report["settings"] == "settings.test"
     assert report["test_db"] == "test_omk_probe_unused"
     assert (report["db_host"], report["db_port"]) == ("127.0.0.1", "5432")
-    assert report["redis"] == "redis://127.0.0.1:6379/7"
+    # Each pytest-xdist worker (gw0, gw1, ...) counts down from REDIS_TEST_DB.
+    worker = report["xdist_worker"]
+    assert worker is None or worker.startswith("gw"), worker
+    assert report["redis"] == f"redis://127.0.0.1:6379/{7 - int(worker[2:]) if worker else 7}"
 
 
 def pytest_command(target: str) -> list[str]:
