@@ -619,7 +619,10 @@ class HAProxy:
         self.slot_ports = slot_ports
         # Each slot's address: 127.0.0.1, or the network namespace of the slot (chaos/netns.py).
         self.slot_hosts = slot_hosts or ["127.0.0.1"] * len(slot_ports)
-        self.socket_path = directory / "haproxy.sock"
+        # A Unix socket's path has a short limit (HAProxy takes 97 bytes at most), which a report
+        # directory under pytest's tmp_path can pass: the socket gets a short directory of its own.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="omk-haproxy-"))
+        self.socket_path = self.socket_dir / "haproxy.sock"
         self.config_path = directory / "haproxy.cfg"
         self.log_path = directory / "haproxy.log"
         self.process: subprocess.Popen | None = None
@@ -709,6 +712,7 @@ backend {self.BACKEND}
 
     def stop(self) -> None:
         _stop_group(self.process)
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 class WebInstance:

@@ -19,6 +19,9 @@ class LifecycleSettings(AppSettings):
     # Seconds between readiness turning 503 and the listener closing, so load balancers stop
     # sending first. None: the platform's default (lifecycle.platform.default_drain_delay).
     DRAIN_DELAY: float | None = None
+    # An instance that stopped or was lost this long ago leaves the registry, with its events
+    # and reports (a daily task); every start is a new row, so without it the table only grows.
+    INSTANCE_RETENTION_SECONDS: float = 30 * 86400.0
     # A job whose procrastinate worker sent no heartbeat for this long is retried by recovery.
     STALLED_JOB_SECONDS: float = 3.0
     # Pluggable steps (dotted paths of lifecycle.steps.Step subclasses), run in this order. Each

@@ -8,6 +8,7 @@ import os
 import socket
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from core.redis import redis_client
@@ -105,6 +106,25 @@ def shutdown_reports_claim(*, limit: int = 500) -> list[tuple[str, LifecycleRepo
         )
         LifecycleReport.objects.filter(pk__in=[r.pk for r in reports]).update(counted_at=timezone.now())
     return [(report.instance.kind, report) for report in reports]
+
+
+@transaction.atomic
+def instances_prune(*, older_than: dt.timedelta) -> int:
+    """Delete the instances that stopped or were lost more than `older_than` ago, with their
+    events and reports; the number deleted. One with a shutdown report that no live instance has
+    counted into its metrics yet stays until one has (lifecycle.recovery.CountShutdowns)."""
+    uncounted = LifecycleReport.objects.filter(
+        instance=OuterRef("pk"), kind=ReportKind.SHUTDOWN, counted_at__isnull=True
+    )
+    _, deleted = (
+        Instance.objects.filter(
+            state__in=(InstanceState.STOPPED, InstanceState.LOST),
+            state_changed_at__lt=timezone.now() - older_than,
+        )
+        .exclude(Exists(uncounted))
+        .delete()
+    )
+    return deleted.get(Instance._meta.label, 0)
 
 
 def instances_mark_lost(*, ttl: float | None = None) -> list[str]:

@@ -27,3 +27,19 @@ def recovery_pass(timestamp: int) -> int:
     finally:
         # Sync tasks run in worker threads, outside any request: give the connection back.
         close_old_connections()
+
+
+# The registry's history is kept for a month (LIFECYCLE_INSTANCE_RETENTION_SECONDS); once a day
+# is enough to keep the table at a month of starts.
+@app.periodic(cron="41 3 * * *", periodic_id="lifecycle-instances-prune")
+@app.task(name="lifecycle.instances_prune", queueing_lock="lifecycle-instances-prune", pass_context=False)
+def instances_prune_pass(timestamp: int) -> int:
+    from datetime import timedelta
+
+    from lifecycle.conf import lifecycle_settings
+    from lifecycle.services import instances_prune
+
+    try:
+        return instances_prune(older_than=timedelta(seconds=lifecycle_settings.INSTANCE_RETENTION_SECONDS))
+    finally:
+        close_old_connections()

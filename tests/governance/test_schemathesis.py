@@ -22,8 +22,9 @@ from tests.support.tokens import funded_stake
 # JSON schema cannot state (a window ends after it starts, a cap within the allocation) rightly
 # answer 422 to schema-valid input.
 MIN_REQUESTS = 1000
-# The suite's run is the same every time (derandomized, about 40 s). `make fuzz-api` sets these for
-# a longer randomized run: new inputs each time, which is how the lax-input bugs were found.
+# The suite's run is the same every time (derandomized; about two minutes on 2 cores, most of it
+# hypothesis generating the cases). `make fuzz-api` sets these for a longer randomized run: new
+# inputs each time, which is how the lax-input bugs were found.
 EXAMPLES_PER_OPERATION_AND_MODE = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "40"))
 RANDOMIZED = os.environ.get("SCHEMATHESIS_RANDOMIZED", "") == "1"
 # schemathesis's own list of statuses that reject invalid data, plus 413: a body over 64 KiB is

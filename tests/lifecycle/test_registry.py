@@ -13,7 +13,13 @@ from lifecycle.models import Instance, InstanceEvent, InstanceState, LifecycleRe
 from lifecycle.outbox.models import OutboxEvent
 from lifecycle.recovery import recovery_run
 from lifecycle.registry import heartbeat_key
-from lifecycle.services import instance_register, instance_set_state, instances_mark_lost, report_record
+from lifecycle.services import (
+    instance_register,
+    instance_set_state,
+    instances_mark_lost,
+    instances_prune,
+    report_record,
+)
 from lifecycle.steps import Report, StepResult, StepStatus
 
 
@@ -70,6 +76,46 @@ def test_instances_mark_lost__recent_state_change_is_not_lost_yet():
     instance_register(instance_id="young", kind="web")
     redis_client().delete(heartbeat_key("young"))
     assert instances_mark_lost() == []
+
+
+def _gone(instance_id: str, *, state: str, days_ago: float, counted: bool | None = None) -> None:
+    """An instance in `state` since `days_ago`, with an event and, unless `counted` is None, a
+    shutdown report counted into the metrics or not."""
+    instance_register(instance_id=instance_id, kind="web")
+    instance_set_state(instance_id=instance_id, state=state)
+    Instance.objects.filter(pk=instance_id).update(state_changed_at=timezone.now() - dt.timedelta(days=days_ago))
+    if counted is not None:
+        report_record(instance_id=instance_id, report=Report(kind="shutdown", started_at=time.time(), steps=[]))
+        LifecycleReport.objects.filter(instance_id=instance_id).update(counted_at=timezone.now() if counted else None)
+
+
+@pytest.mark.django_db
+def test_instances_prune__stopped_or_lost_long_ago_go_with_their_events_and_reports():
+    _gone("old-stopped", state=InstanceState.STOPPED, days_ago=31, counted=True)
+    _gone("old-lost", state=InstanceState.LOST, days_ago=40)
+    _gone("old-uncounted", state=InstanceState.STOPPED, days_ago=31, counted=False)
+    _gone("recent-stopped", state=InstanceState.STOPPED, days_ago=29, counted=True)
+    # Still live by its row (a recovery pass has yet to find it lost): never pruned.
+    _gone("old-ready", state=InstanceState.READY, days_ago=31)
+
+    assert instances_prune(older_than=dt.timedelta(days=30)) == 2
+
+    assert set(Instance.objects.values_list("id", flat=True)) == {"old-uncounted", "recent-stopped", "old-ready"}
+    assert not InstanceEvent.objects.filter(instance_id__in=["old-stopped", "old-lost"]).exists()
+    assert not LifecycleReport.objects.filter(instance_id="old-stopped").exists()
+    # Once a live instance has counted its shutdown report, it goes too.
+    LifecycleReport.objects.filter(instance_id="old-uncounted").update(counted_at=timezone.now())
+    assert instances_prune(older_than=dt.timedelta(days=30)) == 1
+    assert instances_prune(older_than=dt.timedelta(days=30)) == 0
+
+
+def test_instances_prune__the_worker_runs_it_daily():
+    from procrastinate.contrib.django import app
+
+    import lifecycle.tasks  # noqa: F401  (procrastinate autodiscovers it in the worker)
+
+    periodic = {task.periodic_id: task for task in app.periodic_registry.periodic_tasks.values()}
+    assert periodic["lifecycle-instances-prune"].task.name == "lifecycle.instances_prune"
 
 
 # transaction=True: the steps run in threads of their own, with their own connections.
