@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from lifecycle.local_instances import process_alive
+from lifecycle.local_instances import local_instances, process_alive
 from tests.support.instances import free_port
 from tests.support.processes import ROOT
-from tests.support.workers import manage
+from tests.support.workers import manage, wait_for
 
 
 def _listening(port: int) -> bool:
@@ -68,7 +68,15 @@ def test_make_run__manage_py_stop_prints_both_reports_exits_0_and_leaves_nothing
             time.sleep(0.3)
         else:
             pytest.fail("make run was not ready in 60 s:\n" + (tmp_path / "make-run.log").read_text())
-        emulator_pid = int((Path(service_env["OMK_RUN_DIR"]) / "bqemulator.pid").read_text())
+        # `make run` starts the worker beside gunicorn: on a busy machine it may register after the
+        # web instance is ready. A person who runs `manage.py stop` then finds both.
+        run_dir = Path(service_env["OMK_RUN_DIR"])
+        wait_for(
+            lambda: {found.kind for found in local_instances(run_dir)} >= {"web", "worker"},
+            timeout=30,
+            message="the web instance and the worker both running",
+        )
+        emulator_pid = int((run_dir / "bqemulator.pid").read_text())
 
         result = manage(env, "stop")
 
