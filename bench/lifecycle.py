@@ -37,16 +37,8 @@ DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 WORKERS, THREADS = "2", "4"
 
-BARE_SETTINGS = """
-import dj_database_url, os
-SECRET_KEY = "bench"
-DEBUG = False
-ALLOWED_HOSTS = ["*"]
-ROOT_URLCONF = "bare_urls"
-INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
-                  "django.contrib.messages"]
-# startproject's middleware; signed-cookie sessions so that no database is needed.
-MIDDLEWARE = [
+# What Django's startproject lists: the bare baseline's middleware (also bench/request_path.py's).
+STARTPROJECT_MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -55,10 +47,22 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+BARE_SETTINGS = (
+    """
+import dj_database_url, os
+SECRET_KEY = "bench"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "bare_urls"
+INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "django.contrib.sessions",
+                  "django.contrib.messages"]
+# Signed-cookie sessions so that no database is needed; startproject's middleware (below).
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
 USE_TZ = True
 """
+    + f"MIDDLEWARE = {STARTPROJECT_MIDDLEWARE!r}\n"
+)
 BARE_URLS = """
 import os
 import time

@@ -32,16 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# What Django's startproject lists: the bare baseline (bench/lifecycle.py's bare app).
-BARE_MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
+# The bare baseline: startproject's middleware, as bench/lifecycle.py's bare app has it.
+from bench.lifecycle import STARTPROJECT_MIDDLEWARE as BARE_MIDDLEWARE  # noqa: E402
+
 PATH, QUERY = "/_test/slow", "seconds=0"
 
 
