@@ -6,8 +6,16 @@ or failover breaks every idle connection at once, so a worker whose pool held tw
 its next request wait past DB_POOL_TIMEOUT and answer 503 although the server was back. Here the
 first broken connection makes the pool test all its idle ones at once (`ConnectionPool.check()`)
 and the request takes a fresh one, with no backoff sleep.
+
+That test runs beside the request, which waits for it no longer than the pool's own timeout: on
+a path that drops packets each idle connection's test hangs until tcp_user_timeout, and the pool
+tests them one after another, so a pool of N idle connections would hold the request N times
+that long. The request answers "unavailable" instead, within one tcp_user_timeout (the broken
+connection it took) plus one pool timeout; the test goes on in its thread and leaves the pool
+holding only connections that answered.
 """
 
+import threading
 from typing import Any
 
 import psycopg
@@ -25,6 +33,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         except psycopg.Error:
             # Put back broken, it is discarded and replaced; the others a restart broke go with it.
             pool.putconn(connection)
-            pool.check()
+            checking = threading.Thread(target=pool.check, name="db-pool-check", daemon=True)
+            checking.start()
+            checking.join(timeout=pool.timeout)
+            if checking.is_alive():
+                raise psycopg.OperationalError(
+                    f"the pool's idle connections to PostgreSQL did not answer within {pool.timeout} s"
+                ) from None
             connection = super().get_new_connection(conn_params)
         return connection
