@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -34,6 +34,7 @@ from django.dispatch import receiver
 from django_redis import get_redis_connection
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
 from redis.exceptions import NoScriptError, RedisError
 from redis.sentinel import (
     MasterNotFoundError,
@@ -226,14 +227,7 @@ class RedisScript:
         if isinstance(reply, Exception):
             raise reply
         if len(replies) > 1:
-            acked, need = replies[1], replicas_to_ack()
-            if isinstance(acked, Exception):
-                raise acked
-            if acked < need:
-                raise ReplicaAckTimeout(
-                    f"{acked} of the {need} Redis replicas required acknowledged the write within "
-                    f"{core_settings.REDIS_REPLICAS_ACK_TIMEOUT} s"
-                )
+            _require_replicas(replies[1], need=replicas_to_ack())
         return reply
 
     def __call__(self, client: Redis, *, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -271,3 +265,37 @@ class RedisScript:
         for command in commands:
             pipe.execute_command(*command)
         return await pipe.execute(raise_on_error=False)
+
+
+def _require_replicas(acked: Any, *, need: int) -> None:
+    if isinstance(acked, Exception):
+        raise acked
+    if acked < need:
+        raise ReplicaAckTimeout(
+            f"{acked} of the {need} Redis replicas required acknowledged the write within "
+            f"{core_settings.REDIS_REPLICAS_ACK_TIMEOUT} s"
+        )
+
+
+def replicated(client: Redis, command: Callable[[Pipeline], object], *, hands_out: Callable[[Any], bool] = bool) -> Any:
+    """The reply of one redis-py command (`command` queues it on the pipeline it is given) that
+    hands out data, answered only once that data is on the replicas: with
+    OMK_REDIS_MIN_REPLICAS_ACK, WAIT follows it on the same connection, in the same round trip.
+
+    A reader sees a write as soon as the primary has it, before any replica does. A queue claim
+    that delivered a message whose publish was refused (its WAIT timed out) would hand the
+    consumer a message a failover can take back, and that the publisher's retry then adds again
+    under another id: delivered twice. Replication is ordered, so a replica that acknowledged
+    the claim has every write before it, each delivered message's publish included. A reply
+    that hands out nothing (`hands_out(reply)` false: an empty claim) needs no replica."""
+    need = replicas_to_ack()
+    pipe = client.pipeline(transaction=False)
+    command(pipe)
+    if need:
+        pipe.wait(need, int(core_settings.REDIS_REPLICAS_ACK_TIMEOUT * 1000))
+    replies = pipe.execute(raise_on_error=False)
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    if need and hands_out(replies[0]):
+        _require_replicas(replies[1], need=need)
+    return replies[0]

@@ -30,7 +30,7 @@ from typing import Any, cast
 from redis.exceptions import ResponseError
 
 from core.errors import InvalidInput, ServiceError
-from core.redis import RedisScript, redis_client, redis_text
+from core.redis import RedisScript, redis_client, redis_text, replicated
 from lifecycle.queues.conf import queues_settings
 from lifecycle.queues.metrics import QUEUE_MESSAGES
 
@@ -343,8 +343,15 @@ def queue_claim(
     cursor = "0-0"
     # XAUTOCLAIM scans at most `count` pending entries per call: follow the cursor a few times.
     for _ in range(10):
-        cursor_raw, entries, _deleted = client.xautoclaim(
-            key, _group(), consumer, _visibility_ms(), start_id=cursor, count=count - len(messages)
+        # A message taken over may be one whose earlier claim was refused (its WAIT timed out):
+        # handed out only once a replica has it, as new ones are (core.redis.replicated).
+        wanted = count - len(messages)
+        cursor_raw, entries, _deleted = replicated(
+            client,
+            lambda pipe, start=cursor, wanted=wanted: pipe.xautoclaim(
+                key, _group(), consumer, _visibility_ms(), start_id=start, count=wanted
+            ),
+            hands_out=lambda reply: bool(reply[1]),
         )
         messages += [_message(entry, redelivered=True) for entry in entries]
         cursor = cursor_raw.decode()
@@ -361,7 +368,10 @@ def queue_claim(
         # Its type also lists the map of `legacy_responses=False`, which this client never sets.
         response = cast(
             "list[list[Any]] | None",
-            client.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block),
+            replicated(
+                client,
+                lambda pipe: pipe.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block),
+            ),
         )
         for _stream, entries in response or []:
             messages += [_message(entry, redelivered=False) for entry in entries]

@@ -177,6 +177,27 @@ def test_min_replicas_ack__queue_publish_ack_and_session_writes_wait_too(
     assert _post(client, "/api/auth/login", login).status_code == 200
 
 
+def test_min_replicas_ack__a_claim_hands_out_no_message_a_replica_lacks(api_client, own_queues, settings, redis_servers):
+    """A refused publish's message is on the primary only: a failover could take it back and the
+    publisher's retry add it again, so no consumer may be handed it before a replica has it."""
+    own_queues("unreplicated")
+    use_redis(settings, redis_servers.primary.url)
+    settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
+    settings.QUEUES_VISIBILITY_TIMEOUT_SECONDS = 0.2
+    claim = {"consumer": "c"}
+    assert _post(api_client, "/api/queues/unreplicated/claim", claim).json()["messages"] == []
+    with _stopped(redis_servers.replica):
+        # A claim that hands out nothing needs no replica.
+        assert _post(api_client, "/api/queues/unreplicated/claim", claim).json()["messages"] == []
+        _assert_503(_post(api_client, "/api/queues/unreplicated/", {"body": "maybe"}, key="pub-1"))
+        _assert_503(_post(api_client, "/api/queues/unreplicated/claim", claim))
+    published = _post(api_client, "/api/queues/unreplicated/", {"body": "maybe"}, key="pub-1")
+    assert published.status_code == 201
+    time.sleep(0.3)  # the refused claim's hold on it has passed
+    messages = _post(api_client, "/api/queues/unreplicated/claim", claim).json()["messages"]
+    assert [(m["id"], m["body"], m["redelivered"]) for m in messages] == [(published.json()["id"], "maybe", True)]
+
+
 async def _async_create() -> str:
     from lifecycle.sessions.manager import async_session_manager
 
