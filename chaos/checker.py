@@ -5,6 +5,12 @@ A failed attempt is explained only by something that happened to the instance th
 of its namespace (a partition, added latency), or a Redis or PostgreSQL restart in progress. A
 failure on an instance that was being *drained* is a violation (readiness must move traffic away
 before the listener closes); so is one nothing explains.
+
+One fault reaches past its instance: an instance cut off from PostgreSQL (or paused) in the
+middle of a transaction keeps that transaction's row locks (a sale's row, say) until the server
+ends it, at the heal or after idle_in_transaction_session_timeout. A request on another instance
+that waits for such a lock gives up at statement_timeout with a 503 naming the database; that
+503 is the cut-off instance's fault's.
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
                 return in_dependency_restart
             if record.drain_start is not None and record.drain_start <= t1:
                 return PLANNED_SCALE_IN
-            return UNEXPLAINED
+            return _lock_held_by_a_cut_off_instance(attempt, records) or UNEXPLAINED
     # No server in HAProxy's log (no server was up, or HAProxy closed the client connection
     # silently after the server's connection died): a kill or pause at that moment explains it.
     for record in records:
@@ -106,7 +112,26 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
         draining = record.drain_start is not None and record.drain_start - 0.5 <= t1
         if draining and t0 <= (record.exited or t1) + KILL_WINDOW:
             return PLANNED_SCALE_IN
-    return UNEXPLAINED
+    return _lock_held_by_a_cut_off_instance(attempt, records) or UNEXPLAINED
+
+
+# The faults that leave an instance's PostgreSQL transactions open, holding their row locks.
+LOCK_HOLDING_FAULTS = ("partition_postgres", "paused_instance")
+
+
+def _lock_held_by_a_cut_off_instance(attempt: Attempt, records: list[InstanceRecord]) -> str | None:
+    """A database 503 that waited while some instance was cut off from PostgreSQL or paused (see
+    the module docstring): that fault's kind, else None."""
+    if attempt.status != 503 or attempt.dependency != "database":
+        return None
+    t0, t1 = attempt.t0, attempt.t1
+    for record in records:
+        spans = [(kind, start, end) for kind, start, end in record.network_faults if kind in LOCK_HOLDING_FAULTS]
+        spans += [("paused_instance", start, end) for start, end in record.paused]
+        for kind, start, end in spans:
+            if start - 0.5 <= t1 and t0 <= end + SETTLE:
+                return kind
+    return None
 
 
 def response_of(attempt: Attempt) -> str:

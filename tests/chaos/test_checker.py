@@ -56,6 +56,25 @@ def test_classify__failure_with_nothing_going_on_is_unexplained():
     assert classify(_attempt(20.0, 20.1), records, windows) == UNEXPLAINED
 
 
+def test_classify__database_503_while_another_instance_holds_locks_cut_off_is_that_fault_s():
+    cut_off = InstanceRecord(
+        name="web1", slot=0, port=1, started=0.0, ready=1.0, network_faults=[("partition_postgres", 10.0, 16.0)]
+    )
+    waiting = InstanceRecord(name="web2", slot=1, port=2, started=0.0, ready=1.0)
+    records = [cut_off, waiting]
+    # Waited for a row lock from just before the cut until statement_timeout (10 s).
+    locked = Attempt(id="a", t0=9.8, t1=19.8, status=503, server="s1", dependency="database")
+    assert classify(locked, records, []) == "partition_postgres"
+    # Not for a 503 naming Redis, nor for a request long after the heal.
+    redis = Attempt(id="b", t0=9.8, t1=19.8, status=503, server="s1", dependency="redis")
+    assert classify(redis, records, []) == UNEXPLAINED
+    later = Attempt(id="c", t0=40.0, t1=50.0, status=503, server="s1", dependency="database")
+    assert classify(later, records, []) == UNEXPLAINED
+    # A latency window holds no transaction open.
+    cut_off.network_faults = [("latency", 10.0, 16.0)]
+    assert classify(locked, records, []) == UNEXPLAINED
+
+
 def test_classify__paused_instance_explains_failures_until_shortly_after_resume():
     records = [InstanceRecord(name="web1", slot=0, port=1, started=0.0, ready=1.0, paused=[(10.0, 15.0)])]
     assert classify(_attempt(12.0, 15.2), records, []) == "paused_instance"
