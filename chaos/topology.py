@@ -53,6 +53,21 @@ def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
     return False
 
 
+def _alive(pid: int) -> bool:
+    """The process runs: it exists and is not a zombie (which has closed its sockets)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _exists(pid: int) -> bool:
+    """The pid is taken, by a zombie too: PostgreSQL's start refuses a data directory whose
+    postmaster.pid names a pid that exists."""
+    return Path(f"/proc/{pid}").exists()
+
+
 def _kill_group(process: subprocess.Popen | None, signum: int) -> None:
     if process is not None and process.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -355,6 +370,7 @@ class PostgresCluster:
         self.datadir = directory / "data"
         self.port = port or free_port()
         self._as_postgres = os.geteuid() == 0  # PostgreSQL refuses to run as root
+        self._crashed: list[int] = []
 
     def url(self, dbname: str) -> str:
         return f"postgres://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -433,12 +449,61 @@ class PostgresCluster:
     def stop(self, mode: str = "fast") -> None:
         self._run(self._tool("pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
 
+    # How long an immediate stop may take before its processes are SIGKILLed: PostgreSQL's own
+    # escalation (SIGQUIT, then SIGKILL to what is left after 5 s) waits for every child.
+    CRASH_SECONDS = 2.0
+
+    def crash(self) -> None:
+        """The server dies: an immediate stop, and SIGKILL of the postmaster and every child still
+        there after CRASH_SECONDS. Returns once the postmaster is gone (its port closed).
+
+        A child the kernel holds (a long fsync on a busy disk) outlives any signal: the postmaster
+        waits for it, and an immediate stop once took 60 s that way in a chaos run, past pg_ctl's
+        wait, so the standby was never promoted. A dead host does not wait for its disk."""
+        pids = self._pids()
+        self._run(
+            self._tool("pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "-w", "-t", str(int(self.CRASH_SECONDS)),
+            "stop", timeout=self.CRASH_SECONDS + 10,
+        )  # fmt: skip
+        # Children outlive a dead postmaster (adopted by init): remembered for wait_stopped.
+        self._crashed = sorted(set(pids) | set(self._pids()))
+        for pid in self._crashed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if pids and not wait_until(lambda: not _alive(pids[0]), timeout=10, interval=0.05):
+            raise RuntimeError(f"the postmaster {pids[0]} outlived SIGKILL")
+
+    def wait_stopped(self, timeout: float = 120) -> None:
+        """Until no process of the server is left, the last crash's included (a crashed node can be
+        started, or rewound, only then: its children hold the shared memory)."""
+        pids = sorted(set(self._pids()) | set(self._crashed))
+        if not wait_until(lambda: not any(_exists(pid) for pid in pids), timeout=timeout, interval=0.1):
+            raise RuntimeError(f"processes of the stopped server on {self.port} are still there: {pids}")
+        self._crashed = []
+
+    def _pids(self) -> list[int]:
+        """The postmaster's pid (first) and its children's, while it runs; [] when it does not."""
+        try:
+            postmaster = int((self.datadir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        if not _alive(postmaster):
+            return []
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # The fields after the command's closing parenthesis: state, then the parent's pid.
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                    children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
     def restart(self) -> None:
         """An immediate stop is a crash for PostgreSQL: the next start replays the WAL."""
         self.restart_with({})
 
     def restart_with(self, settings: Mapping[str, str]) -> None:
-        self.stop(mode="immediate")
+        self.crash()
+        self.wait_stopped()
         self.start(**settings)
 
     def create_database(self, name: str) -> None:
@@ -548,7 +613,7 @@ class PostgresPair:
             times[name] = round(time.monotonic() - started, 3)
             step(name)
 
-        old.stop(mode="immediate")
+        old.crash()
         mark("primary_stopped")
         new.promote()
         # Alone until its standby is back: commits must not wait for a standby that is not there.
@@ -564,6 +629,7 @@ class PostgresPair:
     def _rebuild(self, old: PostgresCluster, new: PostgresCluster) -> str:
         """pg_rewind the old primary onto the new one's timeline and start it as its standby;
         a fresh pg_basebackup when the rewind fails or the node does not stream after it."""
+        old.wait_stopped()
         # pg_rewind reads the source's timeline from its control file, which the promotion
         # updates only at its checkpoint: without this one it may see no fork ("no rewind required").
         self._execute(new, "CHECKPOINT")
