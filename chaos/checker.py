@@ -9,8 +9,9 @@ before the listener closes); so is one nothing explains.
 One fault reaches past its instance: an instance cut off from PostgreSQL (or paused) in the
 middle of a transaction keeps that transaction's row locks (a sale's row, say) until the server
 ends it, at the heal or after idle_in_transaction_session_timeout. A request on another instance
-that waits for such a lock gives up at statement_timeout with a 503 naming the database; that
-503 is the cut-off instance's fault's.
+that waits for such a lock gives up at statement_timeout with a 503 naming the database, or,
+queued behind the threads that wait for it, meets HAProxy's 15 s bound first (a 504): either is
+the cut-off instance's fault's.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ LOCK_HOLDING_FAULTS = ("partition_postgres", "paused_instance")
 
 
 def _lock_held_by_a_cut_off_instance(attempt: Attempt, records: list[InstanceRecord]) -> str | None:
-    """A database 503 that waited while some instance was cut off from PostgreSQL or paused (see
-    the module docstring): that fault's kind, else None."""
-    if attempt.status != 503 or attempt.dependency != "database":
+    """A database 503, or a gateway timeout, that waited while some instance was cut off from
+    PostgreSQL or paused (see the module docstring): that fault's kind, else None."""
+    if not (attempt.status == 504 or (attempt.status == 503 and attempt.dependency == "database")):
         return None
     t0, t1 = attempt.t0, attempt.t1
     for record in records:

@@ -35,7 +35,7 @@ from django_redis import get_redis_connection
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.sentinel import (
     MasterNotFoundError,
     SentinelConnectionPool,
@@ -199,6 +199,10 @@ def build_async_redis_client() -> AsyncRedis:
     return AsyncRedis.from_url(location, **kwargs)
 
 
+# How a replica refuses WAIT.
+WAIT_ON_REPLICA = "WAIT cannot be used with replica instances"
+
+
 def replicas_to_ack() -> int:
     return max(0, core_settings.REDIS_MIN_REPLICAS_ACK)
 
@@ -268,6 +272,10 @@ class RedisScript:
 
 
 def _require_replicas(acked: Any, *, need: int) -> None:
+    if isinstance(acked, ResponseError) and str(acked).startswith(WAIT_ON_REPLICA):
+        # The server was demoted under us (a failover): the write, or the read a script did
+        # where its mark was found, went to a replica. What READONLY says, so treated alike.
+        raise ReadOnlyError(str(acked)) from acked
     if isinstance(acked, Exception):
         raise acked
     if acked < need:

@@ -65,6 +65,9 @@ def test_classify__database_503_while_another_instance_holds_locks_cut_off_is_th
     # Waited for a row lock from just before the cut until statement_timeout (10 s).
     locked = Attempt(id="a", t0=9.8, t1=19.8, status=503, server="s1", dependency="database")
     assert classify(locked, records, []) == "partition_postgres"
+    # Queued behind the threads that wait for the lock: HAProxy's timeout answers first.
+    queued = Attempt(id="q", t0=9.6, t1=24.6, status=504, server="s1")
+    assert classify(queued, records, []) == "partition_postgres"
     # Not for a 503 naming Redis, nor for a request long after the heal.
     redis = Attempt(id="b", t0=9.8, t1=19.8, status=503, server="s1", dependency="redis")
     assert classify(redis, records, []) == UNEXPLAINED

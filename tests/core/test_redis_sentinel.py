@@ -27,7 +27,7 @@ import requests
 from asgiref.sync import async_to_sync
 
 from chaos.topology import RedisGroup, free_port, wait_until
-from core.dependencies import ReplicaAckTimeout
+from core.dependencies import ReplicaAckTimeout, unavailable_dependency
 from core.redis import async_redis_client, build_redis_client, redis_client
 from hive.services import board_index_key, board_post_create, board_post_key
 from lifecycle.idempotency.models import IdempotencyRecord
@@ -138,6 +138,18 @@ def test_min_replicas_ack__a_retry_that_finds_its_write_waits_for_that_write(set
         pool.release(older)
         assert isinstance(raised(attempt), ReplicaAckTimeout)
     assert board_post_create(author="alice", body="unreplicated", dedupe="wait-retry").body == "unreplicated"
+
+
+def test_min_replicas_ack__a_demoted_primary_refusing_wait_is_unavailable(settings, redis_servers):
+    """A retry whose script only finds its mark writes nothing, so a server demoted to replica
+    under it runs the script and refuses only the WAIT: that is READONLY's case, a 503."""
+    use_redis(settings, redis_servers.primary.url)
+    settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
+    board_post_create(author="alice", body="once", dedupe="demoted")
+    use_redis(settings, redis_servers.replica.url)  # what the pool holds after the failover
+    error = raised(lambda: board_post_create(author="alice", body="once", dedupe="demoted"))
+    assert isinstance(error, redis.ReadOnlyError), repr(error)
+    assert unavailable_dependency(error) == "redis"
 
 
 def test_min_replicas_ack__zero_acknowledges_without_waiting(api_client, own_queues, settings, redis_servers):
