@@ -93,9 +93,13 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
                     return kind
             if in_dependency_restart:
                 return in_dependency_restart
+            # Before the drain: the request waited for a lock, it was not cut off by the drain.
+            held = _lock_held_by_a_cut_off_instance(attempt, records)
+            if held:
+                return held
             if record.drain_start is not None and record.drain_start <= t1:
                 return PLANNED_SCALE_IN
-            return _lock_held_by_a_cut_off_instance(attempt, records) or UNEXPLAINED
+            return UNEXPLAINED
     # No server in HAProxy's log (no server was up, or HAProxy closed the client connection
     # silently after the server's connection died): a kill or pause at that moment explains it.
     for record in records:

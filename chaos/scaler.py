@@ -73,9 +73,16 @@ class FaultGate:
     each out of the way of a dependency fault due within its span bunched them up: a 10-minute
     run had four back to back after a failover), and a dependency fault moves by about a
     network fault's length and the gap. `apart=False`: no waiting (overlapping faults on purpose).
+
+    Two dependency faults are kept DEPENDENCY_GAP apart: a Redis restart begun 2 s after a
+    failover's window, while the promoted primary's new replica was still syncing, turned into a
+    second failover, and the first one's "writes ok again" took the second's 12 s.
     """
 
     GAP = 3.5  # seconds between one's window and the other's start: checker.SETTLE, and a margin
+    # A failover's window ends at the promotion; the writes that wait for a replica come back
+    # when the old primary has rejoined and synced: about 4 s more on a busy machine, and a margin.
+    DEPENDENCY_GAP = 10.0
 
     def __init__(self, now: Callable[[], float], *, apart: bool = True):
         self.now = now
@@ -101,6 +108,8 @@ class FaultGate:
                     free = self._active is None and now >= self._ended[other] + self.GAP
                     if group == "network":
                         free = free and not self._waiting
+                    else:
+                        free = free and now >= self._ended["dependency"] + self.DEPENDENCY_GAP
                     if free or not self.apart:
                         self._active = group
                         return round(now - started, 2)

@@ -16,7 +16,8 @@ loss would lose acknowledged data: with OMK_REDIS_MIN_REPLICAS_ACK > 0 it is fol
 same connection and in the same round trip, by `WAIT n timeout`, and too few replicas in time raise `ReplicaAckTimeout`
 (a 503: the client retries, with its Idempotency-Key one effect). Redis replicates
 asynchronously: without the WAIT an acknowledged write can vanish with a primary that dies
-before its replica has it.
+before its replica has it. `replicated` does the same for one command that hands out data a
+reader must not be given before a replica has it (a queue claim).
 """
 
 from __future__ import annotations

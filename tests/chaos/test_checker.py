@@ -73,6 +73,10 @@ def test_classify__database_503_while_another_instance_holds_locks_cut_off_is_th
     assert classify(redis, records, []) == UNEXPLAINED
     later = Attempt(id="c", t0=40.0, t1=50.0, status=503, server="s1", dependency="database")
     assert classify(later, records, []) == UNEXPLAINED
+    # On an instance drained meanwhile: still the lock's, not the drain's.
+    waiting.drain_start = 15.0
+    assert classify(locked, records, []) == "partition_postgres"
+    waiting.drain_start = None
     # A latency window holds no transaction open.
     cut_off.network_faults = [("latency", 10.0, 16.0)]
     assert classify(locked, records, []) == UNEXPLAINED

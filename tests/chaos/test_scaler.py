@@ -66,3 +66,17 @@ def test_fault_gate__stop_ends_the_wait_and_overlap_waits_for_nothing():
     overlapping = FaultGate(clock, apart=False)
     overlapping.enter("dependency", threading.Event())
     assert overlapping.enter("network", threading.Event()) == 0
+
+
+def test_fault_gate__dependency_faults_are_kept_their_own_gap_apart():
+    clock, stop = Clock(), threading.Event()
+    gate = FaultGate(clock)
+    assert gate.enter("dependency", stop) == 0
+    clock.t += 4
+    gate.leave("dependency")
+    thread, out = _enter_in_thread(gate, "dependency", stop)
+    time.sleep(0.3)
+    assert out == []  # the first one's replica may still be syncing
+    clock.t += gate.DEPENDENCY_GAP
+    thread.join(2)
+    assert out == [gate.DEPENDENCY_GAP]

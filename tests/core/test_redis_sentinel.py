@@ -189,7 +189,9 @@ def test_min_replicas_ack__queue_publish_ack_and_session_writes_wait_too(
     assert _post(client, "/api/auth/login", login).status_code == 200
 
 
-def test_min_replicas_ack__a_claim_hands_out_no_message_a_replica_lacks(api_client, own_queues, settings, redis_servers):
+def test_min_replicas_ack__a_claim_hands_out_no_message_a_replica_lacks(
+    api_client, own_queues, settings, redis_servers
+):
     """A refused publish's message is on the primary only: a failover could take it back and the
     publisher's retry add it again, so no consumer may be handed it before a replica has it."""
     own_queues("unreplicated")
