@@ -19,6 +19,7 @@ queue is decided before these are called (hive.services: owners and members).
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
 from core.errors import InvalidInput, ServiceError
@@ -345,14 +347,8 @@ def queue_claim(
     for _ in range(10):
         # A message taken over may be one whose earlier claim was refused (its WAIT timed out):
         # handed out only once a replica has it, as new ones are (core.redis.replicated).
-        wanted = count - len(messages)
-        cursor_raw, entries, _deleted = replicated(
-            client,
-            lambda pipe, start=cursor, wanted=wanted: pipe.xautoclaim(
-                key, _group(), consumer, _visibility_ms(), start_id=start, count=wanted
-            ),
-            hands_out=lambda reply: bool(reply[1]),
-        )
+        take_over = functools.partial(_take_over, key=key, consumer=consumer, start=cursor, count=count - len(messages))
+        cursor_raw, entries, _deleted = replicated(client, take_over, hands_out=lambda reply: bool(reply[1]))
         messages += [_message(entry, redelivered=True) for entry in entries]
         cursor = cursor_raw.decode()
         if cursor == "0-0" or len(messages) >= count:
@@ -379,6 +375,10 @@ def queue_claim(
     QUEUE_MESSAGES.labels(event="redelivered").inc(redelivered)
     QUEUE_MESSAGES.labels(event="claimed").inc(len(messages) - redelivered)
     return messages
+
+
+def _take_over(pipe: Pipeline, *, key: str, consumer: str, start: str, count: int) -> object:
+    return pipe.xautoclaim(key, _group(), consumer, _visibility_ms(), start_id=start, count=count)
 
 
 def queue_ack(*, name: str, ids: Iterable[str], consumer: str, dedupe: str | None = None) -> AckResult:
