@@ -312,6 +312,9 @@ def verdict(run: Run, results: dict[str, CheckResult]) -> dict[str, Any]:
         "seed": run.args.seed,
         "duration_s": run.args.duration,
         "acknowledged": len(acked),
+        # Every operation answered with its 2xx and checked: the writes, and the reads the flows
+        # verify (pages, session reads, balances).
+        "acknowledged_operations": sum(1 for op in ops if op.outcome == ACKED),
         "lost": totals["lost"],
         "duplicated": totals["duplicated"],
         "double_executions": totals["double_executions"],

@@ -82,6 +82,7 @@ def table(verdict: dict[str, Any]) -> str:
     causes = ", ".join(f"{k} {v}" for k, v in sorted(verdict["errors_by_cause"].items())) or "none"
     rows = [
         ("operations acknowledged (writes)", verdict["acknowledged"]),
+        ("operations acknowledged (writes and checked reads)", verdict["acknowledged_operations"]),
         ("lost", verdict["lost"]),
         ("duplicated", verdict["duplicated"]),
         ("double executions", verdict["double_executions"]),

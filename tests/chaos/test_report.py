@@ -1,5 +1,6 @@
 """The chaos report's PostgreSQL failover measures and its per-fault table, from recorded figures."""
 
+import re
 from types import SimpleNamespace
 
 from chaos.recorder import Attempt, Recorder
@@ -35,9 +36,9 @@ def test_postgres_failovers__writes_back_is_the_first_postgresql_write_sent_afte
     assert measured["failed_by_cause"] == {"postgres_failover": 2}
 
 
-COUNTS = """acknowledged lost duplicated double_executions failed_during_planned_scale_in unexplained_failures
-unexpected_responses retries_exhausted operations requests ops_retried_then_succeeded kills worker_kills drains
-scale_ups pauses redis_restarts postgres_restarts"""
+COUNTS = """acknowledged acknowledged_operations lost duplicated double_executions failed_during_planned_scale_in
+unexplained_failures unexpected_responses retries_exhausted operations requests ops_retried_then_succeeded kills
+worker_kills drains scale_ups pauses redis_restarts postgres_restarts"""
 
 
 def test_table__names_each_failover_and_its_measures():
@@ -57,7 +58,9 @@ def test_table__names_each_failover_and_its_measures():
             }
         ],
     }
+    verdict["acknowledged_operations"] = 7
     text = table(verdict)
+    assert re.search(r"\| operations acknowledged \(writes and checked reads\) +\| 7 \|", text)
     assert "PostgreSQL failover 1 (t 30.0 s): writes again after the stop (s) | 0.9 (promoted 0.2 s" in text
     assert "4: postgres_failover 4; by status 503 4" in text
 

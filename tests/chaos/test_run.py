@@ -56,6 +56,7 @@ def test_chaos_run__short_seeded_run_has_no_violation(tmp_path: Path):
         assert report[count] == 0, count
     # The run did what it claims: real load and every kind of fault happened.
     assert report["acknowledged"] > 50
+    assert report["acknowledged_operations"] > report["acknowledged"]  # the checked reads too
     assert report["kills"] >= 1
     assert report["drains"] >= 1
     assert report["redis_restarts"] == 1
