@@ -35,7 +35,6 @@ from django.dispatch import receiver
 from django_redis import get_redis_connection
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.client import Pipeline
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 from redis.sentinel import (
     MasterNotFoundError,
@@ -208,6 +207,10 @@ def replicas_to_ack() -> int:
     return max(0, core_settings.REDIS_MIN_REPLICAS_ACK)
 
 
+def _wait(need: int) -> tuple[Any, ...]:
+    return ("WAIT", need, int(core_settings.REDIS_REPLICAS_ACK_TIMEOUT * 1000))
+
+
 class RedisScript:
     """A Lua script: EVALSHA (EVAL when Redis lacks it: restarted, failed over). `durable` (the
     default) when it writes acknowledged data: then, with OMK_REDIS_MIN_REPLICAS_ACK, WAIT on the
@@ -223,7 +226,7 @@ class RedisScript:
         commands: list[tuple[Any, ...]] = [(*head, len(keys), *keys, *args)]
         need = replicas_to_ack() if self.durable else 0
         if need:
-            commands.append(("WAIT", need, int(core_settings.REDIS_REPLICAS_ACK_TIMEOUT * 1000)))
+            commands.append(_wait(need))
         return commands
 
     @staticmethod
@@ -286,10 +289,11 @@ def _require_replicas(acked: Any, *, need: int) -> None:
         )
 
 
-def replicated(client: Redis, command: Callable[[Pipeline], object], *, hands_out: Callable[[Any], bool] = bool) -> Any:
-    """The reply of one redis-py command (`command` queues it on the pipeline it is given) that
+def replicated(client: Redis, command: Callable[[Redis], object], *, hands_out: Callable[[Any], bool] = bool) -> Any:
+    """The reply of one redis-py command (`command` sends it on the client it is given) that
     hands out data, answered only once that data is on the replicas: with
-    OMK_REDIS_MIN_REPLICAS_ACK, WAIT follows it on the same connection, in the same round trip.
+    OMK_REDIS_MIN_REPLICAS_ACK, `command` is given a pipeline and WAIT follows it on the same
+    connection, in the same round trip; without, it runs on `client` as a plain command.
 
     A reader sees a write as soon as the primary has it, before any replica does. A queue claim
     that delivered a message whose publish was refused (its WAIT timed out) would hand the
@@ -298,13 +302,14 @@ def replicated(client: Redis, command: Callable[[Pipeline], object], *, hands_ou
     the claim has every write before it, each delivered message's publish included. A reply
     that hands out nothing (`hands_out(reply)` false: an empty claim) needs no replica."""
     need = replicas_to_ack()
+    if not need:
+        return command(client)
     pipe = client.pipeline(transaction=False)
     command(pipe)
-    if need:
-        pipe.wait(need, int(core_settings.REDIS_REPLICAS_ACK_TIMEOUT * 1000))
+    pipe.execute_command(*_wait(need))
     replies = pipe.execute(raise_on_error=False)
     if isinstance(replies[0], Exception):
         raise replies[0]
-    if need and hands_out(replies[0]):
+    if hands_out(replies[0]):
         _require_replicas(replies[1], need=need)
     return replies[0]

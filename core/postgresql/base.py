@@ -10,9 +10,11 @@ and the request takes a fresh one, with no backoff sleep.
 That test runs beside the request, which waits for it no longer than the pool's own timeout: on
 a path that drops packets each idle connection's test hangs until tcp_user_timeout, and the pool
 tests them one after another, so a pool of N idle connections would hold the request N times
-that long. The request answers "unavailable" instead, within one tcp_user_timeout (the broken
-connection it took) plus one pool timeout; the test goes on in its thread and leaves the pool
-holding only connections that answered.
+that long. On such a path the test outlasts the pool timeout and the request answers
+"unavailable" after one tcp_user_timeout (the broken connection it took) and one pool timeout;
+the test goes on in its thread and leaves the pool holding only connections that answered. A
+test that ends in time is followed by the usual wait for a connection, at most another pool
+timeout.
 """
 
 import threading

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from redis.client import Pipeline
+from redis import Redis
 from redis.exceptions import ResponseError
 
 from core.errors import InvalidInput, ServiceError
@@ -366,7 +366,7 @@ def queue_claim(
             "list[list[Any]] | None",
             replicated(
                 client,
-                lambda pipe: pipe.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block),
+                lambda c: c.xreadgroup(_group(), consumer, {key: ">"}, count=count - len(messages), block=block),
             ),
         )
         for _stream, entries in response or []:
@@ -377,8 +377,8 @@ def queue_claim(
     return messages
 
 
-def _take_over(pipe: Pipeline, *, key: str, consumer: str, start: str, count: int) -> object:
-    return pipe.xautoclaim(key, _group(), consumer, _visibility_ms(), start_id=start, count=count)
+def _take_over(client: Redis, *, key: str, consumer: str, start: str, count: int) -> object:
+    return client.xautoclaim(key, _group(), consumer, _visibility_ms(), start_id=start, count=count)
 
 
 def queue_ack(*, name: str, ids: Iterable[str], consumer: str, dedupe: str | None = None) -> AckResult:
