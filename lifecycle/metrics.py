@@ -10,6 +10,7 @@ in its `metrics.py`; /metrics serves them all.
 
 from __future__ import annotations
 
+import glob
 import hmac
 import os
 
@@ -71,10 +72,34 @@ HTTP_UNAVAILABLE = Counter(
 )
 
 
+class WrittenFilesCollector(multiprocess.MultiProcessCollector):
+    """The files of the processes' samples, less those a process is creating at this instant.
+
+    prometheus-client creates a process's file, then sizes it: a scrape in between reads 0 bytes,
+    and the stock collector raises on it, losing every metric of the scrape (a worker's first
+    counted request races the scrapes). A process killed in that window would leave the empty
+    file, and break every scrape, until the instance restarts."""
+
+    def __init__(self, registry: CollectorRegistry, path: str):
+        self.directory = path
+        super().__init__(registry, path)
+
+    def collect(self):
+        return self.merge([path for path in glob.glob(os.path.join(self.directory, "*.db")) if _written(path)])
+
+
+def _written(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:  # a live gauge's file, removed as its process was reaped
+        return False
+
+
 def metrics_registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        WrittenFilesCollector(registry, path)
         return registry
     return REGISTRY
 

@@ -319,11 +319,26 @@ def test_sentinel__primary_killed__every_client_follows_the_promoted_replica(
 
         # The old primary comes back as the new one's replica: writes that wait for one succeed.
         group.primary.start()
-        assert wait_until(
-            lambda: survivor.info("replication").get("slave0", {}).get("state") == "online", REJOIN_BOUND_SECONDS
-        )
+        rejoined = group.server(group.primary.port)
+
+        def in_sync() -> bool:
+            """The primary counts a replica online once the snapshot is sent, before the replica
+            has loaded it and can acknowledge anything: the replica's own view says when."""
+            try:
+                link = rejoined.info("replication")
+            except redis.RedisError:
+                return False
+            online = survivor.info("replication").get("slave0", {}).get("state") == "online"
+            return online and link.get("master_link_status") == "up" and not link.get("master_sync_in_progress")
+
+        assert wait_until(in_sync, REJOIN_BOUND_SECONDS)
         settings.OMK_REDIS_MIN_REPLICAS_ACK = 1
-        assert _post(api_client, "/api/board/", {"body": "after the failover"}).status_code == 201
+        # An acknowledgement within 0.5 s: a loaded machine can miss one, which is a 503 to retry.
+        after = []
+        while len(after) < 5 and 201 not in after:
+            after.append(_post(api_client, "/api/board/", {"body": f"after the failover {len(after)}"}).status_code)
+        assert after[-1] == 201, after
+        assert set(after) <= {201, 503}, after
     finally:
         group.stop()
 

@@ -47,6 +47,7 @@ def test_metrics__aggregated_over_workers(start_instance):
     assert "instance_recovery_success_total 1.0" in body
     # Labelled counters appear once counted; the others are there from the start.
     assert "instance_shutdown_duration_seconds_count 0.0" in body
+    assert "http_requests_in_flight 0.0" in body  # before any request a worker counts
     assert "sessions_recovered_total" in body
     assert "sessions_active" in body
     assert "instance_shutdown_duration_seconds" in body
