@@ -30,7 +30,10 @@ preload_app = False
 # In-flight requests get what the platform leaves after our safety margin.
 graceful_timeout = int(platform_info.shutdown_deadline)
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
-keepalive = 5
+# Longer than a load balancer keeps an idle connection to us (Google's: 600 s, fixed), so the
+# balancer closes it, never we: closing it ourselves races a request it is sending on it, which
+# fails (a 502) without reaching us. A stopping worker keeps its idle connections 2 s at most.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "620"))
 # gunicorn's control socket has one default path per user: several instances on one host would
 # take it from each other. We stop instances with signals and `manage.py stop` instead.
 control_socket_disable = True

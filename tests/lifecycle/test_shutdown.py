@@ -2,9 +2,11 @@
 report, a hung step, and `manage.py stop`."""
 
 import concurrent.futures
+import http.client
 import os
 import signal
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -69,6 +71,34 @@ def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance)
     assert instance_row.state == "stopped"
     states = list(InstanceEvent.objects.filter(instance=instance_row).values_list("state", flat=True))
     assert states == ["starting", "ready", "draining", "stopped"]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_sigterm__an_idle_keep_alive_connection_outlives_the_balancers_and_ends_with_the_drain(start_instance):
+    """A load balancer reuses its idle connections for 5 s (HAProxy's pool) to 600 s (Google's): we
+    keep ours longer, so it is never we who close one while a request is on its way. A stopping
+    worker does not wait out that keep-alive: it keeps an idle connection 2 s at most."""
+    instance = start_instance(wait_for="/ready", DRAIN_DELAY="0", **GKE_10S, **SINK)
+    connection = http.client.HTTPConnection(urllib.parse.urlsplit(instance.url).netloc, timeout=10)
+    connection.request("GET", "/health")
+    assert connection.getresponse().read()
+    kept = connection.sock
+    time.sleep(6.5)  # past HAProxy's 5 s, with gunicorn's once-a-second sweep of idle connections
+    connection.request("GET", "/health")
+    assert connection.getresponse().status == 200
+    assert connection.sock is kept  # the same connection served it, not a new one
+
+    sent = time.monotonic()
+    instance.signal(signal.SIGTERM)
+    assert instance.process.wait(timeout=15) == 0
+    took = time.monotonic() - sent
+    assert took < 6.0, f"exited {took:.1f} s after SIGTERM with an idle connection open"
+    report = LifecycleReport.objects.get(kind="shutdown")
+    assert report.ok, report.steps
+    steps = {s["name"]: s for s in report.steps}
+    assert steps["finish_requests"]["duration"] < 3.5, steps["finish_requests"]
+    connection.close()
 
 
 @pytest.mark.slow
