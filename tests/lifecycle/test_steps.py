@@ -121,6 +121,17 @@ def test_format_report__shutdown_steps_under_their_groups_and_what_was_lost():
     assert format_report(again)[0] == "X:"
 
 
+def test_format_report__statuses_line_up_past_the_longest_label():
+    report = Report(kind="shutdown", started_at=0, budget=30, duration=0.1)
+    long = "Handing back replies in generation (12)"
+    report.steps = [
+        StepResult("drain", "Draining (readiness 503)", StepStatus.OK, 0, 0.0),
+        StepResult("hand_back_replies", long, StepStatus.OK, 12, 0.0),
+    ]
+    lines = format_report(report)[1:3]
+    assert {line.index(" ok ") for line in lines} == {len("  " + long + " ...")}
+
+
 def test_format_report__a_recovery_report_has_no_groups():
     report = Report(kind="recovery", started_at=0, duration=0.1)
     report.steps = [StepResult("mark_lost", "Marking lost instances (0)", StepStatus.OK)]
