@@ -90,9 +90,9 @@ fuzz-api: install-dev services
 	SCHEMATHESIS_EXAMPLES=$${SCHEMATHESIS_EXAMPLES:-250} SCHEMATHESIS_RANDOMIZED=1 \
 		$(TEST_ENV) $(BIN)/pytest tests/governance/test_schemathesis.py -s $(PYTEST_ARGS)
 
-# mypy with django-stubs (configuration in pyproject.toml) on the application packages that exist
-# in this checkout; `make lint` (so `make test`) runs it too.
-TYPECHECK_DIRS = $(wildcard core lifecycle governance hive accounts omk settings)
+# mypy with django-stubs (configuration in pyproject.toml) on the application packages and the
+# chaos harness that exist in this checkout; `make lint` (so `make test`) runs it too.
+TYPECHECK_DIRS = $(wildcard core lifecycle governance hive accounts omk settings chaos)
 
 typecheck: install-dev
 	$(BIN)/mypy $(TYPECHECK_DIRS)

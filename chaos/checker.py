@@ -230,7 +230,7 @@ def fault_figures(ops: list, events: list, windows: list[dict], load_end: float 
     return figures
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def _percentile(values: list[float], q: int) -> float | None:
     if not values:
         return None
     if len(values) == 1:

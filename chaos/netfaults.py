@@ -203,6 +203,8 @@ class NetworkFaults:
                 namespace.heal()
                 window.healed = self.recorder.now()
                 self.recorder.event("heal", victim.name, path=kind.removeprefix("partition_"))
+        healed = window.healed
+        assert healed is not None  # set on both paths above
         # Until it is back, or no longer the platform's (drained or killed meanwhile): waiting out
         # the 30 s for an instance scaled in would hold the next faults past a short run's end.
         # A latency victim stays in the rotation (its checks answer within `timeout check`), so
@@ -213,8 +215,8 @@ class NetworkFaults:
             and wait_until(lambda: self._up(victim) or not self._serving(victim), timeout=30, interval=0.1)
             and self._up(victim)
         ):
-            window.back_in_lb_s = round(self.recorder.now() - window.healed, 2)
-        end = window.healed + (window.back_in_lb_s or 0.0)
+            window.back_in_lb_s = round(self.recorder.now() - healed, 2)
+        end = healed + (window.back_in_lb_s or 0.0)
         record.network_faults.append((kind, window.start, end))
 
     def _partition(self, kind: str, victim: WebInstance, window: Window, sigterm: bool) -> None:

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,15 +118,13 @@ class Run:
         # With the failover fault: a primary and a synchronous standby, reached by libpq's
         # multi-host URL; without it one cluster, as before.
         pair = not self.args.no_postgres_failover
-        self.postgres = PostgresPair(self.report_dir) if pair else PostgresCluster(self.report_dir / "pg")
+        server = self.postgres = PostgresPair(self.report_dir) if pair else PostgresCluster(self.report_dir / "pg")
 
         def postgres() -> None:
-            if isinstance(self.postgres, PostgresPair):
-                self.postgres.start()
-            else:
-                self.postgres.init()
-                self.postgres.start()
-            self.postgres.create_database(self.database)
+            if isinstance(server, PostgresCluster):
+                server.init()
+            server.start()
+            server.create_database(self.database)
 
         # Independent start-ups side by side: CI's whole run has 90 s.
         with ThreadPoolExecutor(3) as pool:
@@ -455,8 +454,9 @@ class Run:
             self.netfaults.start(load_t0)
         progress = threading.Thread(target=self._progress, name="progress", daemon=True)
         progress.start()
+        assert self.postgres is not None
         nodes = self.postgres.nodes if isinstance(self.postgres, PostgresPair) else [self.postgres]
-        sampler = CpuSampler([str(node.datadir) for node in nodes if node is not None]).start()
+        sampler = CpuSampler([str(node.datadir) for node in nodes]).start()
         end = load_t0 + args.duration
         while self.recorder.now() < end:
             time.sleep(0.2)
@@ -482,6 +482,7 @@ class Run:
                 self.errors.append(f"{flow.name} finish raised:\n{traceback.format_exc()}")
         self.outbox = self.drain_outbox()
         self.log("settled; checking the stores")
+        assert self.haproxy is not None
         checker.attach_haproxy_log(self.recorder, self.haproxy.log_path)
         results = {}
         for flow in self.flows:
@@ -507,13 +508,15 @@ class Run:
                     instance.kill()
                 for worker in list(self.platform.workers.values()):
                     worker.kill()
-        for stop in (
-            lambda: self.network and self.network.remove(),
-            lambda: self.haproxy and self.haproxy.stop(),
-            lambda: self.bigquery and self.bigquery.stop(),
-            lambda: self.redis and self.redis.stop(),
-            lambda: self.postgres and (self.postgres.stop() if self.args.keep_data else self.postgres.remove()),
-        ):
+        stops: list[Callable[[], None]] = []
+        if self.network:
+            stops.append(self.network.remove)
+        for started in (self.haproxy, self.bigquery, self.redis):
+            if started:
+                stops.append(started.stop)
+        if self.postgres:
+            stops.append(self.postgres.stop if self.args.keep_data else self.postgres.remove)
+        for stop in stops:
             with contextlib.suppress(Exception):
                 stop()
 

@@ -193,11 +193,11 @@ class Schedule:
             for (start, level), (end, _) in zip(levels, [*levels[1:], (duration, 0)], strict=True)
             if level > min_instances and lo <= (start + end) / 2 <= hi
         ]
-        failovers = (
-            sorted({min(ups, key=lambda t, target=target: abs(t - target)) if ups else target for target in targets})
-            if faults.get("redis_failover", True)
-            else []
-        )
+
+        def nearest_up(target: float) -> float:
+            return min(ups, key=lambda t: abs(t - target)) if ups else target
+
+        failovers = sorted({nearest_up(target) for target in targets}) if faults.get("redis_failover", True) else []
         return cls(
             duration,
             levels,
@@ -555,7 +555,7 @@ class Platform:
     def _dependency_restart(
         self, kind: str, restart: Callable[[], None], settle: Callable[[], None] | None = None
     ) -> None:
-        window = {"kind": kind, "start": self.recorder.now(), "end": None, "settled": None}
+        window: dict = {"kind": kind, "start": self.recorder.now(), "end": None, "settled": None}
         self.dependency_windows.append(window)
         restart()
         window["end"] = self.recorder.now()

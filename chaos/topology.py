@@ -203,7 +203,9 @@ class RedisSentinel:
         """This Sentinel's view of the primary (SENTINEL MASTER <name>)."""
         import redis
 
-        return redis.Redis(port=self.port, socket_timeout=1).sentinel_master(self.master_name)
+        view = redis.Redis(port=self.port, socket_timeout=1).sentinel_master(self.master_name)
+        assert isinstance(view, dict), view
+        return view
 
     def stop(self) -> None:
         _stop_group(self.process)

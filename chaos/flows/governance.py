@@ -540,10 +540,10 @@ class ProposalFlow(Flow):
                     c: sum((v["weight"] for v in mine if v["choice"] == c), Decimal(0))
                     for c in ("for", "against", "abstain")
                 }
-                stored = _tally(proposal)
-                if stored is not None and any(Decimal(str(stored.get(c, 0))) != expected[c] for c in expected):
+                tally = _tally(proposal)
+                if tally is not None and any(Decimal(str(tally.get(c, 0))) != expected[c] for c in expected):
                     tally_mismatches += 1
-                    result.violate(f"proposal {pk}: tally {stored} but its votes sum to {expected}")
+                    result.violate(f"proposal {pk}: tally {tally} but its votes sum to {expected}")
         result.acknowledged = len(acked_votes) + sum(1 for op in self.ops("create") if op.outcome == ACKED)
         result.details = {
             "proposals": len(self.proposals),
