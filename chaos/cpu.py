@@ -34,7 +34,7 @@ KINDS = (
 )
 
 
-def _stat(pid: str) -> tuple[int, float] | None:
+def process_stat(pid: str) -> tuple[int, float] | None:
     """(ppid, CPU seconds) of a process, None when it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -42,6 +42,11 @@ def _stat(pid: str) -> tuple[int, float] | None:
         return None
     fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK
+
+
+def parent_pid(pid: str) -> int | None:
+    stat = process_stat(pid)
+    return stat[0] if stat else None
 
 
 def _cmdline(pid: str) -> str:
@@ -87,7 +92,7 @@ class CpuSampler:
             self.sample()
 
     def sample(self) -> None:
-        stats = {pid: s for pid in os.listdir("/proc") if pid.isdigit() and (s := _stat(pid)) is not None}
+        stats = {pid: s for pid in os.listdir("/proc") if pid.isdigit() and (s := process_stat(pid)) is not None}
         children: dict[int, list[str]] = {}
         for pid, (ppid, _) in stats.items():
             children.setdefault(ppid, []).append(pid)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from chaos.cpu import parent_pid
 from chaos.ports import free_port
 
 if TYPE_CHECKING:
@@ -483,12 +484,7 @@ class PostgresCluster:
             return []
         if not pid_alive(postmaster):
             return []
-        children = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                # The fields after the command's closing parenthesis: state, then the parent's pid.
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
-                    children.append(int(stat.parent.name))
+        children = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and parent_pid(pid) == postmaster]
         return [postmaster, *children]
 
     def restart(self) -> None:
