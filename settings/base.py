@@ -112,11 +112,14 @@ DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/omk")
 # - tcp_user_timeout: data sent and never acknowledged (a query on a dropped path) breaks the
 #   connection after this many ms; the keepalives find a dead path on an idle connection;
 # - statement_timeout: one statement, server side (a lock wait included);
+# - lock_timeout: a lock wait alone, off by default (statement_timeout bounds it); the migration
+#   job sets it instead of a statement_timeout (k8s/jobs/migrate.yaml);
 # - idle_in_transaction_session_timeout: the server ends a session whose client went silent inside
 #   a transaction, so the row locks of a partitioned instance are released.
 # The server gets the same tcp_user_timeout and keepalives for its end (they are per-session
 # settings), so it drops a vanished client's backend as fast.
 DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 10_000)
+DB_LOCK_TIMEOUT_MS = env_int("DB_LOCK_TIMEOUT_MS", 0)
 DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 15_000)
 DB_TCP_USER_TIMEOUT_MS = env_int("DB_TCP_USER_TIMEOUT_MS", 5_000)
 DB_KEEPALIVES_IDLE = env_int("DB_KEEPALIVES_IDLE", 10)
@@ -127,6 +130,7 @@ _server_options = " ".join(
     f"-c {name}={value}"
     for name, value in (
         ("statement_timeout", DB_STATEMENT_TIMEOUT_MS),
+        ("lock_timeout", DB_LOCK_TIMEOUT_MS),
         ("idle_in_transaction_session_timeout", DB_IDLE_IN_TRANSACTION_TIMEOUT_MS),
         ("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS),
         ("tcp_keepalives_idle", DB_KEEPALIVES_IDLE),

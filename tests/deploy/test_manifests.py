@@ -314,7 +314,13 @@ def test_cloud_run__unfilled_variable_is_an_error():
 def test_migrate_job__valid():
     job = render_cloud_run(ROOT / "k8s" / "jobs" / "migrate.yaml")
     validate_document(job)
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"][1:3] == ["manage.py", "migrate"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][1:3] == ["manage.py", "migrate"]
+    # A long migration may run; one waiting behind the live traffic's locks gives up, and retries.
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["DB_STATEMENT_TIMEOUT_MS"] == "0"
+    assert int(env["DB_LOCK_TIMEOUT_MS"]) > 0
+    assert job["spec"]["backoffLimit"] >= 1
 
 
 # --- What kustomize really applies (the base and the example overlay) ----------------------------

@@ -44,8 +44,14 @@ def test_sigterm__in_flight_requests_finish_and_report_is_stored(start_instance)
 
     sent = time.monotonic()
     instance.signal(signal.SIGTERM)
-    time.sleep(0.3)
-    # During the drain delay: readiness is 503 in every worker, and new connections are served.
+
+    def ready_status() -> int:
+        return requests.get(instance.url + "/ready", timeout=5).status_code
+
+    # The master marks the drain as it handles the signal (well inside the 2 s delay, however
+    # loaded the machine); from then on, readiness is 503 in every worker, and new connections
+    # are served.
+    wait_for(lambda: ready_status() == 503, timeout=1.5, interval=0.05, message="readiness 503 after SIGTERM")
     probes = [requests.get(instance.url + "/ready", timeout=5) for _ in range(4)]
     assert [p.status_code for p in probes] == [503] * 4
     assert probes[0].json()["checks"]["draining"].startswith("Unavailable")

@@ -86,6 +86,38 @@ def test_base__database_bounds_on_every_connection_and_the_urls_own_options_win(
     server = options["options"].split()
     assert "statement_timeout=10000" in server
     assert "idle_in_transaction_session_timeout=15000" in server
+    assert "lock_timeout=0" in server  # off: statement_timeout bounds a lock wait
     assert "tcp_user_timeout=5000" in server
     # libpq applies `-c` options in order: the URL's own statement_timeout comes last and wins.
     assert server[-1] == "statement_timeout=0"
+
+
+def test_base__lock_timeout_ends_a_lock_wait_at_its_bound():
+    """What the migration job relies on (k8s/jobs/migrate.yaml): with no statement_timeout, a
+    statement waiting for a lock another session holds gives up at DB_LOCK_TIMEOUT_MS."""
+    code = """
+import time, psycopg
+from django.db import connection
+holder = psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True)
+holder.execute("SELECT pg_advisory_lock(424242)")
+started = time.monotonic()
+try:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(424242)")
+    print("acquired")
+except Exception as error:
+    print(getattr(error.__cause__, "sqlstate", None), round(time.monotonic() - started, 2))
+"""
+    result = manage(
+        "shell",
+        "-c",
+        code,
+        DJANGO_SETTINGS_MODULE="settings.local",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres",
+        DB_STATEMENT_TIMEOUT_MS="0",
+        DB_LOCK_TIMEOUT_MS="300",
+    )
+    assert result.returncode == 0, result.stderr
+    sqlstate, waited = result.stdout.split()[-2:]
+    assert sqlstate == "55P03"  # lock_not_available
+    assert 0.25 <= float(waited) < 3.0
