@@ -117,7 +117,8 @@ def classify(attempt: Attempt, records: list[InstanceRecord], windows: list[dict
         draining = record.drain_start is not None and record.drain_start - 0.5 <= t1
         if draining and t0 <= (record.exited or t1) + KILL_WINDOW:
             return PLANNED_SCALE_IN
-    return _lock_held_by_a_cut_off_instance(attempt, records) or UNEXPLAINED
+    # No lock rule here: any instance's partition or pause explained the attempt above.
+    return UNEXPLAINED
 
 
 # The faults that leave an instance's PostgreSQL transactions open, holding their row locks.
