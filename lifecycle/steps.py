@@ -271,19 +271,22 @@ def format_step(step: StepResult, width: int = 40) -> str:
     return line
 
 
+GROUP_INDENT = "  "
+
+
 def format_steps(report: Report) -> list[str]:
     """The step lines as `manage.py stop` prints them while they come: a shutdown's under the
     heading of their group (repeated if the configured order interleaves groups)."""
     # One column for the statuses, past the longest label (a count can lengthen any of them).
-    width = max([38, *(len(step.label) + 3 for step in report.steps)])
+    width = max([40, *(len(GROUP_INDENT + step.label) + 3 for step in report.steps)])
     if report.kind != "shutdown":
-        return [format_step(step, width=width + 2) for step in report.steps]
+        return [format_step(step, width=width) for step in report.steps]
     lines, group = [], None
     for step in report.steps:
         if step.group != group:
             group = step.group
             lines.append(SHUTDOWN_GROUPS.get(group, group.capitalize() or "Other steps") + ":")
-        lines.append("  " + format_step(step, width=width))
+        lines.append(GROUP_INDENT + format_step(step, width=width - len(GROUP_INDENT)))
     return lines
 
 

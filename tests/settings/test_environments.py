@@ -96,9 +96,9 @@ def test_base__lock_timeout_ends_a_lock_wait_at_its_bound():
     """What the migration job relies on (k8s/jobs/migrate.yaml): with no statement_timeout, a
     statement waiting for a lock another session holds gives up at DB_LOCK_TIMEOUT_MS."""
     code = """
-import time, psycopg
+import os, time, psycopg
 from django.db import connection
-holder = psycopg.connect("postgres://postgres@127.0.0.1:5432/postgres", autocommit=True)
+holder = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
 holder.execute("SELECT pg_advisory_lock(424242)")
 started = time.monotonic()
 try:
